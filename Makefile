@@ -1,0 +1,34 @@
+# rpnkit developer commands. `make run` and `make test` set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.rpnkit-installed
+
+.PHONY: setup run test lint bench cov clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m rpnkit.demo
+
+lint: setup
+	$(PY) -m ruff check src tests benchmarks examples
+
+test: setup lint
+	$(PY) -m pytest -q
+
+cov: setup
+	$(PY) -m pytest -q --cov=rpnkit --cov-report=term
+
+bench: setup
+	$(PY) -m pytest -q -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -1,0 +1,104 @@
+"""Base class of data expansion functions κ: R^m -> R^D."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigurationError
+from ..modules import apply_list, bind_module_list, build_module_list
+
+__all__ = ["Expansion", "check_positive_int"]
+
+
+def check_positive_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(
+            f"{owner}: {name} must be an integer >= {minimum}, got {value!r}"
+        )
+    return int(value)
+
+
+def check_finite_number(name: str, value: Any, owner: str, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{owner}: {name} must be a number, got {value!r}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigurationError(f"{owner}: {name} must be finite, got {value!r}")
+    if positive and value <= 0:
+        raise ConfigurationError(f"{owner}: {name} must be > 0, got {value!r}")
+    return value
+
+
+class Expansion(nn.Module):
+    """Data expansion κ(x) = post(expand(pre(x))), mapping (B, m) to (B, D).
+
+    Subclasses implement :meth:`expand` and :meth:`calculate_D`. ``preprocess``
+    and ``postprocess`` are (lists of) modules or module names; they are
+    registered submodules, so they train, save, move and switch to eval mode
+    with the expansion. Preprocessing must keep the width m.
+    """
+
+    registry_name = "expansion"
+    #: True when the expansion has no learnable or size-dependent pieces besides pre/post.
+    elementwise_width: int | None = None
+
+    def __init__(self, preprocess: Any = None, postprocess: Any = None) -> None:
+        super().__init__()
+        self.preprocess = build_module_list(preprocess)
+        self.postprocess = build_module_list(postprocess)
+        self.m: int | None = None
+
+    # -- sizes -----------------------------------------------------------------
+    def calculate_D(self, m: int) -> int:  # noqa: N802 - public contract name
+        raise NotImplementedError
+
+    def bind(self, m: int) -> None:
+        """Bind to input width ``m``: creates size-dependent pre/post modules."""
+        m = check_positive_int("m", m, type(self).__name__)
+        if self.m is not None and self.m != m:
+            raise ConfigurationError(
+                f"{type(self).__name__} is already bound to m={self.m}, cannot rebind to m={m}; "
+                "give each head its own expansion instance"
+            )
+        self.m = m
+        bind_module_list(self.preprocess, m)
+        bind_module_list(self.postprocess, self.calculate_D(m))
+
+    # -- evaluation ------------------------------------------------------------
+    def expand(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def check_input(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(self).__name__} expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2:
+            raise ValueError(
+                f"{type(self).__name__} expects a 2-D input (batch, m), got shape {tuple(x.shape)}"
+            )
+        if not torch.is_floating_point(x):
+            x = x.to(torch.get_default_dtype())
+        if self.m is not None and x.shape[1] != self.m:
+            raise ValueError(
+                f"{type(self).__name__} is bound to m={self.m} features, got input with "
+                f"{x.shape[1]} (shape {tuple(x.shape)})"
+            )
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.check_input(x)
+        x = apply_list(self.preprocess, x)
+        out = self.expand(x)
+        return apply_list(self.postprocess, out)
+
+    def has_processing(self) -> bool:
+        return len(self.preprocess) > 0 or len(self.postprocess) > 0
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+
+    def hparams(self) -> dict[str, Any]:
+        """Hyperparameters (for repr, configs and symbolic export)."""
+        return {}

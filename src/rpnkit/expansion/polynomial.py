@@ -1,0 +1,188 @@
+"""Polynomial expansions: Taylor (tensor powers) and orthogonal polynomial families."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from math import comb
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..registry import EXPANSIONS
+from .base import Expansion, check_finite_number, check_positive_int
+
+__all__ = ["Taylor", "Chebyshev", "Jacobi", "Legendre", "Hermite", "Laguerre", "monomial_indices"]
+
+
+@functools.lru_cache(maxsize=64)
+def monomial_indices(m: int, k: int) -> torch.Tensor:
+    """Index tuples i_1 <= ... <= i_k (lexicographic), shape (C(m+k-1, k), k), on CPU."""
+    rows = list(itertools.combinations_with_replacement(range(m), k))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
+
+
+@EXPANSIONS.register("taylor")
+class Taylor(Expansion):
+    """Taylor expansion [P_1, ..., P_d], P_k = P_{k-1} ⊗ x (block-major by degree, no constant).
+
+    Column ``a*m + c`` of ``P_k`` is ``P_{k-1}[a] * x[c]`` (row-major ordered products), so
+    ``D = m + m^2 + ... + m^d``. With ``symmetric=True`` every monomial is kept once (indices
+    non-decreasing, lexicographic order within each degree): ``D = Σ_k C(m+k-1, k)``.
+    """
+
+    def __init__(
+        self, d: int = 2, symmetric: bool = False, preprocess: Any = None, postprocess: Any = None
+    ) -> None:
+        super().__init__(preprocess, postprocess)
+        self.d = check_positive_int("d", d, "Taylor")
+        self.symmetric = bool(symmetric)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"d": self.d, "symmetric": self.symmetric}
+
+    def calculate_D(self, m: int) -> int:  # noqa: N802
+        m = int(m)
+        if self.symmetric:
+            return sum(comb(m + k - 1, k) for k in range(1, self.d + 1))
+        return sum(m**k for k in range(1, self.d + 1))
+
+    def degree_block(self, x: Tensor, k: int) -> Tensor:
+        """The degree-k block of the expansion, (B, m^k) or (B, C(m+k-1, k))."""
+        b, m = x.shape
+        if self.symmetric:
+            if k == 1:
+                return x
+            idx = monomial_indices(m, k).to(x.device)
+            return x[:, idx].prod(dim=-1)
+        p = x
+        for _ in range(k - 1):
+            p = (p.unsqueeze(2) * x.unsqueeze(1)).reshape(b, -1)
+        return p
+
+    def expand(self, x: Tensor) -> Tensor:
+        if self.symmetric:
+            return torch.cat([self.degree_block(x, k) for k in range(1, self.d + 1)], dim=1)
+        b = x.shape[0]
+        blocks = [x]
+        p = x
+        for _ in range(2, self.d + 1):
+            p = (p.unsqueeze(2) * x.unsqueeze(1)).reshape(b, -1)
+            blocks.append(p)
+        return torch.cat(blocks, dim=1) if len(blocks) > 1 else x
+
+
+class _Orthogonal(Expansion):
+    """Feature-major polynomial family P_1..P_d: output (B, m, d) flattened."""
+
+    family = "orthogonal"
+
+    def __init__(self, d: int = 5, preprocess: Any = None, postprocess: Any = None) -> None:
+        super().__init__(preprocess, postprocess)
+        self.d = check_positive_int("d", d, type(self).__name__)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"d": self.d}
+
+    def calculate_D(self, m: int) -> int:  # noqa: N802
+        return int(m) * self.d
+
+    def p0(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x)
+
+    def p1(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def step(self, k: int, x: Tensor, pk1: Tensor, pk2: Tensor) -> Tensor:
+        """P_k from P_{k-1} (pk1) and P_{k-2} (pk2)."""
+        raise NotImplementedError
+
+    def polys(self, x: Tensor) -> list[Tensor]:
+        prev, cur = self.p0(x), self.p1(x)
+        out = [cur]
+        for k in range(2, self.d + 1):
+            prev, cur = cur, self.step(k, x, cur, prev)
+            out.append(cur)
+        return out
+
+    def expand(self, x: Tensor) -> Tensor:
+        return torch.stack(self.polys(x), dim=-1).reshape(x.shape[0], -1)
+
+
+@EXPANSIONS.register("chebyshev")
+class Chebyshev(_Orthogonal):
+    """Chebyshev polynomials of the first kind T_1..T_d (feature-major)."""
+
+    def p1(self, x: Tensor) -> Tensor:
+        return x
+
+    def step(self, k, x, pk1, pk2):
+        return 2 * x * pk1 - pk2
+
+
+@EXPANSIONS.register("legendre")
+class Legendre(_Orthogonal):
+    """Legendre polynomials P_1..P_d (feature-major)."""
+
+    def p1(self, x: Tensor) -> Tensor:
+        return x
+
+    def step(self, k, x, pk1, pk2):
+        return ((2 * k - 1) * x * pk1 - (k - 1) * pk2) / k
+
+
+@EXPANSIONS.register("hermite")
+class Hermite(_Orthogonal):
+    """Physicists' Hermite polynomials H_1..H_d (H_1 = 2x; feature-major)."""
+
+    def p1(self, x: Tensor) -> Tensor:
+        return 2 * x
+
+    def step(self, k, x, pk1, pk2):
+        return 2 * x * pk1 - 2 * (k - 1) * pk2
+
+
+@EXPANSIONS.register("laguerre")
+class Laguerre(_Orthogonal):
+    """Laguerre polynomials L_1..L_d (L_1 = 1 - x; feature-major)."""
+
+    def p1(self, x: Tensor) -> Tensor:
+        return 1 - x
+
+    def step(self, k, x, pk1, pk2):
+        return ((2 * k - 1 - x) * pk1 - (k - 1) * pk2) / k
+
+
+@EXPANSIONS.register("jacobi")
+class Jacobi(_Orthogonal):
+    """Jacobi polynomials P_1^(α,β)..P_d^(α,β) (standard normalisation; feature-major)."""
+
+    def __init__(
+        self,
+        d: int = 5,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        preprocess: Any = None,
+        postprocess: Any = None,
+    ) -> None:
+        super().__init__(d, preprocess, postprocess)
+        self.alpha = check_finite_number("alpha", alpha, "Jacobi")
+        self.beta = check_finite_number("beta", beta, "Jacobi")
+        if self.alpha <= -1 or self.beta <= -1:
+            raise ValueError(f"Jacobi: alpha and beta must be > -1, got {self.alpha}, {self.beta}")
+
+    def hparams(self) -> dict[str, Any]:
+        return {"d": self.d, "alpha": self.alpha, "beta": self.beta}
+
+    def p1(self, x: Tensor) -> Tensor:
+        a, b = self.alpha, self.beta
+        return (a + 1) + (a + b + 2) * (x - 1) / 2
+
+    def step(self, k, x, pk1, pk2):
+        a, b = self.alpha, self.beta
+        s = 2 * k + a + b
+        c0 = 2 * k * (k + a + b) * (s - 2)
+        c1 = (s - 1) * (s * (s - 2) * x + a * a - b * b)
+        c2 = 2 * (k + a - 1) * (k + b - 1) * s
+        return (c1 * pk1 - c2 * pk2) / c0

@@ -1,0 +1,96 @@
+"""Initialisation of RPN parameter vectors (SPEC §5).
+
+The goal is that the *reconciled* matrix W = ψ(w) has the scale a dense layer
+with fan-in D would get, whatever ψ is:
+
+* ``default`` – W ~ uniform(±1/√D) in scale (what ``nn.Linear`` gives a D-input layer);
+* ``xavier_uniform`` – bound √(6/(n+D));  ``xavier_normal`` – std √(2/(n+D));
+* ``kaiming_uniform`` – bound √(6/D) (ReLU gain); ``kaiming_normal`` – std √(2/D);
+* ``zeros`` – all parameters zero (useful for residual-style fine-tuning).
+
+For reconciliations that are linear in w (identity, masking, duplicated
+padding) w is drawn directly from the named distribution. For forms that are
+homogeneous of degree k in w (lorr and random matrix adaption: 2, hm: 2,
+lphm: 3, dual_lphm: 4) w is drawn from the same family with unit scale, the
+realised root-mean-square of W is measured, and w is multiplied by
+(target_rms / rms)^(1/k) so that the realised W has exactly the target RMS.
+The scale therefore depends on the fan-in D only, never on the parameter count.
+Hypernet codes are drawn uniform(±1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigurationError, UnknownNameError, did_you_mean
+from .reconciliation.base import Reconciliation
+
+__all__ = ["INIT_SCHEMES", "target_scale", "init_rpn_weights"]
+
+INIT_SCHEMES = (
+    "default",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "zeros",
+)
+
+
+def target_scale(scheme: str, n: int, D: int) -> tuple[str, float]:  # noqa: N803
+    """Return (family, std) for ``scheme``: family is 'uniform' or 'normal'."""
+    if scheme == "default":
+        return "uniform", 1.0 / math.sqrt(3 * D)
+    if scheme == "xavier_uniform":
+        return "uniform", math.sqrt(6.0 / (n + D)) / math.sqrt(3)
+    if scheme == "xavier_normal":
+        return "normal", math.sqrt(2.0 / (n + D))
+    if scheme == "kaiming_uniform":
+        return "uniform", math.sqrt(6.0 / D) / math.sqrt(3)
+    if scheme == "kaiming_normal":
+        return "normal", math.sqrt(2.0 / D)
+    if scheme == "zeros":
+        return "zeros", 0.0
+    raise UnknownNameError(
+        f"unknown init scheme {scheme!r}{did_you_mean(scheme, INIT_SCHEMES)}; "
+        f"valid: {', '.join(INIT_SCHEMES)}"
+    )
+
+
+def _draw(family: str, shape: tuple[int, ...], std: float, like: Tensor) -> Tensor:
+    if family == "uniform":
+        bound = std * math.sqrt(3)
+        return torch.empty(shape, dtype=like.dtype, device=like.device).uniform_(-bound, bound)
+    if family == "normal":
+        return torch.empty(shape, dtype=like.dtype, device=like.device).normal_(0.0, std)
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+@torch.no_grad()
+def init_rpn_weights(w: Tensor, psi: Reconciliation, n: int, D: int, scheme: str = "default") -> None:  # noqa: N803
+    """Initialise ``w`` (channels, l) in place so that ψ(w_c) has the scheme's scale."""
+    if not isinstance(scheme, str):
+        raise ConfigurationError(f"init scheme must be a name, got {scheme!r}")
+    family, std = target_scale(scheme, n, D)
+    channels, ell = w.shape
+    if ell == 0:
+        return
+    if family == "zeros":
+        w.zero_()
+        return
+    k = psi.homogeneity
+    if k is None:
+        w.copy_(_draw("uniform", (channels, ell), 1.0 / math.sqrt(3), w))
+        return
+    if k == 1:
+        w.copy_(_draw(family, (channels, ell), std, w))
+        return
+    for c in range(channels):
+        wc = _draw(family, (ell,), 1.0, w)
+        rms = psi.reconcile(wc, n, D).pow(2).mean().sqrt().item()
+        if rms > 0 and math.isfinite(rms):
+            wc = wc * (std / rms) ** (1.0 / k)
+        w[c].copy_(wc)

@@ -1,0 +1,99 @@
+"""Base class of parameter reconciliation functions ψ: R^l -> R^{n×D}."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..errors import ConfigurationError
+
+__all__ = ["Reconciliation", "check_int", "divisors"]
+
+
+def check_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def divisors(k: int) -> list[int]:
+    return [i for i in range(1, k + 1) if k % i == 0]
+
+
+class Reconciliation(nn.Module):
+    """Parameter reconciliation ψ turning one channel's w ∈ R^l into W ∈ R^{n×D}.
+
+    * :meth:`calculate_l` – number of learnable numbers per channel;
+    * :meth:`reconcile` – the dense n×D matrix (the mathematical definition);
+    * :meth:`apply` – ``kx @ reconcile(w).T`` computed in the cheapest exact way
+      (factorised forms override it);
+    * :meth:`bind` – create size-dependent state (masks, fixed random matrices,
+      hypernetwork output layers); an :class:`~rpnkit.RPNHead` calls it at construction.
+    """
+
+    registry_name = "reconciliation"
+    #: W is homogeneous of this degree in w (W(αw) = α^k W(w)); None when it is not.
+    homogeneity: ClassVar[int | None] = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n: int | None = None
+        self.D: int | None = None
+
+    def hparams(self) -> dict[str, Any]:
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+
+    # -- sizes ---------------------------------------------------------------
+    def calculate_l(self, n: int, D: int) -> int:  # noqa: N803
+        raise NotImplementedError
+
+    def check_sizes(self, n: int, D: int) -> None:  # noqa: N803
+        """Raise a ConfigurationError when (n, D) cannot be used; default accepts any."""
+        check_int("n", n, type(self).__name__)
+        check_int("D", D, type(self).__name__)
+
+    def bind(self, n: int, D: int) -> None:  # noqa: N803
+        """Bind to an (n, D) matrix; subclasses with size-dependent state create it here."""
+        self.check_sizes(n, D)
+        if self.n is not None and (self.n, self.D) != (n, D):
+            raise ConfigurationError(
+                f"{type(self).__name__} is already bound to n={self.n}, D={self.D}; cannot "
+                f"rebind to n={n}, D={D}. Give each head its own reconciliation instance"
+            )
+        self.n, self.D = int(n), int(D)
+
+    def ensure_bound(self, n: int, D: int) -> None:  # noqa: N803
+        if self.n is None:
+            self.bind(n, D)
+        elif (self.n, self.D) != (n, D):
+            raise ValueError(
+                f"{type(self).__name__} is bound to n={self.n}, D={self.D}, but was asked for "
+                f"n={n}, D={D}"
+            )
+
+    def check_w(self, w: Tensor, n: int, D: int) -> None:  # noqa: N803
+        ell = self.calculate_l(n, D)
+        if w.dim() != 1 or w.shape[0] != ell:
+            raise ValueError(
+                f"{type(self).__name__}: w must have shape ({ell},) for n={n}, D={D}, got "
+                f"{tuple(w.shape)}"
+            )
+
+    # -- evaluation ------------------------------------------------------------
+    def reconcile(self, w: Tensor, n: int, D: int) -> Tensor:  # noqa: N803
+        raise NotImplementedError
+
+    def apply(self, kx: Tensor, w: Tensor, n: int, D: int) -> Tensor:  # noqa: N803
+        """``kx @ ψ(w).T`` for kx of shape (B, D); overridden by factorised forms."""
+        return kx @ self.reconcile(w, n, D).transpose(0, 1).to(kx.dtype)
+
+    def forward(self, w: Tensor, n: int, D: int) -> Tensor:  # noqa: N803
+        return self.reconcile(w, n, D)
+
+    def describe_apply(self, n: int, D: int) -> str:  # noqa: N803
+        """One line saying how :meth:`apply` evaluates the product."""
+        return "dense: materialise ψ(w) (n×D) and multiply"

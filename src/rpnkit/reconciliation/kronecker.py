@@ -1,0 +1,194 @@
+"""Kronecker-structured reconciliations (true ``torch.kron`` products).
+
+With W = A ⊗ B (A p×q, B s×t, n = ps, D = qt), the product with one feature
+vector k ∈ R^D is ``vec(A K Bᵀ)`` where K is k reshaped row-major to q×t and
+vec is row-major. The ``apply`` methods use that identity and never form W.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigurationError
+from ..registry import RECONCILIATIONS
+from .base import Reconciliation, check_int, divisors
+
+__all__ = ["DuplicatedPadding", "HM", "LPHM", "DualLPHM"]
+
+
+class _Kron(Reconciliation):
+    """Shared p/q handling: A is p×q, the second factor s×t with s = n/p, t = D/q."""
+
+    def __init__(self, p: int = 2, q: int | None = None) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.p = check_int("p", p, owner)
+        self.q = self.p if q is None else check_int("q", q, owner)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"p": self.p, "q": self.q}
+
+    def check_sizes(self, n, D):  # noqa: N803
+        super().check_sizes(n, D)
+        owner = type(self).__name__
+        if n % self.p:
+            raise ConfigurationError(
+                f"{owner}: p={self.p} must divide n={n}; valid p for n={n}: {divisors(n)}"
+            )
+        if D % self.q:
+            raise ConfigurationError(
+                f"{owner}: q={self.q} must divide D={D}; valid q for D={D}: {divisors(D)}"
+            )
+
+    def st(self, n, D):  # noqa: N803
+        self.check_sizes(n, D)
+        return n // self.p, D // self.q
+
+    def blocks(self, kx: Tensor, D: int) -> Tensor:  # noqa: N803
+        return kx.reshape(kx.shape[0], self.q, D // self.q)
+
+
+@RECONCILIATIONS.register("duplicated_padding")
+class DuplicatedPadding(_Kron):
+    """W = 1_{p×q} ⊗ B, B = reshape(w, s×t), s = n/p, t = D/q (l = st)."""
+
+    def calculate_l(self, n, D):  # noqa: N803
+        s, t = self.st(n, D)
+        return s * t
+
+    def reconcile(self, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        s, t = self.st(n, D)
+        ones = torch.ones(self.p, self.q, dtype=w.dtype, device=w.device)
+        return torch.kron(ones, w.reshape(s, t))
+
+    def apply(self, kx, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        s, t = self.st(n, D)
+        y = self.blocks(kx, D).sum(dim=1) @ w.reshape(s, t).transpose(0, 1)  # (B, s)
+        return y.repeat(1, self.p)
+
+    def describe_apply(self, n, D):  # noqa: N803
+        return "duplicated_padding: sum the q blocks of κ(x), one s×t GEMM, tile p times"
+
+
+@RECONCILIATIONS.register("hm")
+class HM(_Kron):
+    """Hypercomplex (Kronecker) W = A ⊗ B, A p×q, B s×t; w = [vec A, vec B] (l = pq + st)."""
+
+    homogeneity = 2
+
+    def calculate_l(self, n, D):  # noqa: N803
+        s, t = self.st(n, D)
+        return self.p * self.q + s * t
+
+    def factors(self, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        s, t = self.st(n, D)
+        pq = self.p * self.q
+        return w[:pq].reshape(self.p, self.q), w[pq:].reshape(s, t)
+
+    def reconcile(self, w, n, D):  # noqa: N803
+        a, b = self.factors(w, n, D)
+        return torch.kron(a, b)
+
+    def apply(self, kx, w, n, D):  # noqa: N803
+        a, b = self.factors(w, n, D)
+        s, t = b.shape
+        k = self.blocks(kx, D)  # (B, q, t)
+        if self.p * self.q * t + self.p * t * s <= self.q * t * s + self.p * self.q * s:
+            y = torch.matmul(a, k) @ b.transpose(0, 1)
+        else:
+            y = torch.matmul(a, k @ b.transpose(0, 1))
+        return y.reshape(kx.shape[0], n)
+
+    def describe_apply(self, n, D):  # noqa: N803
+        return "hm: vec(A K Bᵀ) with K = κ(x) reshaped q×t; never forms A ⊗ B"
+
+
+@RECONCILIATIONS.register("lphm")
+class LPHM(_Kron):
+    """W = A ⊗ (S Tᵀ), A p×q, S s×r, T t×r; w = [vec A, vec S, vec T] (l = pq + r(s+t))."""
+
+    homogeneity = 3
+
+    def __init__(self, p: int = 2, q: int | None = None, r: int = 2) -> None:
+        super().__init__(p, q)
+        self.r = check_int("r", r, "LPHM")
+
+    def hparams(self) -> dict[str, Any]:
+        return {"p": self.p, "q": self.q, "r": self.r}
+
+    def calculate_l(self, n, D):  # noqa: N803
+        s, t = self.st(n, D)
+        return self.p * self.q + self.r * (s + t)
+
+    def factors(self, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        s, t = self.st(n, D)
+        pq, r = self.p * self.q, self.r
+        a = w[:pq].reshape(self.p, self.q)
+        sm = w[pq : pq + s * r].reshape(s, r)
+        tm = w[pq + s * r :].reshape(t, r)
+        return a, sm, tm
+
+    def reconcile(self, w, n, D):  # noqa: N803
+        a, sm, tm = self.factors(w, n, D)
+        return torch.kron(a, sm @ tm.transpose(0, 1))
+
+    def apply(self, kx, w, n, D):  # noqa: N803
+        a, sm, tm = self.factors(w, n, D)
+        z = self.blocks(kx, D) @ tm  # (B, q, r)
+        z = torch.matmul(a, z)  # (B, p, r)
+        return (z @ sm.transpose(0, 1)).reshape(kx.shape[0], n)
+
+    def describe_apply(self, n, D):  # noqa: N803
+        return f"lphm: vec(A K T Sᵀ), rank {self.r}; never forms the n×D matrix"
+
+
+@RECONCILIATIONS.register("dual_lphm")
+class DualLPHM(_Kron):
+    """W = (P Qᵀ) ⊗ (S Tᵀ); P p×r, Q q×r, S s×r, T t×r; w = [vec P, vec Q, vec S, vec T].
+
+    l = r(p + q + s + t).
+    """
+
+    homogeneity = 4
+
+    def __init__(self, p: int = 2, q: int | None = None, r: int = 2) -> None:
+        super().__init__(p, q)
+        self.r = check_int("r", r, "DualLPHM")
+
+    def hparams(self) -> dict[str, Any]:
+        return {"p": self.p, "q": self.q, "r": self.r}
+
+    def calculate_l(self, n, D):  # noqa: N803
+        s, t = self.st(n, D)
+        return self.r * (self.p + self.q + s + t)
+
+    def factors(self, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        s, t = self.st(n, D)
+        r = self.r
+        sizes = [self.p * r, self.q * r, s * r, t * r]
+        pm, qm, sm, tm = torch.split(w, sizes)
+        return pm.reshape(self.p, r), qm.reshape(self.q, r), sm.reshape(s, r), tm.reshape(t, r)
+
+    def reconcile(self, w, n, D):  # noqa: N803
+        pm, qm, sm, tm = self.factors(w, n, D)
+        return torch.kron(pm @ qm.transpose(0, 1), sm @ tm.transpose(0, 1))
+
+    def apply(self, kx, w, n, D):  # noqa: N803
+        pm, qm, sm, tm = self.factors(w, n, D)
+        z = self.blocks(kx, D) @ tm  # (B, q, r)
+        z = torch.matmul(qm.transpose(0, 1), z)  # (B, r, r)
+        z = torch.matmul(pm, z)  # (B, p, r)
+        return (z @ sm.transpose(0, 1)).reshape(kx.shape[0], n)
+
+    def describe_apply(self, n, D):  # noqa: N803
+        return f"dual_lphm: vec(P Qᵀ K T Sᵀ), rank {self.r}; never forms the n×D matrix"
+
+

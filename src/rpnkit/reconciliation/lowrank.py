@@ -1,0 +1,100 @@
+"""Low-rank reconciliations: LoRR and random matrix adaption."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..registry import RECONCILIATIONS
+from .base import Reconciliation, check_int
+
+__all__ = ["LowRank", "RandomMatrixAdaption"]
+
+
+@RECONCILIATIONS.register("lorr")
+class LowRank(Reconciliation):
+    """Low-rank W = A Bᵀ with A n×r, B D×r; w = [vec A, vec B] (l = r(n + D))."""
+
+    homogeneity = 2
+
+    def __init__(self, r: int = 2) -> None:
+        super().__init__()
+        self.r = check_int("r", r, "LowRank")
+
+    def hparams(self) -> dict[str, Any]:
+        return {"r": self.r}
+
+    def calculate_l(self, n, D):  # noqa: N803
+        return self.r * (int(n) + int(D))
+
+    def factors(self, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        a = w[: n * self.r].reshape(n, self.r)
+        b = w[n * self.r :].reshape(D, self.r)
+        return a, b
+
+    def reconcile(self, w, n, D):  # noqa: N803
+        a, b = self.factors(w, n, D)
+        return a @ b.transpose(0, 1)
+
+    def apply(self, kx, w, n, D):  # noqa: N803
+        a, b = self.factors(w, n, D)
+        return (kx @ b) @ a.transpose(0, 1)
+
+    def describe_apply(self, n, D):  # noqa: N803
+        return f"lorr: (κ(x) B) Aᵀ, rank {self.r}, never forms the {n}×{D} matrix"
+
+
+@RECONCILIATIONS.register("random_matrix_adaption")
+class RandomMatrixAdaption(Reconciliation):
+    """W = diag(λ₁) A diag(λ₂) Bᵀ; A n×r, B D×r fixed seeded N(0,1) buffers; w = [λ₁, λ₂].
+
+    l = n + r.
+    """
+
+    homogeneity = 2
+
+    def __init__(self, r: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        self.r = check_int("r", r, "RandomMatrixAdaption")
+        self.seed = int(seed)
+        self.register_buffer("A", None)
+        self.register_buffer("B", None)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"r": self.r, "seed": self.seed}
+
+    def calculate_l(self, n, D):  # noqa: N803
+        return int(n) + self.r
+
+    def bind(self, n, D):  # noqa: N803
+        super().bind(n, D)
+        if self.A is None or tuple(self.A.shape) != (n, self.r):
+            g = torch.Generator().manual_seed(self.seed)
+            dtype = torch.get_default_dtype()
+            self.A = torch.randn(n, self.r, generator=g, dtype=torch.float64).to(dtype)
+            self.B = torch.randn(D, self.r, generator=g, dtype=torch.float64).to(dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.A is None and prefix + "A" in state_dict and prefix + "B" in state_dict:
+            self.A = torch.empty_like(state_dict[prefix + "A"])
+            self.B = torch.empty_like(state_dict[prefix + "B"])
+            self.n, self.D = int(self.A.shape[0]), int(self.B.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _parts(self, w, n, D):  # noqa: N803
+        self.check_w(w, n, D)
+        self.ensure_bound(n, D)
+        return w[:n], w[n:], self.A.to(w.dtype), self.B.to(w.dtype)
+
+    def reconcile(self, w, n, D):  # noqa: N803
+        lam1, lam2, a, b = self._parts(w, n, D)
+        return (lam1.unsqueeze(1) * a * lam2) @ b.transpose(0, 1)
+
+    def apply(self, kx, w, n, D):  # noqa: N803
+        lam1, lam2, a, b = self._parts(w, n, D)
+        return (((kx @ b.to(kx.dtype)) * lam2) @ a.to(kx.dtype).transpose(0, 1)) * lam1
+
+    def describe_apply(self, n, D):  # noqa: N803
+        return f"random_matrix_adaption: ((κ(x) B) ⊙ λ₂) Aᵀ ⊙ λ₁, rank {self.r}"

@@ -1,0 +1,145 @@
+"""Remainder functions π: R^m -> R^n."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigurationError
+from ..modules import build_module
+from ..registry import REMAINDERS
+
+__all__ = ["Remainder", "ZeroRemainder", "ConstantRemainder", "IdentityRemainder", "LinearRemainder"]
+
+
+class Remainder(nn.Module):
+    """Base remainder π(x). Bound to (m, n) by the head that owns it, at construction."""
+
+    registry_name = "remainder"
+    needs_square = False
+
+    def __init__(self, activation: Any = None) -> None:
+        super().__init__()
+        self.m: int | None = None
+        self.n: int | None = None
+        self.activation = build_module(activation) if activation is not None else None
+
+    def hparams(self) -> dict[str, Any]:
+        return {}
+
+    def extra_repr(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in self.hparams().items()]
+        if self.m is not None:
+            parts.append(f"m={self.m}, n={self.n}")
+        return ", ".join(parts)
+
+    def bind(self, m: int, n: int) -> None:
+        if self.m is not None and (self.m, self.n) != (m, n):
+            raise ConfigurationError(
+                f"{type(self).__name__} is already bound to m={self.m}, n={self.n}; cannot "
+                f"rebind to m={m}, n={n}. Give each head its own remainder instance"
+            )
+        if self.needs_square and m != n:
+            raise ConfigurationError(
+                f"remainder {self.registry_name!r} needs m == n (input width equal to output "
+                f"width), got m={m}, n={n}; use remainder 'linear' or 'zero' instead"
+            )
+        self.m, self.n = int(m), int(n)
+
+    def _check(self, x: Tensor) -> None:
+        if self.n is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not bound to sizes yet; construct an RPNHead with it "
+                "or call .bind(m, n)"
+            )
+        if x.dim() != 2 or x.shape[1] != self.m:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (batch, {self.m}), got "
+                f"{tuple(x.shape)}"
+            )
+
+    def _act(self, y: Tensor) -> Tensor:
+        return self.activation(y) if self.activation is not None else y
+
+
+@REMAINDERS.register("zero")
+class ZeroRemainder(Remainder):
+    """π(x) = 0."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return x.new_zeros(x.shape[0], self.n)
+
+
+@REMAINDERS.register("constant")
+class ConstantRemainder(Remainder):
+    """π(x) = c·1_n."""
+
+    def __init__(self, c: float = 1.0) -> None:
+        super().__init__(None)
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            raise ConfigurationError(f"constant remainder: c must be a finite number, got {c!r}")
+        self.c = float(c)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"c": self.c}
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return x.new_full((x.shape[0], self.n), self.c)
+
+
+@REMAINDERS.register("identity")
+class IdentityRemainder(Remainder):
+    """π(x) = act(x); requires m = n."""
+
+    needs_square = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        return self._act(x)
+
+
+@REMAINDERS.register("linear")
+class LinearRemainder(Remainder):
+    """π(x) = act(x W'ᵀ + b'), W' n×m (``weight``), optional b' (``bias``, zeros at init).
+
+    W' is initialised like ``nn.Linear`` (uniform ±1/√m) when the head binds (m, n).
+    """
+
+    def __init__(self, activation: Any = None, bias: bool = False) -> None:
+        super().__init__(activation)
+        self.use_bias = bool(bias)
+        self.weight: nn.Parameter | None
+        self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"bias": self.use_bias}
+
+    def bind(self, m: int, n: int) -> None:
+        super().bind(m, n)
+        if self.weight is None:
+            bound = 1.0 / math.sqrt(m)
+            self.weight = nn.Parameter(torch.empty(n, m).uniform_(-bound, bound))
+            if self.use_bias:
+                self.bias = nn.Parameter(torch.zeros(n))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.weight is None and prefix + "weight" in state_dict:
+            n, m = state_dict[prefix + "weight"].shape
+            self.bind(int(m), int(n))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        y = x @ self.weight.transpose(0, 1)
+        if self.bias is not None:
+            y = y + self.bias
+        return self._act(y)
