@@ -58,10 +58,10 @@ class Expansion(nn.Module):
     def bind(self, m: int) -> None:
         """Bind to input width ``m``: creates size-dependent pre/post modules."""
         m = check_positive_int("m", m, type(self).__name__)
-        if self.m is not None and self.m != m:
+        if self.m is not None and self.m != m and self.has_processing():
             raise ConfigurationError(
-                f"{type(self).__name__} is already bound to m={self.m}, cannot rebind to m={m}; "
-                "give each head its own expansion instance"
+                f"{type(self).__name__} has pre/post-processing bound to m={self.m}, cannot "
+                f"rebind to m={m}; give each head its own expansion instance"
             )
         self.m = m
         bind_module_list(self.preprocess, m)
@@ -80,7 +80,7 @@ class Expansion(nn.Module):
             )
         if not torch.is_floating_point(x):
             x = x.to(torch.get_default_dtype())
-        if self.m is not None and x.shape[1] != self.m:
+        if self.m is not None and x.shape[1] != self.m and self.has_processing():
             raise ValueError(
                 f"{type(self).__name__} is bound to m={self.m} features, got input with "
                 f"{x.shape[1]} (shape {tuple(x.shape)})"
