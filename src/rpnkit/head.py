@@ -138,6 +138,10 @@ class RPNHead(nn.Module):
             )
         if not torch.is_floating_point(x):
             x = x.to(self.w.dtype)
+        elif x.dtype != self.w.dtype:
+            # dtype-preserving: float64 in -> float64 out even for a float32 head (and a
+            # float64 head promotes float32 input); parameters are cast, never rounded down.
+            x = x.to(torch.promote_types(x.dtype, self.w.dtype))
         return x
 
     def fuse_channels(self, parts: list[Tensor]) -> Tensor:
@@ -151,8 +155,9 @@ class RPNHead(nn.Module):
     def expansion_product(self, x: Tensor) -> Tensor:
         """fuse_c ⟨κ(x), ψ(w^c)⟩ for a (B, m) batch, without bias or remainder."""
         kx = self.expansion(x)
+        w = self.w if self.w.dtype == kx.dtype else self.w.to(kx.dtype)
         return self.fuse_channels(
-            [self.reconciliation.apply(kx, self.w[c], self.n, self.D) for c in range(self.channels)]
+            [self.reconciliation.apply(kx, w[c], self.n, self.D) for c in range(self.channels)]
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, did_you_mean
 from .head import RPNHead, check_dim
 from .modules import apply_list, bind_module_list, build_module_list
 
@@ -57,6 +58,13 @@ class RPNLayer(nn.Module):
                 f"RPNLayer: fusion must be one of {HEAD_FUSIONS}, got {fusion!r}"
             )
         self.fusion = fusion
+        head_options = list(inspect.signature(RPNHead.__init__).parameters)[3:]
+        for key in head_kwargs:
+            if key not in head_options:
+                raise ConfigurationError(
+                    f"RPNLayer: unknown head option {key!r}{did_you_mean(key, head_options)}; "
+                    f"valid: {', '.join(head_options)}"
+                )
         if heads is None:
             num_heads = check_dim("num_heads", num_heads, "RPNLayer")
             if fusion == "concat":

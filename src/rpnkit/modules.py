@@ -90,6 +90,8 @@ def build_module_list(specs: Any) -> nn.ModuleList:
     """Build a registered ``nn.ModuleList`` from None, one spec or a sequence of specs."""
     if specs is None:
         return nn.ModuleList()
+    if isinstance(specs, nn.ModuleList):
+        specs = list(specs)
     if isinstance(specs, (nn.Module, str, Mapping)):
         specs = [specs]
     if not isinstance(specs, Sequence) and not isinstance(specs, nn.ModuleList):

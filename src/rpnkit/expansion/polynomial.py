@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from .base import Expansion, check_finite_number, check_positive_int
 
@@ -170,7 +171,9 @@ class Jacobi(_Orthogonal):
         self.alpha = check_finite_number("alpha", alpha, "Jacobi")
         self.beta = check_finite_number("beta", beta, "Jacobi")
         if self.alpha <= -1 or self.beta <= -1:
-            raise ValueError(f"Jacobi: alpha and beta must be > -1, got {self.alpha}, {self.beta}")
+            raise ConfigurationError(
+                f"Jacobi: alpha and beta must be > -1, got {self.alpha}, {self.beta}"
+            )
 
     def hparams(self) -> dict[str, Any]:
         return {"d": self.d, "alpha": self.alpha, "beta": self.beta}

@@ -1,6 +1,12 @@
 """Remainder functions π (SPEC §4), registered by their SPEC names."""
 
-from .remainders import ConstantRemainder, IdentityRemainder, LinearRemainder, Remainder, ZeroRemainder
+from .remainders import (
+    ConstantRemainder,
+    IdentityRemainder,
+    LinearRemainder,
+    Remainder,
+    ZeroRemainder,
+)
 
 Zero = ZeroRemainder
 Constant = ConstantRemainder

@@ -50,6 +50,8 @@ class Remainder(nn.Module):
         self.m, self.n = int(m), int(n)
 
     def _check(self, x: Tensor) -> None:
+        if self.n is None and self.needs_square and x.dim() == 2:
+            return  # an unbound square remainder (identity) works at any width m = n
         if self.n is None:
             raise RuntimeError(
                 f"{type(self).__name__} is not bound to sizes yet; construct an RPNHead with it "
@@ -139,7 +141,7 @@ class LinearRemainder(Remainder):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        y = x @ self.weight.transpose(0, 1)
+        y = x @ self.weight.to(x.dtype).transpose(0, 1)
         if self.bias is not None:
-            y = y + self.bias
+            y = y + self.bias.to(x.dtype)
         return self._act(y)
