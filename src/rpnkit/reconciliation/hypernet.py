@@ -14,9 +14,11 @@ from .base import Reconciliation, check_int
 __all__ = ["HyperNet"]
 
 
-def _seeded_linear(fan_in: int, fan_out: int, g: torch.Generator) -> nn.Linear:
+def _seeded_linear(
+    fan_in: int, fan_out: int, g: torch.Generator, bound: float | None = None
+) -> nn.Linear:
     lin = nn.Linear(fan_in, fan_out)
-    bound = 1.0 / math.sqrt(fan_in)
+    bound = 1.0 / math.sqrt(fan_in) if bound is None else bound
     with torch.no_grad():
         lin.weight.copy_((torch.rand(fan_out, fan_in, generator=g) * 2 - 1) * bound)
         lin.bias.copy_((torch.rand(fan_out, generator=g) * 2 - 1) * bound)
@@ -29,7 +31,9 @@ class HyperNet(Reconciliation):
 
     z ∈ R^l is the learnable code (l = ``l``, independent of n and D). ``Net`` is a
     registered submodule, seeded, and frozen by default (``frozen=False`` trains it).
-    The output layer is created when the component is bound to (n, D).
+    The output layer is created when the component is bound to (n, D), initialised
+    uniform(±1/√(D·(hidden/4 + 1))) so that W has roughly the RMS 1/√(3D) of a D-input
+    ``nn.Linear`` (SPEC §5) for codes z drawn uniform(±1), as :mod:`rpnkit.init` does.
     """
 
     homogeneity = None
@@ -59,14 +63,20 @@ class HyperNet(Reconciliation):
         super().bind(n, D)
         if len(self.net) == 2:
             g = torch.Generator().manual_seed(self.seed + 1)
-            self.net.append(_seeded_linear(self.hidden, int(n) * int(D), g))
+            first = self.net[0].weight  # follow an earlier .to() / .double() of the module
+            # sigmoid outputs have E[h²] ≈ 1/4, so this bound gives W an RMS ≈ 1/√(3D):
+            # the scale nn.Linear gives a D-input layer (SPEC §5), whatever `hidden` is.
+            bound = 1.0 / math.sqrt(int(D) * (self.hidden / 4 + 1))
+            out = _seeded_linear(self.hidden, int(n) * int(D), g, bound)
+            self.net.append(out.to(device=first.device, dtype=first.dtype))
             self._freeze()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "net.2.weight"
         if len(self.net) == 2 and key in state_dict:
             out = state_dict[key].shape[0]
-            self.net.append(nn.Linear(self.hidden, out))
+            first = self.net[0].weight
+            self.net.append(nn.Linear(self.hidden, out, device=first.device, dtype=first.dtype))
             self._freeze()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
