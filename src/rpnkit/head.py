@@ -154,11 +154,9 @@ class RPNHead(nn.Module):
 
     def expansion_product(self, x: Tensor) -> Tensor:
         """fuse_c ⟨κ(x), ψ(w^c)⟩ for a (B, m) batch, without bias or remainder."""
-        kx = self.expansion(x)
-        w = self.w if self.w.dtype == kx.dtype else self.w.to(kx.dtype)
-        return self.fuse_channels(
-            [self.reconciliation.apply(kx, w[c], self.n, self.D) for c in range(self.channels)]
-        )
+        from .structured import expansion_product
+
+        return expansion_product(self, x)  # structured fast paths, see head.plan()
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.check_input(x)
@@ -169,12 +167,10 @@ class RPNHead(nn.Module):
         return apply_list(self.output, y)
 
     def plan(self) -> str:
-        """Human-readable description of how the forward pass is evaluated."""
-        return (
-            f"κ={self.expansion.registry_name} (D={self.D}) materialised; "
-            f"{self.reconciliation.describe_apply(self.n, self.D)}; "
-            f"{self.channels} channel(s), {self.channel_fusion} fusion"
-        )
+        """How the forward pass is evaluated: the path that runs and why (rpnkit.structured)."""
+        from .structured import plan
+
+        return plan(self)
 
     explain = plan
 

@@ -1,0 +1,560 @@
+"""Structured evaluation of a head's expansion product ``fuse_c κ(X) ψ(w^c)ᵀ`` (SPEC §3).
+
+The dense definition materialises κ(X) (B×D) and ψ(w) (n×D). Both are often far
+larger than the work really needed: Taylor's degree-k block is the tensor power
+``x^{⊗k}`` (B×m^k), a low-rank ψ is ``A Bᵀ`` and a Kronecker ψ is ``A ⊗ B``. This
+module decomposes κ(X) into *segments* and lets each reconciliation act on them
+without ever forming the big blocks:
+
+* ``dense`` segments – columns that are cheap to materialise (x itself, B-splines,
+  RBFs, …) or whose structure is not exploited;
+* ``power`` segments – the ordered tensor power ``z^{⊗k}`` of a base z (B×m), the
+  degree-k block of :class:`~rpnkit.expansion.polynomial.Taylor` (also inside
+  ``extended`` and as the last stage of ``nested``);
+* ``sympower`` segments – the unique monomials of degree k (``Taylor(symmetric=True)``).
+
+Paths (see :func:`plan`, reported by :meth:`RPNHead.plan`):
+
+``dense-bilinear``
+    identity / masking / hypernet ψ: the n×D matrix is used as it is (it *is* the
+    parameter), but x^{⊗k} is contracted with the reshaped weight (batched GEMM,
+    then one reduction per further degree) instead of being formed.
+``lowrank-bilinear``
+    lorr ``(κB)Aᵀ`` and random matrix adaption: the D×r factor's degree-k rows are
+    reshaped to (m, …, m, r) and contracted with x one index at a time:
+    ``κB = x·B₁ + einsum('bi,ijr,bj->br')``. Symmetric blocks scatter B's rows into
+    the ordered (m, m, r) layout (r·m² numbers, no batch dimension).
+``kron-structured``
+    hm / lphm / dual_lphm / duplicated_padding ``y = vec(A K Bᵀ)`` with K = κ reshaped
+    q×t: ``H = K R`` (R = Bᵀ or T) is accumulated segment by segment. For a degree-2
+    block at flat offset ``off`` the entry ``K[i, c]`` is ``z_α z_β`` with
+    ``off + αm + β = it + c``, hence ``H[i] = Σ_α z_α · corr(R, z)[off + αm − it]``:
+    only the correlation lags that occur are computed (one GEMM with a gathered window
+    of R, or an FFT correlation when many lags occur). When q = m + 1 (κ = [1; x] ⊗ x
+    reshaped to [1; x]·xᵀ, rank one) a single lag 0 occurs: ``H[i] = x̃_i · (xᵀR)``.
+``rowsum`` / ``eye-prefix`` / ``zero``
+    closed forms for the constant reconciliations (rowsum of x^{⊗k} is (Σx)^k).
+``materialised-κ``
+    the generic fallback: κ(X) is built and ``reconciliation.apply`` (already
+    factorised in ψ) is used. Always exact, for every (κ, ψ) pair.
+
+Every path is exact (up to floating point rounding), differentiable, and keeps the
+input's dtype and device. Pre-processing is applied before the structure is used;
+post-processing on κ's output forces materialisation of the affected expansion.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+
+from .expansion.base import Expansion
+from .expansion.composite import Extended, Nested
+from .expansion.polynomial import Taylor, monomial_indices
+from .modules import apply_list
+from .reconciliation.basic import Constant, ConstantEye, IdentityReconciliation, Masking, One, Zero
+from .reconciliation.hypernet import HyperNet
+from .reconciliation.kronecker import HM, LPHM, DualLPHM, DuplicatedPadding
+from .reconciliation.lowrank import LowRank, RandomMatrixAdaption
+
+__all__ = [
+    "Segment",
+    "segments",
+    "expansion_product",
+    "materialised_product",
+    "plan",
+    "path_name",
+    "symmetric_block",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# structure of κ
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Segment:
+    """A contiguous column range ``[offset, offset + width)`` of κ(X).
+
+    ``kind`` is ``"dense"`` (``value`` holds the B×width columns), ``"power"`` (the ordered
+    tensor power ``base^{⊗k}``) or ``"sympower"`` (the unique degree-k monomials of ``base``).
+    In plan mode (no data) the tensors are ``None``.
+    """
+
+    offset: int
+    width: int
+    kind: str
+    label: str
+    k: int = 1
+    m: int = 0
+    base: Tensor | None = None
+    value: Tensor | None = None
+    _cache: Tensor | None = field(default=None, repr=False)
+
+    def dense(self) -> Tensor:
+        """The B×width block (materialised on demand for power segments)."""
+        if self.kind == "dense":
+            return self.value
+        if self._cache is None:
+            if self.kind == "power":
+                self._cache = tensor_power(self.base, self.k)
+            else:
+                self._cache = symmetric_block(self.base, self.k)
+        return self._cache
+
+
+def tensor_power(z: Tensor, k: int) -> Tensor:
+    """Ordered tensor power z^{⊗k} (row-major), shape (B, m^k)."""
+    b = z.shape[0]
+    p = z
+    for _ in range(k - 1):
+        p = (p.unsqueeze(2) * z.unsqueeze(1)).reshape(b, -1)
+    return p
+
+
+@functools.lru_cache(maxsize=64)
+def _sym_columns(m: int, k: int) -> tuple[Tensor, Tensor]:
+    """(columns (k, C) of the monomial index tuples, their flat ordered positions (C,))."""
+    idx = monomial_indices(m, k)
+    pos = torch.zeros(idx.shape[0], dtype=torch.long)
+    for j in range(k):
+        pos = pos * m + idx[:, j]
+    return idx.t().contiguous(), pos
+
+
+_DEVICE_CACHE: dict = {}
+
+
+def _on(t: Tensor, device: torch.device, key) -> Tensor:
+    """Cache small index tensors per device (they are rebuilt from CPU only once)."""
+    if device.type == "cpu":
+        return t
+    ck = (key, str(device))
+    got = _DEVICE_CACHE.get(ck)
+    if got is None:
+        got = t.to(device)
+        if len(_DEVICE_CACHE) > 256:
+            _DEVICE_CACHE.clear()
+        _DEVICE_CACHE[ck] = got
+    return got
+
+
+def symmetric_block(z: Tensor, k: int) -> Tensor:
+    """Unique degree-k monomials of z (non-decreasing index tuples, lexicographic), (B, C)."""
+    if k == 1:
+        return z
+    m = z.shape[1]
+    cols, _ = _sym_columns(m, k)
+    cols = _on(cols, z.device, ("symcols", m, k))
+    out = z.index_select(1, cols[0])
+    for j in range(1, k):
+        out = out * z.index_select(1, cols[j])
+    return out
+
+
+def _plain(e: Expansion) -> bool:
+    return len(e.postprocess) == 0
+
+
+def segments(e: Expansion, x: Tensor | None, m: int, offset: int = 0) -> list[Segment]:
+    """Decompose κ = ``e`` applied to x (B, m) into segments; ``x=None`` gives the layout only."""
+    name = e.registry_name
+    if not _plain(e):
+        value = None if x is None else e(x)
+        return [Segment(offset, e.calculate_D(m), "dense", f"{name} (postprocess: materialised)",
+                        value=value)]
+    z = None
+    if x is not None:
+        z = apply_list(e.preprocess, e.check_input(x))
+    kind = type(e)
+    if kind is Taylor:
+        segs = [Segment(offset, m, "dense", "x", value=z)]
+        off = offset + m
+        for k in range(2, e.d + 1):
+            if e.symmetric:
+                width = math.comb(m + k - 1, k)
+                segs.append(Segment(off, width, "sympower", f"sym(x^{k})", k=k, m=m, base=z))
+            else:
+                width = m**k
+                segs.append(Segment(off, width, "power", f"x^⊗{k}", k=k, m=m, base=z))
+            off += width
+        return segs
+    if kind is Extended:
+        segs = []
+        off = offset
+        for sub in e.expansions:
+            part = segments(sub, z, m, off)
+            segs.extend(part)
+            off += sub.calculate_D(m)
+        return segs
+    if kind is Nested:
+        size = m
+        for sub in e.expansions[:-1]:
+            if z is not None:
+                z = sub(z)
+            size = sub.calculate_D(size)
+        return segments(e.expansions[-1], z, size, offset)
+    value = None if z is None else e.expand(z)
+    return [Segment(offset, e.calculate_D(m), "dense", name, value=value)]
+
+
+def _structured(segs: list[Segment]) -> bool:
+    return any(s.kind != "dense" for s in segs)
+
+
+def _materialise(segs: list[Segment]) -> Tensor:
+    parts = [s.dense() for s in segs]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# primitives on segments
+# ---------------------------------------------------------------------------------------------
+def _power_left(z: Tensor, wseg: Tensor, k: int) -> Tensor:
+    """Σ_I z^{⊗k}[b, I] wseg[o, I] for wseg (n, m^k) (any row stride): returns (B, n)."""
+    n = wseg.shape[0]
+    m = z.shape[1]
+    wv = wseg.reshape(n, m ** (k - 1), m)  # a view for row-sliced parameter matrices
+    u = torch.matmul(z, wv.transpose(1, 2))  # (n, B, m^{k-1}): contracts the last index
+    for j in range(k - 1, 0, -1):
+        u = (u.reshape(n, z.shape[0], m ** (j - 1), m) * z[None, :, None, :]).sum(-1)
+    return u.reshape(n, -1).t()
+
+
+def _power_right(z: Tensor, rseg: Tensor, k: int) -> Tensor:
+    """Σ_I z^{⊗k}[b, I] rseg[I, c] for rseg (m^k, c) with contiguous rows: (B, c)."""
+    b, m = z.shape
+    c = rseg.shape[1]
+    u = z @ rseg.reshape(m, -1)  # (B, m^{k-1} c): contracts the first index
+    for _ in range(k - 1):
+        u = torch.bmm(z.unsqueeze(1), u.reshape(b, m, -1)).squeeze(1)
+    return u.reshape(b, c)
+
+
+def _sym_to_ordered(rseg: Tensor, m: int, k: int) -> Tensor:
+    """Scatter rows of a symmetric-block factor (C, c) to the ordered layout (m^k, c)."""
+    _, pos = _sym_columns(m, k)
+    pos = _on(pos, rseg.device, ("sympos", m, k))
+    full = rseg.new_zeros(m**k, rseg.shape[1])
+    return full.index_copy(0, pos, rseg)
+
+
+def dense_left(segs: list[Segment], w_mat: Tensor) -> Tensor:
+    """κ(X) W̃ᵀ for a dense (n, D) matrix W̃ without forming power blocks."""
+    y = None
+    for s in segs:
+        ws = w_mat[:, s.offset : s.offset + s.width]
+        if s.kind == "power":
+            part = _power_left(s.base, ws.to(s.base.dtype), s.k)
+        else:
+            v = s.dense()
+            part = v @ ws.to(v.dtype).t()
+        y = part if y is None else y + part
+    return y
+
+
+def right_product(segs: list[Segment], r_mat: Tensor) -> Tensor:
+    """κ(X) R for a (D, c) matrix R (e.g. lorr's B) without forming power blocks."""
+    y = None
+    for s in segs:
+        rs = r_mat[s.offset : s.offset + s.width]
+        if s.kind == "power":
+            part = _power_right(s.base, rs.to(s.base.dtype).contiguous(), s.k)
+        elif s.kind == "sympower":
+            full = _sym_to_ordered(rs.to(s.base.dtype), s.m, s.k)
+            part = _power_right(s.base, full, s.k)
+        else:
+            v = s.dense()
+            part = v @ rs.to(v.dtype)
+        y = part if y is None else y + part
+    return y
+
+
+def rowsum(segs: list[Segment]) -> Tensor:
+    """Row sums of κ(X), (B, 1); Σ of z^{⊗k} is (Σz)^k."""
+    y = None
+    for s in segs:
+        if s.kind == "power":
+            part = s.base.sum(dim=1, keepdim=True) ** s.k
+        else:
+            part = s.dense().sum(dim=1, keepdim=True)
+        y = part if y is None else y + part
+    return y
+
+
+def prefix(segs: list[Segment], cols: int) -> Tensor:
+    """The first ``cols`` columns of κ(X), materialising only what they need."""
+    parts = []
+    for s in segs:
+        if s.offset >= cols:
+            break
+        take = min(s.width, cols - s.offset)
+        if s.kind == "power":
+            rows = -(-take // s.m)
+            lead = s.base if s.k == 2 else tensor_power(s.base, s.k - 1)
+            v = (lead[:, :rows].unsqueeze(2) * s.base.unsqueeze(1)).reshape(s.base.shape[0], -1)
+            parts.append(v[:, :take])
+        else:
+            parts.append(s.dense()[:, :take])
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+# -- Kronecker: H = K R with K = κ reshaped (q, t) --------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _lag_pairs(m: int, off: int, t: int, q: int):
+    """Pairs (row i, α, lag slot u) with lag o = off + α m − i t in (−m, t), plus the lags."""
+    alpha = np.arange(m, dtype=np.int64)
+    start = off + alpha * m  # flat position of z_α z_0
+    lo = np.maximum((start - t) // t + 1, 0)  # smallest i with i t + t > start
+    hi = np.minimum((start + m - 1) // t, q - 1)  # largest i with i t <= start + m - 1
+    cnt = np.maximum(hi - lo + 1, 0)
+    a_idx = np.repeat(alpha, cnt)
+    first = np.repeat(lo, cnt)
+    within = np.arange(a_idx.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    rows = first + within
+    lags = off + a_idx * m - rows * t
+    uniq, slot = np.unique(lags, return_inverse=True)
+    return (
+        torch.as_tensor(rows),
+        torch.as_tensor(a_idx),
+        torch.as_tensor(slot.reshape(-1)),
+        torch.as_tensor(uniq),
+    )
+
+
+def _use_fft(b: int, m: int, t: int, n_lags: int, c: int) -> tuple[bool, int]:
+    size = 1 << max(1, int(math.ceil(math.log2(m + t - 1))))
+    direct = b * m * n_lags * c + n_lags * m * c
+    fft = 3 * (b * c + b + c) * size * math.log2(size) + b * c * size
+    return fft * 2 < direct, size
+
+
+def _lag_window(r: Tensor, lags: Tensor, m: int) -> Tensor:
+    """W[u, β, c] = R[lag_u + β, c] (zero outside 0..t-1): (n_lags, m, c)."""
+    t = r.shape[0]
+    idx = lags.view(-1, 1) + torch.arange(m, device=lags.device).view(1, -1)
+    idx = torch.where((idx >= 0) & (idx < t), idx, torch.full_like(idx, t))
+    rz = torch.cat([r, r.new_zeros(1, r.shape[1])], dim=0)
+    return rz[idx]
+
+
+def _power2_kron(s: Segment, r: Tensor, q: int) -> tuple[Tensor, Tensor]:
+    """Contribution of the x⊗x segment to H = K R: returns (rows, values (B, P, c))."""
+    z = s.base
+    b, m = z.shape
+    t, c = r.shape
+    rows, a_idx, slot, lags = _lag_pairs(m, s.offset, t, q)
+    dev = z.device
+    key = ("lag", m, s.offset, t, q)
+    rows, a_idx = _on(rows, dev, key + ("r",)), _on(a_idx, dev, key + ("a",))
+    slot, lags = _on(slot, dev, key + ("s",)), _on(lags, dev, key + ("l",))
+    fft, size = _use_fft(b, m, t, lags.numel(), c)
+    if fft:
+        rf = torch.fft.rfft(r, n=size, dim=0)  # (F, c)
+        zf = torch.fft.rfft(z, n=size, dim=1)  # (B, F)
+        corr = torch.fft.irfft(zf.conj().unsqueeze(2) * rf.unsqueeze(0), n=size, dim=1)
+        cl = corr.index_select(1, torch.remainder(lags, size))  # (B, n_lags, c)
+    else:
+        win = _lag_window(r, lags, m)  # (L, m, c)
+        cl = (z @ win.permute(1, 0, 2).reshape(m, -1)).reshape(b, -1, c)
+    vals = z.index_select(1, a_idx).unsqueeze(2) * cl.index_select(1, slot)
+    return rows, vals
+
+
+def kron_h(segs: list[Segment], r: Tensor, q: int, t: int) -> Tensor:
+    """H = K R, (B, q, c) with K = κ(X) reshaped (q, t) per sample and R (t, c)."""
+    b = segs[0].base.shape[0] if segs[0].kind != "dense" else segs[0].value.shape[0]
+    c = r.shape[1]
+    h = None
+    for s in segs:
+        if s.kind == "power" and s.k == 2:
+            rr = r.to(s.base.dtype)
+            rows, vals = _power2_kron(s, rr, q)
+            zero = vals.new_zeros(b, q, c)
+            part = zero.index_add(1, rows, vals)
+        else:
+            v = s.dense()
+            i0 = s.offset // t
+            i1 = (s.offset + s.width - 1) // t
+            lead = s.offset - i0 * t
+            tail = (i1 + 1) * t - (s.offset + s.width)
+            vp = F.pad(v, (lead, tail)).reshape(b, i1 - i0 + 1, t)
+            part = F.pad(vp @ r.to(v.dtype), (0, 0, i0, q - 1 - i1))
+        h = part if h is None else h + part
+    return h
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch
+# ---------------------------------------------------------------------------------------------
+_DENSE_W = (IdentityReconciliation, Masking, HyperNet)
+_LOWRANK = (LowRank, RandomMatrixAdaption)
+_KRON = (HM, LPHM, DualLPHM, DuplicatedPadding)
+_CLOSED = (Constant, One, Zero, ConstantEye)
+
+
+def _kron_exploits(segs: list[Segment]) -> bool:
+    return any(s.kind == "power" and s.k == 2 for s in segs)
+
+
+def path_name(head) -> str:
+    """Name of the path :meth:`RPNHead.expansion_product` takes (see module docstring)."""
+    return _choose(head, segments(head.expansion, None, head.m))[0]
+
+
+def _choose(head, segs: list[Segment]) -> tuple[str, str]:
+    rt = type(head.reconciliation)
+    if rt in _CLOSED:
+        name = {Constant: "rowsum", One: "rowsum", Zero: "zero", ConstantEye: "eye-prefix"}[rt]
+        return name, "closed form of a fixed matrix, ψ(w) never formed"
+    if not _structured(segs):
+        return "materialised-κ", (
+            "κ has no structure to exploit (no tensor-power blocks, or post-processing on "
+            "its output): κ(x) is built and ψ is applied in its factorised form"
+        )
+    if rt in _DENSE_W:
+        return "dense-bilinear", (
+            "ψ(w) is the n×D parameter itself; x^{⊗k} is contracted with the reshaped weight "
+            "(symmetric blocks: unique monomials gathered, then one GEMM)"
+        )
+    if rt in _LOWRANK:
+        return "lowrank-bilinear", "(κB)Aᵀ with κB contracted blockwise as bilinear forms"
+    if rt in _KRON:
+        if _kron_exploits(segs):
+            return "kron-structured", (
+                "H = K R built per segment; x⊗x blocks via the correlation lags that occur"
+            )
+        return "materialised-κ", (
+            "Kronecker ψ only exploits ordered degree-2 blocks; κ(x) is built and "
+            "vec(A K Bᵀ) is applied"
+        )
+    return "materialised-κ", (
+        f"no structured rule for reconciliation {rt.__name__}: κ(x) is built and its "
+        "apply() is used"
+    )
+
+
+def _kron_apply(rec, segs: list[Segment], w: Tensor, n: int, d: int) -> Tensor:
+    b = segs[0].base.shape[0] if segs[0].kind != "dense" else segs[0].value.shape[0]
+    q = rec.q
+    t = d // q
+    rt = type(rec)
+    if rt is HM:
+        a, bm = rec.factors(w, n, d)
+        h = kron_h(segs, bm.t(), q, t)  # (B, q, s)
+        return torch.matmul(a.to(h.dtype), h).reshape(b, n)
+    if rt is LPHM:
+        a, sm, tm = rec.factors(w, n, d)
+        h = kron_h(segs, tm, q, t)  # (B, q, r)
+        g = torch.matmul(a.to(h.dtype), h)
+        return (g @ sm.to(h.dtype).t()).reshape(b, n)
+    if rt is DualLPHM:
+        pm, qm, sm, tm = rec.factors(w, n, d)
+        h = kron_h(segs, tm, q, t)
+        g = torch.matmul(qm.to(h.dtype).t(), h)  # (B, r, r)
+        g = torch.matmul(pm.to(h.dtype), g)  # (B, p, r)
+        return (g @ sm.to(h.dtype).t()).reshape(b, n)
+    # duplicated padding: W = 1 ⊗ B
+    rec.check_w(w, n, d)
+    s = n // rec.p
+    h = kron_h(segs, w.reshape(s, t).t(), q, t)  # (B, q, s)
+    return h.sum(dim=1).repeat(1, rec.p)
+
+
+def _apply_one(head, path: str, segs: list[Segment], w: Tensor, x: Tensor) -> Tensor:
+    rec, n, d = head.reconciliation, head.n, head.D
+    rt = type(rec)
+    if path == "dense-bilinear":
+        w_mat = rec.reconcile(w, n, d)
+        return dense_left(segs, w_mat)
+    if path == "lowrank-bilinear":
+        if rt is LowRank:
+            a, bm = rec.factors(w, n, d)
+            z = right_product(segs, bm)
+            return z @ a.to(z.dtype).t()
+        lam1, lam2, a, bm = rec._parts(w, n, d)
+        z = right_product(segs, bm)
+        return ((z * lam2.to(z.dtype)) @ a.to(z.dtype).t()) * lam1.to(z.dtype)
+    if path == "kron-structured":
+        return _kron_apply(rec, segs, w, n, d)
+    if path == "rowsum":
+        rs = rowsum(segs)
+        c = rec.c if rt is Constant else 1.0
+        return (c * rs).expand(-1, n)
+    if path == "zero":
+        return x.new_zeros(x.shape[0], n) + 0.0 * x.sum()
+    if path == "eye-prefix":
+        k = min(n, d)
+        out = prefix(segs, k)
+        if n > k:
+            out = torch.cat([out, out.new_zeros(out.shape[0], n - k)], dim=1)
+        return out
+    raise AssertionError(path)  # pragma: no cover
+
+
+def expansion_product(head, x: Tensor) -> Tensor:
+    """``fuse_c ⟨κ(x), ψ(w^c)⟩`` for the head, by the cheapest exact path (no bias/remainder)."""
+    segs = segments(head.expansion, x, head.m)
+    path, _ = _choose(head, segs)
+    rec = head.reconciliation
+    first = segs[0]
+    dtype = (first.value if first.kind == "dense" else first.base).dtype
+    w = head.w if head.w.dtype == dtype else head.w.to(dtype)
+    if path == "materialised-κ":
+        kx = _materialise(segs)
+        parts = [rec.apply(kx, w[c], head.n, head.D) for c in range(head.channels)]
+    else:
+        parts = [_apply_one(head, path, segs, w[c], x) for c in range(head.channels)]
+    return head.fuse_channels(parts)
+
+
+def materialised_product(head, x: Tensor) -> Tensor:
+    """The dense definition ``fuse_c κ(X) ψ(w^c)ᵀ``: κ(X) (B×D) and ψ(w^c) (n×D) are built."""
+    kx = head.expansion(x)
+    w = head.w if head.w.dtype == kx.dtype else head.w.to(kx.dtype)
+    rec = head.reconciliation
+    w_all = [rec.reconcile(w[c], head.n, head.D).to(kx.dtype) for c in range(head.channels)]
+    return head.fuse_channels([kx @ w_all[c].t() for c in range(head.channels)])
+
+
+def _describe_segments(segs: list[Segment]) -> str:
+    parts = []
+    for s in segs:
+        if s.kind == "dense":
+            parts.append(f"{s.label}[{s.width}]")
+        else:
+            parts.append(f"{s.label}[{s.width}, never formed]" if s.kind == "power" else
+                         f"{s.label}[{s.width}]")
+    return " | ".join(parts)
+
+
+def plan(head) -> str:
+    """Human-readable plan: which path runs for this head and why."""
+    segs = segments(head.expansion, None, head.m)
+    path, why = _choose(head, segs)
+    rec = head.reconciliation
+    lines = [
+        f"path: {path}",
+        f"κ = {head.expansion.registry_name} (D={head.D}) as {_describe_segments(segs)}",
+        f"ψ = {rec.registry_name}: {why}",
+    ]
+    if path == "materialised-κ":
+        lines.append(f"apply: {rec.describe_apply(head.n, head.D)}")
+    if path == "kron-structured":
+        t = head.D // rec.q
+        for s in segs:
+            if s.kind == "power" and s.k == 2:
+                _, _, _, lags = _lag_pairs(s.m, s.offset, t, rec.q)
+                if lags.numel() == 1:
+                    how = "one lag: rank one per row block ((A x̃) ⊗ (R x) style)"
+                else:
+                    fft, _ = _use_fft(64, s.m, t, lags.numel(), 1)
+                    how = f"{lags.numel()} lags via {'FFT correlation' if fft else 'one GEMM'}"
+                lines.append(f"  {s.label} at offset {s.offset} with q={rec.q}, t={t}: {how}")
+    lines.append(f"{head.channels} channel(s), {head.channel_fusion} fusion")
+    return "\n".join(lines)
