@@ -130,7 +130,8 @@ class RPNLayer(nn.Module):
         else:
             y = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
             if self.fusion_linear is not None:
-                y = self.fusion_linear(y)
+                # cast like the heads do, so float64 input stays float64 in a float32 layer
+                y = y @ self.fusion_linear.weight.to(y.dtype).transpose(0, 1)
         return apply_list(self.output, y)
 
     def plan(self) -> str:
