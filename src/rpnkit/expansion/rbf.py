@@ -54,7 +54,7 @@ class _RBF(Expansion):
         raise NotImplementedError
 
     def expand(self, x: Tensor) -> Tensor:
-        c = self.centres.to(dtype=x.dtype)
+        c = self.centres.to(device=x.device, dtype=x.dtype)
         z = self.eps * (x.unsqueeze(-1) - c)
         return self.phi(z).reshape(x.shape[0], -1)
 
@@ -109,7 +109,7 @@ class BSpline(Expansion):
 
     def basis(self, x: Tensor) -> Tensor:
         """(B, m, t+d) basis values."""
-        k = self.knots.to(dtype=x.dtype)
+        k = self.knots.to(device=x.device, dtype=x.dtype)
         xe = x.unsqueeze(-1)
         b = ((xe >= k[:-1]) & (xe < k[1:])).to(x.dtype)
         for p in range(1, self.d + 1):

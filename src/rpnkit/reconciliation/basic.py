@@ -67,7 +67,7 @@ class Masking(Reconciliation):
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         self.ensure_bound(n, D)
-        return self.mask.to(w.dtype) * w.reshape(n, D)
+        return self.mask.to(device=w.device, dtype=w.dtype) * w.reshape(n, D)
 
     def describe_apply(self, n, D):  # noqa: N803
         return f"masking: one GEMM with the masked matrix (keep ratio {self.p})"

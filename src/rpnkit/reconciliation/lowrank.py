@@ -86,7 +86,8 @@ class RandomMatrixAdaption(Reconciliation):
     def _parts(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         self.ensure_bound(n, D)
-        return w[:n], w[n:], self.A.to(w.dtype), self.B.to(w.dtype)
+        a = self.A.to(device=w.device, dtype=w.dtype)
+        return w[:n], w[n:], a, self.B.to(device=w.device, dtype=w.dtype)
 
     def reconcile(self, w, n, D):  # noqa: N803
         lam1, lam2, a, b = self._parts(w, n, D)
