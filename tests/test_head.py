@@ -372,3 +372,12 @@ def test_fixed_reconciliations_have_no_parameters():
     assert head.w.shape == (1, 0)
     x = _x(dtype=torch.float32)
     torch.testing.assert_close(head(x), x[:, :2])
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 1.0])
+def test_masking_init_keeps_the_dense_rms(p):
+    torch.manual_seed(0)
+    head = rpnkit.RPNHead(400, 100, reconciliation="masking", reconciliation_params={"p": p})
+    assert _rms(head) == pytest.approx(1 / math.sqrt(3 * 400), rel=0.05)
+    kept = head.reconciled_weights()[0][head.reconciliation.mask == 1]
+    assert kept.abs().max().item() <= 1 / math.sqrt(p * 400) + 1e-7

@@ -9,7 +9,9 @@ with fan-in D would get, whatever ψ is:
 * ``zeros`` – all parameters zero (useful for residual-style fine-tuning).
 
 For reconciliations that are linear in w (identity, masking, duplicated
-padding) w is drawn directly from the named distribution. For forms that are
+padding) w is drawn directly from the named distribution (masking: scaled by
+1/√p, the kept weights' effective fan-in being p·D, so that W's RMS is the
+dense layer's). For forms that are
 homogeneous of degree k in w (lorr and random matrix adaption: 2, hm: 2,
 lphm: 3, dual_lphm: 4) w is drawn from the same family with unit scale, the
 realised root-mean-square of W is measured, and w is multiplied by
@@ -86,7 +88,7 @@ def init_rpn_weights(w: Tensor, psi: Reconciliation, n: int, D: int, scheme: str
         w.copy_(_draw("uniform", (channels, ell), 1.0 / math.sqrt(3), w))
         return
     if k == 1:
-        w.copy_(_draw(family, (channels, ell), std, w))
+        w.copy_(_draw(family, (channels, ell), std * psi.init_gain(), w))
         return
     for c in range(channels):
         wc = _draw(family, (ell,), 1.0, w)

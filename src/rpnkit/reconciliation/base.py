@@ -97,3 +97,7 @@ class Reconciliation(nn.Module):
     def describe_apply(self, n: int, D: int) -> str:  # noqa: N803
         """One line saying how :meth:`apply` evaluates the product."""
         return "dense: materialise ψ(w) (n×D) and multiply"
+
+    def init_gain(self) -> float:
+        """Factor on the initial scale of w for forms linear in w (see :mod:`rpnkit.init`)."""
+        return 1.0

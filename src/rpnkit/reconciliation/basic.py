@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -71,6 +72,11 @@ class Masking(Reconciliation):
 
     def describe_apply(self, n, D):  # noqa: N803
         return f"masking: one GEMM with the masked matrix (keep ratio {self.p})"
+
+    def init_gain(self) -> float:
+        """Kept weights see an effective fan-in p·D, so they start 1/√p larger (W's RMS is
+        then that of a dense D-input layer)."""
+        return 1.0 / math.sqrt(self.p) if self.p > 0 else 1.0
 
 
 class _Fixed(Reconciliation):
