@@ -1,19 +1,34 @@
 """Ready-made models (classic models expressed as RPNs), available by name.
 
 ``build_model(name, **params)`` is the entry point used by configs
-(``model: {name: kan, dims: [...]}``).
+(``model: {name: kan, dims: [...]}``). Registered names: ``rpn`` (generic
+:meth:`RPN.from_dims`), ``mlp``, ``kan``, ``kernel_svm``, ``naive_bayes``, ``pgm``.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigurationError, did_you_mean
 from ..model import RPN
 from ..registry import Registry
+from .classic import DISTRIBUTIONS, KAN, KERNELS, MLP, PGM, KANBaseRemainder, KernelSVM, NaiveBayes
 
-__all__ = ["MODELS", "build_model"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "MLP",
+    "KAN",
+    "KernelSVM",
+    "NaiveBayes",
+    "PGM",
+    "KANBaseRemainder",
+    "KERNELS",
+    "DISTRIBUTIONS",
+]
 
 MODELS = Registry("model")
 
@@ -24,6 +39,27 @@ def _rpn(dims: list[int], **params: Any) -> RPN:
     return RPN.from_dims(dims, **params)
 
 
+MODELS.register("mlp")(MLP)
+MODELS.register("kan")(KAN)
+MODELS.register("kernel_svm")(KernelSVM)
+MODELS.register("naive_bayes")(NaiveBayes)
+MODELS.register("pgm")(PGM)
+
+
 def build_model(name: str, **params: Any) -> nn.Module:
-    """Build a registered model by name, e.g. ``build_model("kan", dims=[4, 8, 3])``."""
-    return MODELS.get(name)(**params)
+    """Build a registered model by name, e.g. ``build_model("kan", dims=[4, 8, 3])``.
+
+    Unknown keyword arguments are reported with the valid ones.
+    """
+    factory = MODELS.get(name)
+    sig = inspect.signature(factory)
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    if not accepts_kwargs:
+        valid = [p for p in sig.parameters if p != "self"]
+        for key in params:
+            if key not in valid:
+                raise ConfigurationError(
+                    f"unknown parameter {key!r} for model {name!r}{did_you_mean(key, valid)}; "
+                    f"valid parameters: {', '.join(valid)}"
+                )
+    return factory(**params)

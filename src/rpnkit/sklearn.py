@@ -1,0 +1,522 @@
+"""scikit-learn estimators backed by RPN models: :class:`RPNClassifier`, :class:`RPNRegressor`.
+
+Both follow the scikit-learn estimator contract (constructor stores hyperparameters
+only; ``fit`` / ``predict`` / ``score``; ``get_params`` / ``set_params``; ``clone``;
+pickling) and pass ``sklearn.utils.estimator_checks`` (see ``tests/test_sklearn.py``).
+They carry their own compact training loop (AdamW, full batch for small data or
+shuffled minibatches, optional early stopping on an internal validation split that
+restores the best weights), seeded by ``random_state`` without touching the global
+torch RNG.
+
+The network is ``RPN.from_dims([n_features, *dims, n_outputs], ...)`` built from the
+``expansion`` / ``reconciliation`` / ``remainder`` names and their ``*_params``, or one
+of the classic models of :mod:`rpnkit.models` when ``model`` names one
+(``"naive_bayes"``, ``"pgm"``, ``"kan"``, ``"kernel_svm"``, ``"mlp"``, with
+``model_params``).
+
+Defaults (no tuning, standardised inputs expected, e.g. ``make_pipeline(StandardScaler(),
+RPNClassifier())``): a single RPN layer with a symmetric degree-2 Taylor expansion
+(every monomial x_i and x_i x_j once), identity reconciliation, zero remainder and a
+bias – i.e. a quadratic logistic / polynomial regression model – trained full-batch
+with Adam (lr 0.02) and an L2 penalty of 3e-3 for at most 300 epochs, stopping when the
+training loss stops improving.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from torch import nn
+
+from .errors import ConfigurationError
+from .model import RPN
+
+__all__ = ["RPNClassifier", "RPNRegressor"]
+
+_LOSSES = ("log_loss", "hinge")
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_tuple_dims(dims: Any) -> list[int]:
+    if dims is None:
+        return []
+    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+        return [int(dims)]
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
+        raise ConfigurationError(f"dims must be a sequence of hidden widths, got {dims!r}")
+    out = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ConfigurationError(f"dims must contain positive integers, got {dims!r}")
+        out.append(int(d))
+    return out
+
+
+class _RPNEstimatorBase(BaseEstimator):
+    """Shared constructor, network construction and training loop."""
+
+    _task = "regression"
+
+    def __init__(
+        self,
+        dims: Sequence[int] = (),
+        expansion: Any = "taylor",
+        reconciliation: Any = "identity",
+        remainder: Any = "zero",
+        expansion_params: Mapping[str, Any] | None = None,
+        reconciliation_params: Mapping[str, Any] | None = None,
+        remainder_params: Mapping[str, Any] | None = None,
+        bias: bool = True,
+        activation: Any = None,
+        model: str | None = None,
+        model_params: Mapping[str, Any] | None = None,
+        max_epochs: int = 300,
+        batch_size: int | str = "auto",
+        lr: float = 0.02,
+        weight_decay: float = 3e-3,
+        optimizer: str = "adam",
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 20,
+        tol: float = 1e-5,
+        random_state: Any = None,
+        device: Any = "cpu",
+        dtype: str = "float32",
+        verbose: int = 0,
+    ) -> None:
+        self.dims = dims
+        self.expansion = expansion
+        self.reconciliation = reconciliation
+        self.remainder = remainder
+        self.expansion_params = expansion_params
+        self.reconciliation_params = reconciliation_params
+        self.remainder_params = remainder_params
+        self.bias = bias
+        self.activation = activation
+        self.model = model
+        self.model_params = model_params
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+        self.verbose = verbose
+
+    # -- construction ------------------------------------------------------------
+    def _expansion_params(self) -> dict[str, Any]:
+        if self.expansion_params is not None:
+            return dict(self.expansion_params)
+        if self.expansion == "taylor":
+            return {"d": 2, "symmetric": True}
+        return {}
+
+    def _build_network(self, n_in: int, n_out: int) -> nn.Module:
+        widths = [n_in, *_as_tuple_dims(self.dims), n_out]
+        if self.model is not None:
+            from .models import build_model
+
+            return build_model(self.model, dims=widths, **dict(self.model_params or {}))
+        if self.model_params:
+            raise ConfigurationError("model_params given without a model name")
+        return RPN.from_dims(
+            widths,
+            expansion=self.expansion,
+            reconciliation=self.reconciliation,
+            remainder=self.remainder,
+            expansion_params=self._expansion_params(),
+            reconciliation_params=dict(self.reconciliation_params or {}),
+            remainder_params=dict(self.remainder_params or {}),
+            bias=self.bias,
+            activation=self.activation,
+        )
+
+    def _check_hparams(self) -> None:
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+        positive_int("max_epochs")
+        positive_int("n_iter_no_change")
+        if not (self.batch_size == "auto" or (
+            isinstance(self.batch_size, (int, np.integer)) and not isinstance(self.batch_size, bool)
+            and self.batch_size >= 1
+        )):
+            raise ValueError(f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0.0 < float(self.validation_fraction) < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
+            )
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    @property
+    def _torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+    # -- training loop -------------------------------------------------------------
+    def _loss_fn(self):
+        raise NotImplementedError
+
+    def _split_validation(self, X: np.ndarray, y: np.ndarray, seed: int):
+        stratify = None
+        if self._task == "classification":
+            counts = np.bincount(y)
+            n_val = math.ceil(self.validation_fraction * len(y))
+            if counts.min() >= 2 and n_val >= len(counts):
+                stratify = y
+        return train_test_split(
+            X, y, test_size=self.validation_fraction, random_state=seed, stratify=stratify
+        )
+
+    def _fit_network(self, X: np.ndarray, y: np.ndarray, n_out: int) -> None:
+        self._check_hparams()
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(0, 2**31 - 1))
+        device = _resolve_device(self.device)
+        dtype = self._torch_dtype
+        X_val = y_val = None
+        if self.early_stopping and len(X) >= 4:
+            X, X_val, y, y_val = self._split_validation(X, y, seed)
+        y_dtype = torch.long if self._task == "classification" else dtype
+
+        def tensors(a, b):
+            return (torch.tensor(a, dtype=dtype, device=device),
+                    torch.tensor(b, dtype=y_dtype, device=device))
+
+        Xt, yt = tensors(X, y)
+        if X_val is not None:
+            Xv, yv = tensors(X_val, y_val)
+        n = Xt.shape[0]
+        bs = min(n, 1024 if self.batch_size == "auto" else int(self.batch_size))
+        cuda_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            net = self._build_network(X.shape[1], n_out).to(device=device, dtype=dtype)
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+            opt = opt_cls(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            loss_fn = self._loss_fn()
+            best, best_state, stall = math.inf, None, 0
+            self.loss_curve_, self.validation_scores_ = [], []
+            epoch = 0
+            for epoch in range(1, int(self.max_epochs) + 1):
+                net.train()
+                if bs >= n:
+                    batches = [None]
+                else:
+                    perm = torch.randperm(n, generator=gen).to(device)
+                    batches = list(perm.split(bs))
+                total = 0.0
+                for idx in batches:
+                    xb, yb = (Xt, yt) if idx is None else (Xt[idx], yt[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(net(xb), yb)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * (xb.shape[0] / n)
+                if not math.isfinite(total):
+                    raise FloatingPointError(
+                        f"{type(self).__name__}: training loss became {total} at epoch {epoch}; "
+                        "lower lr or standardise the inputs"
+                    )
+                self.loss_curve_.append(total)
+                if X_val is not None:
+                    net.eval()
+                    with torch.no_grad():
+                        monitored = float(loss_fn(net(Xv), yv))
+                    self.validation_scores_.append(monitored)
+                else:
+                    monitored = total
+                if monitored < best - self.tol * max(1.0, abs(best) if math.isfinite(best) else 1.0):
+                    best, stall = monitored, 0
+                    if X_val is not None:
+                        best_state = copy.deepcopy(net.state_dict())
+                else:
+                    stall += 1
+                    if stall >= self.n_iter_no_change:
+                        break
+            if best_state is not None:
+                net.load_state_dict(best_state)
+        net.eval()
+        if device.type == "cpu" and dtype != torch.float64:
+            # float64 inference on the CPU: predictions do not depend on the batch
+            # composition (float32 GEMM results can), at negligible cost for tabular data
+            net = net.to(torch.float64)
+        self.model_ = net
+        self.n_iter_ = epoch
+        self.best_loss_ = best
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        net = self.model_
+        p = next(net.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+        dtype = p.dtype if p is not None else self._torch_dtype
+        out = []
+        with torch.no_grad():
+            Xt = torch.tensor(X, dtype=dtype, device=device)
+            for chunk in Xt.split(8192):
+                out.append(net(chunk).to("cpu", torch.float64))
+        if not out:
+            return np.zeros((0, self.n_outputs_))
+        return torch.cat(out).numpy()
+
+    # -- pickling: keep the network on the CPU in the pickle -------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        net = state.get("model_")
+        if net is not None:
+            p = next(net.parameters(), None)
+            if p is not None and p.device.type != "cpu":
+                state["model_"] = copy.deepcopy(net).to("cpu")
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        return tags
+
+
+class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
+    """RPN classifier with the scikit-learn estimator contract.
+
+    The network outputs one logit per class (``classes_`` holds the original labels,
+    any hashable type) and is trained with cross-entropy (``loss="log_loss"``) or the
+    multi-class hinge loss (``loss="hinge"``, the SVM objective; ``predict_proba`` is
+    then a softmax of the margins, not calibrated).
+
+    Parameters
+    ----------
+    dims : sequence of int, default=()
+        Hidden layer widths; ``()`` is a single RPN layer ``n_features -> n_classes``.
+    expansion, reconciliation, remainder : str or mapping or module
+        Component names (see ``rpnkit.list_components()``). Default: symmetric
+        degree-2 Taylor expansion, identity reconciliation, zero remainder.
+    expansion_params, reconciliation_params, remainder_params : dict, optional
+        Keyword arguments of the components (``expansion_params=None`` with
+        ``expansion="taylor"`` means ``{"d": 2, "symmetric": True}``).
+    bias : bool, default=True
+        Learnable bias in every head.
+    activation : str, optional
+        Module applied after every hidden layer (e.g. ``"relu"``, ``"silu"``).
+    model : str, optional
+        Name of a classic model of :mod:`rpnkit.models` (``naive_bayes``, ``pgm``,
+        ``kan``, ``kernel_svm``, ``mlp``, ``rpn``) used instead of the components above;
+        ``model_params`` are its keyword arguments.
+    max_epochs, batch_size, lr, weight_decay, optimizer :
+        Training loop: at most ``max_epochs`` passes; ``batch_size="auto"`` is full
+        batch up to 1024 samples, else shuffled minibatches of 1024. ``optimizer="adam"``
+        (default) adds ``weight_decay`` as an L2 penalty to the gradient (a true ridge
+        term, like ``alpha`` in scikit-learn); ``"adamw"`` applies decoupled decay.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified), stop when
+        the validation loss has not improved for ``n_iter_no_change`` epochs and
+        restore the best weights. Without it, training stops when the training loss
+        has not improved by ``tol`` (relative) for ``n_iter_no_change`` epochs.
+    random_state : int, RandomState or None
+        Seeds initialisation, shuffling and the validation split.
+    device : str, default="cpu"
+        Torch device (``"auto"`` picks CUDA when available).
+    dtype : {"float32", "float64"}
+        Floating point type of the network.
+    verbose : int
+        Unused by the loop itself (library code never prints); kept for API parity.
+
+    Attributes
+    ----------
+    classes_, n_features_in_, feature_names_in_ (with pandas input), model_ (the
+    fitted ``nn.Module``), n_iter_, loss_curve_, validation_scores_, best_loss_.
+    """
+
+    _task = "classification"
+
+    def __init__(
+        self,
+        dims: Sequence[int] = (),
+        expansion: Any = "taylor",
+        reconciliation: Any = "identity",
+        remainder: Any = "zero",
+        expansion_params: Mapping[str, Any] | None = None,
+        reconciliation_params: Mapping[str, Any] | None = None,
+        remainder_params: Mapping[str, Any] | None = None,
+        bias: bool = True,
+        activation: Any = None,
+        model: str | None = None,
+        model_params: Mapping[str, Any] | None = None,
+        loss: str = "log_loss",
+        max_epochs: int = 300,
+        batch_size: int | str = "auto",
+        lr: float = 0.02,
+        weight_decay: float = 3e-3,
+        optimizer: str = "adam",
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 20,
+        tol: float = 1e-5,
+        random_state: Any = None,
+        device: Any = "cpu",
+        dtype: str = "float32",
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            dims=dims,
+            expansion=expansion,
+            reconciliation=reconciliation,
+            remainder=remainder,
+            expansion_params=expansion_params,
+            reconciliation_params=reconciliation_params,
+            remainder_params=remainder_params,
+            bias=bias,
+            activation=activation,
+            model=model,
+            model_params=model_params,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            random_state=random_state,
+            device=device,
+            dtype=dtype,
+            verbose=verbose,
+        )
+        self.loss = loss
+
+    def _loss_fn(self):
+        if self.loss == "hinge":
+            return nn.MultiMarginLoss()
+        return nn.CrossEntropyLoss()
+
+    def fit(self, X, y):
+        """Fit the network on (X, y); y holds arbitrary class labels."""
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        self._label_encoder = LabelEncoder().fit(y)
+        self.classes_ = self._label_encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, but "
+                f"the data contains only one class: {self.classes_[0]!r}"
+            )
+        y_enc = self._label_encoder.transform(y)
+        self.n_outputs_ = len(self.classes_)
+        self._fit_network(X, y_enc, self.n_outputs_)
+        return self
+
+    def _logits(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self._forward(X)
+
+    def decision_function(self, X) -> np.ndarray:
+        """Class scores: logits (n_samples, n_classes); for two classes the margin
+        ``logit_1 - logit_0`` (n_samples,), positive for ``classes_[1]``."""
+        z = self._logits(X)
+        if z.shape[1] == 2:
+            return z[:, 1] - z[:, 0]
+        return z
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, softmax of the logits (columns ordered as ``classes_``)."""
+        z = self._logits(X)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        z = self._logits(X)
+        z = z - z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def predict(self, X) -> np.ndarray:
+        """Most likely class label for each sample."""
+        z = self._logits(X)
+        if z.shape[1] == 2:
+            idx = (z[:, 1] - z[:, 0] > 0).astype(int)
+        else:
+            idx = z.argmax(axis=1)
+        return self.classes_[idx]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        tags.classifier_tags.multi_label = False
+        return tags
+
+
+class RPNRegressor(RegressorMixin, _RPNEstimatorBase):
+    """RPN regressor with the scikit-learn estimator contract.
+
+    Same parameters as :class:`RPNClassifier` (without ``loss``); trained with mean
+    squared error on internally standardised targets (``y_mean_``, ``y_scale_``;
+    predictions are mapped back, and :func:`rpnkit.symbolic.to_sympy` folds the
+    scaling into the formula). Multi-output targets (2-D ``y``) are supported.
+    """
+
+    def fit(self, X, y):
+        """Fit the network on (X, y); y of shape (n,) or (n, n_outputs)."""
+        X, y = validate_data(
+            self, X, y, dtype=[np.float64, np.float32], y_numeric=True, multi_output=True
+        )
+        y = np.asarray(y, dtype=np.float64)
+        self._y_1d = y.ndim == 1
+        Y = y.reshape(len(y), -1)
+        self.y_mean_ = Y.mean(axis=0)
+        scale = Y.std(axis=0)
+        self.y_scale_ = np.where(scale > 1e-12, scale, 1.0)
+        self.n_outputs_ = Y.shape[1]
+        self._fit_network(X, (Y - self.y_mean_) / self.y_scale_, self.n_outputs_)
+        return self
+
+    def _loss_fn(self):
+        return nn.MSELoss()
+
+    def predict(self, X) -> np.ndarray:
+        """Predicted targets, shape (n,) for 1-D training targets else (n, n_outputs)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        out = self._forward(X) * self.y_scale_ + self.y_mean_
+        return out[:, 0] if self._y_1d else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags

@@ -1,0 +1,108 @@
+"""scikit-learn contract of RPNClassifier / RPNRegressor."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_iris, load_wine, make_classification
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from rpnkit.sklearn import RPNClassifier, RPNRegressor
+
+# check_estimator runs ~50 checks per estimator; a short training keeps it fast.
+_FAST = {"max_epochs": 60, "random_state": 0}
+
+# Checks we knowingly do not pass, with the reason (none at present).
+EXPECTED_FAILED: dict[str, str] = {}
+
+
+def _expected_failed(estimator):
+    return EXPECTED_FAILED
+
+
+@parametrize_with_checks(
+    [RPNClassifier(**_FAST), RPNRegressor(**_FAST)],
+    expected_failed_checks=_expected_failed,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_default_classifier_iris_wine_cv():
+    for loader in (load_iris, load_wine):
+        X, y = loader(return_X_y=True)
+        pipe = make_pipeline(StandardScaler(), RPNClassifier(random_state=0))
+        assert cross_val_score(pipe, X, y, cv=5).mean() >= 0.95
+
+
+def test_string_labels_pandas_proba_and_pickle():
+    pd = pytest.importorskip("pandas")
+    X, y = make_classification(120, 5, n_informative=3, n_classes=3, random_state=0)
+    labels = np.array(["cat", "dog", "emu"])[y]
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    clf = RPNClassifier(random_state=0, max_epochs=100).fit(df, pd.Series(labels))
+    assert list(clf.classes_) == ["cat", "dog", "emu"]
+    assert list(clf.feature_names_in_) == list(df.columns)
+    proba = clf.predict_proba(df)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert set(clf.predict(df)) <= set(labels)
+    assert clf.decision_function(df).shape == (120, 3)
+    assert clf.score(df, labels) > 0.8
+    clf2 = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clf2.predict_proba(df), proba)
+    c = clone(clf)
+    assert c.get_params() == clf.get_params()
+    assert not hasattr(c, "model_")
+
+
+def test_binary_decision_function_and_hinge():
+    X, y = make_classification(200, 4, random_state=1)
+    y = np.where(y == 1, 5, -3)
+    clf = RPNClassifier(random_state=0, loss="hinge", max_epochs=100).fit(X, y)
+    d = clf.decision_function(X)
+    assert d.shape == (200,)
+    np.testing.assert_array_equal(clf.predict(X), np.where(d > 0, 5, -3))
+    assert clf.score(X, y) > 0.85
+
+
+def test_seed_reproducible_and_early_stopping():
+    X, y = make_classification(300, 6, random_state=2)
+    a = RPNClassifier(random_state=3, early_stopping=True, max_epochs=200).fit(X, y)
+    b = RPNClassifier(random_state=3, early_stopping=True, max_epochs=200).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert len(a.validation_scores_) == a.n_iter_
+    assert a.n_iter_ <= 200
+
+
+@pytest.mark.parametrize("model", ["naive_bayes", "pgm", "kan", "kernel_svm", "mlp"])
+def test_classic_models_by_name(model):
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    params = {"dims": (8,)} if model == "mlp" else {}
+    clf = RPNClassifier(model=model, random_state=0, max_epochs=150, **params).fit(X, y)
+    assert clf.score(X, y) > 0.85
+
+
+def test_minibatch_and_regressor_multioutput():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3))
+    Y = np.stack([X[:, 0] * 2 + 1, X[:, 1] ** 2 - X[:, 2]], axis=1) * 10 + 100
+    reg = RPNRegressor(random_state=0, batch_size=64, max_epochs=200).fit(X, Y)
+    assert reg.predict(X).shape == (400, 2)
+    assert reg.score(X, Y) > 0.95
+
+
+def test_bad_hyperparameters():
+    X, y = make_classification(50, 3, random_state=0)
+    with pytest.raises(ValueError, match="lr"):
+        RPNClassifier(lr=-1).fit(X, y)
+    with pytest.raises(ValueError, match="loss"):
+        RPNClassifier(loss="nope").fit(X, y)
+    with pytest.raises(ValueError, match="one class"):
+        RPNClassifier().fit(X, np.zeros(50))
