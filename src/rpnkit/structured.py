@@ -94,7 +94,27 @@ class Segment:
     m: int = 0
     base: Tensor | None = None
     value: Tensor | None = None
+    tilde: bool = False
     _cache: Tensor | None = field(default=None, repr=False)
+    _lead: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def m_lead(self) -> int:
+        return self.m + 1 if self.tilde else self.m
+
+    @property
+    def lead(self) -> Tensor:
+        """First tensor factor: z, or z̃ = [1; z] for ``tilde`` (then lead ⊗ z = [z | z⊗z])."""
+        if not self.tilde:
+            return self.base
+        if self._lead is None:
+            z = self.base
+            self._lead = torch.cat([z.new_ones(z.shape[0], 1), z], dim=1)
+        return self._lead
+
+    @property
+    def batch(self) -> int:
+        return (self.value if self.kind == "dense" else self.base).shape[0]
 
     def dense(self) -> Tensor:
         """The B×width block (materialised on demand for power segments)."""
@@ -102,16 +122,16 @@ class Segment:
             return self.value
         if self._cache is None:
             if self.kind == "power":
-                self._cache = tensor_power(self.base, self.k)
+                self._cache = tensor_power(self.lead, self.base, self.k)
             else:
                 self._cache = symmetric_block(self.base, self.k)
         return self._cache
 
 
-def tensor_power(z: Tensor, k: int) -> Tensor:
-    """Ordered tensor power z^{⊗k} (row-major), shape (B, m^k)."""
+def tensor_power(lead: Tensor, z: Tensor, k: int) -> Tensor:
+    """lead ⊗ z^{⊗(k-1)} (row-major), shape (B, m_lead·m^{k-1})."""
     b = z.shape[0]
-    p = z
+    p = lead
     for _ in range(k - 1):
         p = (p.unsqueeze(2) * z.unsqueeze(1)).reshape(b, -1)
     return p
@@ -173,9 +193,14 @@ def segments(e: Expansion, x: Tensor | None, m: int, offset: int = 0) -> list[Se
         z = apply_list(e.preprocess, e.check_input(x))
     kind = type(e)
     if kind is Taylor:
-        segs = [Segment(offset, m, "dense", "x", value=z)]
-        off = offset + m
-        for k in range(2, e.d + 1):
+        if e.d >= 2 and not e.symmetric:
+            # degrees 1 and 2 together: [x | x⊗x] = [1; x] ⊗ x
+            segs = [Segment(offset, m * (m + 1), "power", "[1;x]⊗x", k=2, m=m, base=z,
+                            tilde=True)]
+        else:
+            segs = [Segment(offset, m, "dense", "x", value=z)]
+        off = offset + (m * (m + 1) if e.d >= 2 and not e.symmetric else m)
+        for k in range(2 if e.symmetric else 3, e.d + 1):
             if e.symmetric:
                 width = math.comb(m + k - 1, k)
                 segs.append(Segment(off, width, "sympower", f"sym(x^{k})", k=k, m=m, base=z))
@@ -215,24 +240,40 @@ def _materialise(segs: list[Segment]) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 # primitives on segments
 # ---------------------------------------------------------------------------------------------
-def _power_left(z: Tensor, wseg: Tensor, k: int) -> Tensor:
-    """Σ_I z^{⊗k}[b, I] wseg[o, I] for wseg (n, m^k) (any row stride): returns (B, n)."""
-    n = wseg.shape[0]
-    m = z.shape[1]
-    wv = wseg.reshape(n, m ** (k - 1), m)  # a view for row-sliced parameter matrices
-    u = torch.matmul(z, wv.transpose(1, 2))  # (n, B, m^{k-1}): contracts the last index
-    for j in range(k - 1, 0, -1):
-        u = (u.reshape(n, z.shape[0], m ** (j - 1), m) * z[None, :, None, :]).sum(-1)
-    return u.reshape(n, -1).t()
+def _power_left(s: Segment, ws: Tensor) -> Tensor:
+    """Σ_I (lead ⊗ z^{⊗(k-1)})[b, I] ws[o, I] for ws (n, width), any row stride: (B, n).
+
+    The last index is contracted first with one GEMM (a single 2-D GEMM when ``ws`` rows
+    are contiguous, e.g. a whole ``w.reshape(n, D)`` for Taylor d=2; batched otherwise),
+    then one reduction per remaining index; the B×width block is never formed.
+    """
+    z, lead, k = s.base, s.lead, s.k
+    b, m = z.shape
+    n = ws.shape[0]
+    rest = s.width // m
+    try:
+        flat = ws.view(n * rest, m)
+    except RuntimeError:
+        flat = None
+    if flat is not None:
+        u = (z @ flat.t()).view(b, n, rest)  # (B, n, rest)
+        for _ in range(k - 2):
+            u = (u.view(b, n, -1, m) * z[:, None, None, :]).sum(-1)
+        return (u * lead[:, None, :]).sum(-1)
+    u = torch.matmul(z, ws.reshape(n, rest, m).transpose(1, 2))  # (n, B, rest)
+    for _ in range(k - 2):
+        u = (u.reshape(n, b, -1, m) * z[None, :, None, :]).sum(-1)
+    return (u * lead[None]).sum(-1).t()
 
 
-def _power_right(z: Tensor, rseg: Tensor, k: int) -> Tensor:
-    """Σ_I z^{⊗k}[b, I] rseg[I, c] for rseg (m^k, c) with contiguous rows: (B, c)."""
+def _power_right(s: Segment, rseg: Tensor) -> Tensor:
+    """Σ_I (lead ⊗ z^{⊗(k-1)})[b, I] rseg[I, c] for rseg (width, c), contiguous rows: (B, c)."""
+    z, lead, k = s.base, s.lead, s.k
     b, m = z.shape
     c = rseg.shape[1]
-    u = z @ rseg.reshape(m, -1)  # (B, m^{k-1} c): contracts the first index
+    u = lead @ rseg.reshape(lead.shape[1], -1)  # (B, m^{k-1} c): contracts the first index
     for _ in range(k - 1):
-        u = torch.bmm(z.unsqueeze(1), u.reshape(b, m, -1)).squeeze(1)
+        u = (u.reshape(b, m, -1) * z.unsqueeze(2)).sum(1)
     return u.reshape(b, c)
 
 
@@ -247,10 +288,11 @@ def _sym_to_ordered(rseg: Tensor, m: int, k: int) -> Tensor:
 def dense_left(segs: list[Segment], w_mat: Tensor) -> Tensor:
     """κ(X) W̃ᵀ for a dense (n, D) matrix W̃ without forming power blocks."""
     y = None
-    for s in segs:
-        ws = w_mat[:, s.offset : s.offset + s.width]
+    # one split (its backward is a single concatenation) instead of per-segment slices
+    parts = [w_mat] if len(segs) == 1 else torch.split(w_mat, [s.width for s in segs], dim=1)
+    for s, ws in zip(segs, parts):
         if s.kind == "power":
-            part = _power_left(s.base, ws.to(s.base.dtype), s.k)
+            part = _power_left(s, ws.to(s.base.dtype))
         else:
             v = s.dense()
             part = v @ ws.to(v.dtype).t()
@@ -261,13 +303,13 @@ def dense_left(segs: list[Segment], w_mat: Tensor) -> Tensor:
 def right_product(segs: list[Segment], r_mat: Tensor) -> Tensor:
     """κ(X) R for a (D, c) matrix R (e.g. lorr's B) without forming power blocks."""
     y = None
-    for s in segs:
-        rs = r_mat[s.offset : s.offset + s.width]
+    parts = [r_mat] if len(segs) == 1 else torch.split(r_mat, [s.width for s in segs], dim=0)
+    for s, rs in zip(segs, parts):
         if s.kind == "power":
-            part = _power_right(s.base, rs.to(s.base.dtype).contiguous(), s.k)
+            part = _power_right(s, rs.to(s.base.dtype).contiguous())
         elif s.kind == "sympower":
             full = _sym_to_ordered(rs.to(s.base.dtype), s.m, s.k)
-            part = _power_right(s.base, full, s.k)
+            part = _power_right(s, full)
         else:
             v = s.dense()
             part = v @ rs.to(v.dtype)
@@ -276,11 +318,11 @@ def right_product(segs: list[Segment], r_mat: Tensor) -> Tensor:
 
 
 def rowsum(segs: list[Segment]) -> Tensor:
-    """Row sums of κ(X), (B, 1); Σ of z^{⊗k} is (Σz)^k."""
+    """Row sums of κ(X), (B, 1); the sum of lead ⊗ z^{⊗(k-1)} is Σlead·(Σz)^{k-1}."""
     y = None
     for s in segs:
         if s.kind == "power":
-            part = s.base.sum(dim=1, keepdim=True) ** s.k
+            part = s.lead.sum(dim=1, keepdim=True) * s.base.sum(dim=1, keepdim=True) ** (s.k - 1)
         else:
             part = s.dense().sum(dim=1, keepdim=True)
         y = part if y is None else y + part
@@ -295,9 +337,8 @@ def prefix(segs: list[Segment], cols: int) -> Tensor:
             break
         take = min(s.width, cols - s.offset)
         if s.kind == "power":
-            rows = -(-take // s.m)
-            lead = s.base if s.k == 2 else tensor_power(s.base, s.k - 1)
-            v = (lead[:, :rows].unsqueeze(2) * s.base.unsqueeze(1)).reshape(s.base.shape[0], -1)
+            rows = -(-take // (s.width // s.m_lead))
+            v = tensor_power(s.lead[:, :rows], s.base, s.k)
             parts.append(v[:, :take])
         else:
             parts.append(s.dense()[:, :take])
@@ -306,9 +347,13 @@ def prefix(segs: list[Segment], cols: int) -> Tensor:
 
 # -- Kronecker: H = K R with K = κ reshaped (q, t) --------------------------------------------
 @functools.lru_cache(maxsize=64)
-def _lag_pairs(m: int, off: int, t: int, q: int):
-    """Pairs (row i, α, lag slot u) with lag o = off + α m − i t in (−m, t), plus the lags."""
-    alpha = np.arange(m, dtype=np.int64)
+def _lag_pairs(m_lead: int, m: int, off: int, t: int, q: int):
+    """Pairs (row i, α, lag slot u) with lag o = off + α m − i t in (−m, t), plus the lags.
+
+    Entry (i, c) of K holds lead_α z_β for off + α m + β = i t + c; for fixed (i, α) the
+    sum over β is the correlation of R with z at lag o (α < m_lead, β < m).
+    """
+    alpha = np.arange(m_lead, dtype=np.int64)
     start = off + alpha * m  # flat position of z_α z_0
     lo = np.maximum((start - t) // t + 1, 0)  # smallest i with i t + t > start
     hi = np.minimum((start + m - 1) // t, q - 1)  # largest i with i t <= start + m - 1
@@ -327,8 +372,14 @@ def _lag_pairs(m: int, off: int, t: int, q: int):
     )
 
 
+#: Kronecker correlation method: None chooses by cost, True/False forces FFT / direct GEMM.
+FORCE_FFT: bool | None = None
+
+
 def _use_fft(b: int, m: int, t: int, n_lags: int, c: int) -> tuple[bool, int]:
     size = 1 << max(1, int(math.ceil(math.log2(m + t - 1))))
+    if FORCE_FFT is not None:
+        return FORCE_FFT, size
     direct = b * m * n_lags * c + n_lags * m * c
     fft = 3 * (b * c + b + c) * size * math.log2(size) + b * c * size
     return fft * 2 < direct, size
@@ -344,31 +395,35 @@ def _lag_window(r: Tensor, lags: Tensor, m: int) -> Tensor:
 
 
 def _power2_kron(s: Segment, r: Tensor, q: int) -> tuple[Tensor, Tensor]:
-    """Contribution of the x⊗x segment to H = K R: returns (rows, values (B, P, c))."""
+    """Contribution of a lead ⊗ z segment to H = K R: returns (rows, values (B, P, c))."""
     z = s.base
     b, m = z.shape
     t, c = r.shape
-    rows, a_idx, slot, lags = _lag_pairs(m, s.offset, t, q)
+    rows, a_idx, slot, lags = _lag_pairs(s.m_lead, m, s.offset, t, q)
     dev = z.device
-    key = ("lag", m, s.offset, t, q)
+    key = ("lag", s.m_lead, m, s.offset, t, q)
     rows, a_idx = _on(rows, dev, key + ("r",)), _on(a_idx, dev, key + ("a",))
     slot, lags = _on(slot, dev, key + ("s",)), _on(lags, dev, key + ("l",))
     fft, size = _use_fft(b, m, t, lags.numel(), c)
     if fft:
-        rf = torch.fft.rfft(r, n=size, dim=0)  # (F, c)
-        zf = torch.fft.rfft(z, n=size, dim=1)  # (B, F)
-        corr = torch.fft.irfft(zf.conj().unsqueeze(2) * rf.unsqueeze(0), n=size, dim=1)
-        cl = corr.index_select(1, torch.remainder(lags, size))  # (B, n_lags, c)
+        # corr[o] = Σ_β R[o+β] z[β] = (R * flip(z))[o + m - 1]: one rfft per R column and
+        # per sample, a product, one irfft per (sample, column); FFTs run on the last dim.
+        rf = torch.fft.rfft(r.t(), n=size, dim=-1)  # (c, F)
+        zf = torch.fft.rfft(z.flip(1), n=size, dim=-1)  # (B, F)
+        corr = torch.fft.irfft(zf.unsqueeze(1) * rf.unsqueeze(0), n=size, dim=-1)  # (B, c, N)
+        cl = corr.index_select(2, lags + (m - 1)).transpose(1, 2)  # (B, n_lags, c)
     else:
         win = _lag_window(r, lags, m)  # (L, m, c)
         cl = (z @ win.permute(1, 0, 2).reshape(m, -1)).reshape(b, -1, c)
-    vals = z.index_select(1, a_idx).unsqueeze(2) * cl.index_select(1, slot)
+    if lags.numel() == 1:  # aligned: every pair uses the same lag (rank one per sample)
+        return rows, s.lead.index_select(1, a_idx).unsqueeze(2) * cl
+    vals = s.lead.index_select(1, a_idx).unsqueeze(2) * cl.index_select(1, slot)
     return rows, vals
 
 
 def kron_h(segs: list[Segment], r: Tensor, q: int, t: int) -> Tensor:
     """H = K R, (B, q, c) with K = κ(X) reshaped (q, t) per sample and R (t, c)."""
-    b = segs[0].base.shape[0] if segs[0].kind != "dense" else segs[0].value.shape[0]
+    b = segs[0].batch
     c = r.shape[1]
     h = None
     for s in segs:
@@ -418,6 +473,12 @@ def _choose(head, segs: list[Segment]) -> tuple[str, str]:
             "its output): κ(x) is built and ψ is applied in its factorised form"
         )
     if rt in _DENSE_W:
+        if not any(s.kind == "power" for s in segs):
+            return "materialised-κ", (
+                "symmetric monomials are gathered directly (B×C, C = unique monomials) and "
+                "multiplied by the n×C weight: fewer flops than any bilinear form over a "
+                "full m×m weight"
+            )
         return "dense-bilinear", (
             "ψ(w) is the n×D parameter itself; x^{⊗k} is contracted with the reshaped weight "
             "(symmetric blocks: unique monomials gathered, then one GEMM)"
@@ -439,30 +500,51 @@ def _choose(head, segs: list[Segment]) -> tuple[str, str]:
     )
 
 
+def _factors(rec, w: Tensor, n: int, d: int) -> list[Tensor]:
+    """The SPEC §7 factor layout of w, cut with one ``torch.split`` (cheap backward)."""
+    rec.check_w(w, n, d)
+    rt = type(rec)
+    if rt is LowRank:
+        shapes = [(n, rec.r), (d, rec.r)]
+    elif rt is RandomMatrixAdaption:
+        shapes = [(n,), (rec.r,)]
+    else:
+        s, t = n // rec.p, d // rec.q
+        if rt is HM:
+            shapes = [(rec.p, rec.q), (s, t)]
+        elif rt is LPHM:
+            shapes = [(rec.p, rec.q), (s, rec.r), (t, rec.r)]
+        elif rt is DualLPHM:
+            shapes = [(rec.p, rec.r), (rec.q, rec.r), (s, rec.r), (t, rec.r)]
+        else:
+            shapes = [(s, t)]
+    sizes = [math.prod(sh) for sh in shapes]
+    return [p.reshape(sh) for p, sh in zip(torch.split(w, sizes), shapes)]
+
+
 def _kron_apply(rec, segs: list[Segment], w: Tensor, n: int, d: int) -> Tensor:
-    b = segs[0].base.shape[0] if segs[0].kind != "dense" else segs[0].value.shape[0]
+    b = segs[0].batch
     q = rec.q
     t = d // q
     rt = type(rec)
     if rt is HM:
-        a, bm = rec.factors(w, n, d)
+        a, bm = _factors(rec, w, n, d)
         h = kron_h(segs, bm.t(), q, t)  # (B, q, s)
         return torch.matmul(a.to(h.dtype), h).reshape(b, n)
     if rt is LPHM:
-        a, sm, tm = rec.factors(w, n, d)
+        a, sm, tm = _factors(rec, w, n, d)
         h = kron_h(segs, tm, q, t)  # (B, q, r)
         g = torch.matmul(a.to(h.dtype), h)
         return (g @ sm.to(h.dtype).t()).reshape(b, n)
     if rt is DualLPHM:
-        pm, qm, sm, tm = rec.factors(w, n, d)
+        pm, qm, sm, tm = _factors(rec, w, n, d)
         h = kron_h(segs, tm, q, t)
         g = torch.matmul(qm.to(h.dtype).t(), h)  # (B, r, r)
         g = torch.matmul(pm.to(h.dtype), g)  # (B, p, r)
         return (g @ sm.to(h.dtype).t()).reshape(b, n)
     # duplicated padding: W = 1 ⊗ B
-    rec.check_w(w, n, d)
-    s = n // rec.p
-    h = kron_h(segs, w.reshape(s, t).t(), q, t)  # (B, q, s)
+    (bm,) = _factors(rec, w, n, d)
+    h = kron_h(segs, bm.t(), q, t)  # (B, q, s)
     return h.sum(dim=1).repeat(1, rec.p)
 
 
@@ -474,10 +556,12 @@ def _apply_one(head, path: str, segs: list[Segment], w: Tensor, x: Tensor) -> Te
         return dense_left(segs, w_mat)
     if path == "lowrank-bilinear":
         if rt is LowRank:
-            a, bm = rec.factors(w, n, d)
+            a, bm = _factors(rec, w, n, d)
             z = right_product(segs, bm)
             return z @ a.to(z.dtype).t()
-        lam1, lam2, a, bm = rec._parts(w, n, d)
+        lam1, lam2 = _factors(rec, w, n, d)
+        rec.ensure_bound(n, d)
+        a, bm = rec.A.to(w.dtype), rec.B.to(w.dtype)
         z = right_product(segs, bm)
         return ((z * lam2.to(z.dtype)) @ a.to(z.dtype).t()) * lam1.to(z.dtype)
     if path == "kron-structured":
@@ -504,12 +588,14 @@ def expansion_product(head, x: Tensor) -> Tensor:
     rec = head.reconciliation
     first = segs[0]
     dtype = (first.value if first.kind == "dense" else first.base).dtype
+    if not torch.is_floating_point(first.value if first.kind == "dense" else first.base):
+        dtype = head.w.dtype
     w = head.w if head.w.dtype == dtype else head.w.to(dtype)
     if path == "materialised-κ":
         kx = _materialise(segs)
-        parts = [rec.apply(kx, w[c], head.n, head.D) for c in range(head.channels)]
+        parts = [rec.apply(kx, wc, head.n, head.D) for wc in w.unbind(0)]
     else:
-        parts = [_apply_one(head, path, segs, w[c], x) for c in range(head.channels)]
+        parts = [_apply_one(head, path, segs, wc, x) for wc in w.unbind(0)]
     return head.fuse_channels(parts)
 
 
@@ -549,7 +635,7 @@ def plan(head) -> str:
         t = head.D // rec.q
         for s in segs:
             if s.kind == "power" and s.k == 2:
-                _, _, _, lags = _lag_pairs(s.m, s.offset, t, rec.q)
+                _, _, _, lags = _lag_pairs(s.m_lead, s.m, s.offset, t, rec.q)
                 if lags.numel() == 1:
                     how = "one lag: rank one per row block ((A x̃) ⊗ (R x) style)"
                 else:
