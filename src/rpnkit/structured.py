@@ -522,30 +522,67 @@ def _factors(rec, w: Tensor, n: int, d: int) -> list[Tensor]:
     return [p.reshape(sh) for p, sh in zip(torch.split(w, sizes), shapes)]
 
 
+def _kron_parts(rec, w: Tensor, n: int, d: int, dtype):
+    """(R, left on H (B,q,c)→(B,p,c), left on u (B,q)→(B,p), post (c, s) or None)."""
+    rt = type(rec)
+    fs = [f.to(dtype) for f in _factors(rec, w, n, d)]
+    if rt is HM:
+        a, bm = fs
+        return bm.t(), lambda h: torch.matmul(a, h), lambda u: u @ a.t(), None
+    if rt is LPHM:
+        a, sm, tm = fs
+        return tm, lambda h: torch.matmul(a, h), lambda u: u @ a.t(), sm.t()
+    if rt is DualLPHM:
+        pm, qm, sm, tm = fs
+        return (
+            tm,
+            lambda h: torch.matmul(pm, torch.matmul(qm.t(), h)),
+            lambda u: (u @ qm) @ pm.t(),
+            sm.t(),
+        )
+    (bm,) = fs  # duplicated padding: W = 1_{p×q} ⊗ B
+    p = rec.p
+    return (
+        bm.t(),
+        lambda h: h.sum(dim=1, keepdim=True).expand(-1, p, -1),
+        lambda u: u.sum(dim=1, keepdim=True).expand(-1, p),
+        None,
+    )
+
+
+def _rank_one(segs: list[Segment], q: int, t: int) -> bool:
+    """True when κ reshaped q×t is u vᵀ per sample (a lone lead ⊗ z block with one lag)."""
+    if len(segs) != 1 or segs[0].kind != "power" or segs[0].k != 2:
+        return False
+    s = segs[0]
+    rows, a_idx, _, lags = _lag_pairs(s.m_lead, s.m, s.offset, t, q)
+    return (
+        lags.numel() == 1 and s.m_lead == q and rows.numel() == q and bool((rows == a_idx).all())
+    )
+
+
 def _kron_apply(rec, segs: list[Segment], w: Tensor, n: int, d: int) -> Tensor:
     b = segs[0].batch
     q = rec.q
     t = d // q
-    rt = type(rec)
-    if rt is HM:
-        a, bm = _factors(rec, w, n, d)
-        h = kron_h(segs, bm.t(), q, t)  # (B, q, s)
-        return torch.matmul(a.to(h.dtype), h).reshape(b, n)
-    if rt is LPHM:
-        a, sm, tm = _factors(rec, w, n, d)
-        h = kron_h(segs, tm, q, t)  # (B, q, r)
-        g = torch.matmul(a.to(h.dtype), h)
-        return (g @ sm.to(h.dtype).t()).reshape(b, n)
-    if rt is DualLPHM:
-        pm, qm, sm, tm = _factors(rec, w, n, d)
-        h = kron_h(segs, tm, q, t)
-        g = torch.matmul(qm.to(h.dtype).t(), h)  # (B, r, r)
-        g = torch.matmul(pm.to(h.dtype), g)  # (B, p, r)
-        return (g @ sm.to(h.dtype).t()).reshape(b, n)
-    # duplicated padding: W = 1 ⊗ B
-    (bm,) = _factors(rec, w, n, d)
-    h = kron_h(segs, bm.t(), q, t)  # (B, q, s)
-    return h.sum(dim=1).repeat(1, rec.p)
+    dtype = (segs[0].value if segs[0].kind == "dense" else segs[0].base).dtype
+    r_mat, left_h, left_u, post = _kron_parts(rec, w, n, d, dtype)
+    if _rank_one(segs, q, t):
+        # K = u vᵀ, so A K Bᵀ = (A u)(B v)ᵀ: y = (A u) ⊗ (v R) – e.g. (A x̃) ⊗ (B x) for q = m+1
+        s = segs[0]
+        lags = _lag_pairs(s.m_lead, s.m, s.offset, t, q)[3]
+        u = s.lead  # row i of K is lead_i · (z shifted by the lag)
+        lag = int(lags[0])
+        if lag == 0 and t == s.m:
+            v = s.base @ r_mat
+        else:
+            v = s.base @ _lag_window(r_mat, lags.to(s.base.device), s.m)[0]
+        g = left_u(u).unsqueeze(2) * v.unsqueeze(1)  # (B, p, c)
+    else:
+        g = left_h(kron_h(segs, r_mat, q, t))
+    if post is not None:
+        g = g @ post
+    return g.reshape(b, n)
 
 
 def _apply_one(head, path: str, segs: list[Segment], w: Tensor, x: Tensor) -> Tensor:
