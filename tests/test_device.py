@@ -59,8 +59,9 @@ def test_heads_on_cuda(name, dtype):
     W = head.reconciled_weights()  # noqa: N806
     assert W.device.type == "cuda"
     out.sum().backward()
-    assert head.w.grad is not None
-    assert head.w.grad.device.type == "cuda"
+    if head.l > 0:
+        assert head.w.grad is not None
+        assert head.w.grad.device.type == "cuda"
 
 
 def test_state_dict_moves_between_devices():
