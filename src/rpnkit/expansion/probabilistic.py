@@ -82,7 +82,12 @@ def _positive(x: Tensor) -> Tensor:
 
 @EXPANSIONS.register("naive_gamma")
 class NaiveGamma(_Naive):
-    """log Gamma(u; concentration, rate) at u = 0.99σ(x)+0.001 (default Gamma(0.5, rate 1))."""
+    """log Gamma(u; concentration, rate) at u = 0.99σ(x)+0.001 (default Gamma(0.5, rate 1)).
+
+    SPEC §2 says "shape params" without names; they follow ``torch.distributions.Gamma``
+    (``concentration``, ``rate``), as do ``naive_exponential`` (``rate``) and ``naive_chi2``
+    (``df``).
+    """
 
     def __init__(
         self,
@@ -171,7 +176,11 @@ class _Subsets(Expansion):
 
 @EXPANSIONS.register("combinatorial")
 class Combinatorial(_Subsets):
-    """Products ∏_{i∈S} x_i over all r-subsets S, r = 1..d (lexicographic; D = Σ C(m, r))."""
+    """Products ∏_{i∈S} x_i over all r-subsets S, r = 1..d (lexicographic; D = Σ C(m, r)).
+
+    Blocks are ordered by r, subsets lexicographically within a block (``itertools.combinations``
+    order); degrees r > m contribute no columns.
+    """
 
     def reduce(self, xs, r):
         return xs.prod(dim=-1)

@@ -16,7 +16,12 @@ __all__ = ["Fourier", "Trigonometric", "Hyperbolic", "ArcTrigonometric", "ArcHyp
 
 @EXPANSIONS.register("fourier")
 class Fourier(Expansion):
-    """Fourier features: for j = 1..N the blocks [cos(2πjx/P) | sin(2πjx/P)] (D = 2mN)."""
+    """Fourier features: for j = 1..N the blocks [cos(2πjx/P) | sin(2πjx/P)] (D = 2mN).
+
+    Block-major (SPEC §2 names no layout for this row, so the blocks follow the formula's
+    order): column ``(2(j-1) + s)·m + i`` is feature i's cosine (s = 0) or sine (s = 1) at
+    frequency j.
+    """
 
     def __init__(
         self, P: float = 10.0, N: int = 5, preprocess: Any = None, postprocess: Any = None  # noqa: N803
