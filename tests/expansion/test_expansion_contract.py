@@ -267,3 +267,34 @@ def test_bound_processing_rejects_other_widths():
     plain.bind(3)
     plain.bind(5)  # no size-bound state: reusable at another width
     assert plain(torch.randn(2, 5)).shape == (2, 30)
+
+
+def test_nested_binds_inner_sized_processing_along_the_chain():
+    inner = rpnkit.build_expansion("taylor", d=2, postprocess="layer_norm")
+    kappa = rpnkit.build_expansion("nested", expansions=[inner, "chebyshev"],
+                                   postprocess=["layer_norm"])
+    head = rpnkit.RPNHead(3, 2, expansion=kappa)
+    assert inner.postprocess[0].normalized_shape == (12,)
+    assert kappa.postprocess[0].normalized_shape == (60,)
+    assert head.D == 60
+    x = torch.randn(4, 3)
+    ref = nn.functional.layer_norm(
+        rpnkit.build_expansion("chebyshev")(nn.functional.layer_norm(
+            rpnkit.build_expansion("taylor", d=2)(x), (12,))), (60,))
+    torch.testing.assert_close(kappa(x), ref)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_taylor_degree_blocks(symmetric):
+    kappa = rpnkit.build_expansion("taylor", d=3, symmetric=symmetric)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    blocks = [kappa.degree_block(x, k) for k in (1, 2, 3)]
+    torch.testing.assert_close(torch.cat(blocks, dim=1), kappa(x))
+    assert [b.shape[1] for b in blocks] == ([3, 6, 10] if symmetric else [3, 9, 27])
+
+
+def test_hparams_and_repr():
+    kappa = rpnkit.build_expansion("bspline", t=4)
+    assert kappa.hparams() == {"range": (-1.0, 1.0), "t": 4, "d": 3}
+    assert "t=4" in repr(kappa)
+    assert rpnkit.build_expansion("identity").hparams() == {}
