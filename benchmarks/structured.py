@@ -193,7 +193,7 @@ def first_layer(device, reps, batch=64):
         head = RPNHead(784, 64, expansion="taylor", expansion_params=ep, reconciliation=rec,
                        reconciliation_params=rp).to(device)
         compare(name, head, x, device, reps, rows, [f"`{path_name(head)}`"])
-    hdr = ["784→64, Taylor d=2, batch %d" % batch, "path", "materialised ms", "rpnkit ms",
+    hdr = [f"784→64, Taylor d=2, batch {batch}", "path", "materialised ms", "rpnkit ms",
            "speed-up", "materialised MB", "rpnkit MB", "memory cut", "rel. err (fp32)"]
     return table(hdr, rows)
 
@@ -221,7 +221,7 @@ def paper_models(device, reps, batch=64):
                               reconciliation=rec, reconciliation_params=rp, layers=layers).to(device)
         nparam = sum(p.numel() for p in model.parameters())
         compare(name, model, x, device, reps, rows, [f"{nparam:,}"])
-    hdr = ["[784,64,64,10] Taylor d=2, batch %d" % batch, "params", "materialised ms",
+    hdr = [f"[784,64,64,10] Taylor d=2, batch {batch}", "params", "materialised ms",
            "rpnkit ms", "speed-up", "materialised MB", "rpnkit MB", "memory cut", "rel. err"]
     return table(hdr, rows)
 
@@ -309,8 +309,6 @@ def scaling(device, reps, quick):
     ms = [64, 128, 256, 512, 784] if not quick else [64, 256, 784]
     for rec, rp in (("lorr", {"r": 2}), ("identity", {})):
         curves[f"m ({rec}, d=2, B=64)"] = [(m, *point(m, 2, 64, rec, rp)) for m in ms]
-    for m in ms:
-        pass
     curves["m (dual_lphm q=m+1 r=5, d=2, B=64)"] = [
         (m, *point(m, 2, 64, "dual_lphm", {"p": 8, "q": m + 1, "r": 5})) for m in ms
     ]

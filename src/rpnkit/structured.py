@@ -338,7 +338,9 @@ def prefix(segs: list[Segment], cols: int) -> Tensor:
         take = min(s.width, cols - s.offset)
         if s.kind == "power":
             rows = -(-take // (s.width // s.m_lead))
-            v = tensor_power(s.lead[:, :rows], s.base, s.k)
+            v = s.lead[:, :rows]  # only the rows of the first factor that are needed
+            for _ in range(s.k - 1):
+                v = (v.unsqueeze(2) * s.base.unsqueeze(1)).reshape(v.shape[0], -1)
             parts.append(v[:, :take])
         else:
             parts.append(s.dense()[:, :take])

@@ -1,0 +1,355 @@
+"""Structured evaluation (issue 3): fast paths equal the dense definition Σ_c κ(X) ψ(w_c)ᵀ.
+
+Every (expansion, reconciliation) pair of the catalog runs through ``head.expansion_product``
+(whatever path ``head.plan()`` names) and through the materialised definition; outputs and
+gradients (w.r.t. x and w) must agree to 1e-10 in float64. Targeted tests pin each fast
+path by name and check that the big blocks are really never formed, so a silent fallback
+to materialisation fails a test.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import rpnkit
+from rpnkit import RPN, RPNHead
+from rpnkit import structured as st
+from rpnkit.expansion.polynomial import Taylor
+
+TOL = 1e-10
+M, N = 3, 4
+
+EXPANSION_PARAMS = {
+    "taylor": {"d": 2},
+    "extended": {"expansions": ["bspline", {"name": "taylor", "d": 2}]},
+    "nested": {"expansions": ["linear", {"name": "taylor", "d": 2}]},
+}
+
+
+def divisor_near_sqrt(k: int) -> int:
+    best = 1
+    for i in range(1, int(math.isqrt(k)) + 1):
+        if k % i == 0:
+            best = i
+    return best
+
+
+def recon_params(name: str, d: int) -> dict:
+    q = divisor_near_sqrt(d)
+    if name in ("hm", "duplicated_padding"):
+        return {"p": 2, "q": q}
+    if name in ("lphm", "dual_lphm"):
+        return {"p": 2, "q": q, "r": 2}
+    if name in ("lorr", "random_matrix_adaption"):
+        return {"r": 2}
+    if name == "hypernet":
+        return {"l": 5, "hidden": 7}
+    return {}
+
+
+def make_head(exp: str, rec: str, ep: dict | None = None, rp: dict | None = None, m: int = M,
+              n: int = N, channels: int = 2, **kw) -> RPNHead:
+    ep = dict(EXPANSION_PARAMS.get(exp, {})) if ep is None else ep
+    kappa = rpnkit.build_expansion(exp, **ep)
+    d = kappa.calculate_D(m)
+    rp = recon_params(rec, d) if rp is None else rp
+    torch.manual_seed(0)
+    head = RPNHead(m, n, expansion=kappa, reconciliation=rec, reconciliation_params=rp,
+                   channels=channels, **kw).double()
+    with torch.no_grad():  # make every channel (and constant-free l=0 heads) non-trivial
+        head.w.normal_()
+    return head
+
+
+def reference(head: RPNHead, x: torch.Tensor) -> torch.Tensor:
+    """The dense definition, written out independently of rpnkit.structured."""
+    kx = head.expansion(x)
+    ws = head.reconciled_weights()
+    parts = [kx @ ws[c].t() for c in range(head.channels)]
+    y = sum(parts[1:], parts[0])
+    return y / head.channels if head.channel_fusion == "mean" else y
+
+
+def inputs(m: int = M, b: int = 5, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, m, generator=g, dtype=torch.float64) * 1.4 - 0.7
+    x = x + 0.05 * torch.sign(x)  # keep away from 0 (reciprocal) and inside spline ranges
+    return x.requires_grad_(True)
+
+
+def rel(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    if a is None or b is None:
+        a = torch.zeros(()) if a is None else a
+        b = torch.zeros(()) if b is None else b
+    scale = b.norm().item()
+    diff = (a - b).norm().item()
+    return diff / scale if scale > 0 else diff
+
+
+def check_equal(head: RPNHead, x: torch.Tensor, tol: float = TOL) -> None:
+    y = head.expansion_product(x)
+    y0 = reference(head, x)
+    assert y.dtype == y0.dtype
+    assert y.shape == y0.shape
+    assert rel(y, y0) <= tol, (head.plan(), rel(y, y0))
+    proj = torch.randn(y0.shape, generator=torch.Generator().manual_seed(7), dtype=y0.dtype)
+    targets = [x, head.w]
+    g = torch.autograd.grad((y * proj).sum(), targets, allow_unused=True)
+    g0 = torch.autograd.grad((y0 * proj).sum(), targets, allow_unused=True)
+    for a, b, what in zip(g, g0, ("x", "w")):
+        assert rel(a, b) <= tol, (head.plan(), what, rel(a, b))
+
+
+CATALOG = rpnkit.list_components()
+PAIRS = [(e, r) for e in CATALOG["expansion"] for r in CATALOG["reconciliation"]]
+
+
+@pytest.mark.parametrize(("exp", "rec"), PAIRS, ids=[f"{e}-{r}" for e, r in PAIRS])
+def test_every_catalog_pair_matches_dense_definition(exp, rec):
+    head = make_head(exp, rec)
+    check_equal(head, inputs())
+
+
+def test_catalog_pairs_cover_the_whole_catalog():
+    assert len(PAIRS) == len(CATALOG["expansion"]) * len(CATALOG["reconciliation"])
+    assert {"taylor", "extended", "nested"} <= set(CATALOG["expansion"])
+
+
+# ------------------------------------------------------------------------------------------
+# targeted fast paths: each names its path and never forms the big blocks
+# ------------------------------------------------------------------------------------------
+@pytest.fixture
+def no_materialisation(monkeypatch):
+    """Forming x⊗x (dense Taylor, or a power segment's dense block) raises."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the tensor-power block was materialised")
+
+    monkeypatch.setattr(Taylor, "expand", boom)
+    monkeypatch.setattr(st, "tensor_power", boom)
+    return boom
+
+
+def check_fast(head, path, x, no_materialisation_fixture, monkeypatch, tol=TOL):
+    assert head.plan().splitlines()[0] == f"path: {path}"
+    assert st.path_name(head) == path
+    y = head.expansion_product(x)  # must not materialise (fixture raises)
+    monkeypatch.undo()
+    y0 = reference(head, x)
+    assert rel(y, y0) <= tol
+    check_equal(head, x, tol)
+
+
+TAYLOR_FAST = [
+    ("identity", {}, "dense-bilinear"),
+    ("masking", {"p": 0.7}, "dense-bilinear"),
+    ("hypernet", {"l": 3, "hidden": 5}, "dense-bilinear"),
+    ("lorr", {"r": 3}, "lowrank-bilinear"),
+    ("random_matrix_adaption", {"r": 2}, "lowrank-bilinear"),
+    ("hm", {"p": 2, "q": 6}, "kron-structured"),  # q = m+1: rank one
+    ("hm", {"p": 2, "q": 5}, "kron-structured"),  # straddles the degree blocks
+    ("lphm", {"p": 4, "q": 3, "r": 2}, "kron-structured"),
+    ("dual_lphm", {"p": 2, "q": 6, "r": 2}, "kron-structured"),
+    ("dual_lphm", {"p": 2, "q": 10, "r": 3}, "kron-structured"),
+    ("duplicated_padding", {"p": 2, "q": 6}, "kron-structured"),
+    ("duplicated_padding", {"p": 4, "q": 2}, "kron-structured"),
+    ("one", {}, "rowsum"),
+    ("constant", {"c": -0.5}, "rowsum"),
+    ("zero", {}, "zero"),
+    ("constant_eye", {}, "eye-prefix"),
+]
+
+
+@pytest.mark.parametrize(("rec", "rp", "path"), TAYLOR_FAST,
+                         ids=[f"{r}-{p.get('q', '')}" for r, p, _ in TAYLOR_FAST])
+def test_taylor_d2_fast_paths_never_materialise(rec, rp, path, no_materialisation, monkeypatch):
+    head = make_head("taylor", rec, {"d": 2}, rp, m=5, n=4)
+    check_fast(head, path, inputs(5), no_materialisation, monkeypatch)
+
+
+@pytest.mark.parametrize("rec", ["identity", "lorr", "one"])
+def test_taylor_d3_and_d4_ordered(rec, no_materialisation, monkeypatch):
+    for d in (3, 4):
+        head = make_head("taylor", rec, {"d": d}, None, m=3, n=2, channels=1)
+        path = {"identity": "dense-bilinear", "lorr": "lowrank-bilinear", "one": "rowsum"}[rec]
+        check_fast(head, path, inputs(3), no_materialisation, monkeypatch)
+
+
+def test_kron_rank_one_plan_and_value(no_materialisation, monkeypatch):
+    m = 6
+    head = make_head("taylor", "dual_lphm", {"d": 2}, {"p": 2, "q": m + 1, "r": 2}, m=m, n=4)
+    assert "one lag" in head.plan()
+    assert st._rank_one(st.segments(head.expansion, None, m), m + 1, m)
+    check_fast(head, "kron-structured", inputs(m), no_materialisation, monkeypatch)
+
+
+@pytest.mark.parametrize("force", [True, False])
+@pytest.mark.parametrize(("rec", "q"), [("hm", 7), ("lphm", 6), ("dual_lphm", 3), ("hm", 2)])
+def test_kron_correlation_fft_and_direct(rec, q, force, monkeypatch):
+    m = 6  # D = 42
+    rp = {"p": 2, "q": q} if rec == "hm" else {"p": 2, "q": q, "r": 2}
+    monkeypatch.setattr(st, "FORCE_FFT", force)
+    head = make_head("taylor", rec, {"d": 2}, rp, m=m, n=4)
+    assert head.plan().splitlines()[0] == "path: kron-structured"
+    with monkeypatch.context() as mp:
+        mp.setattr(st, "tensor_power", None)  # calling it would fail
+        mp.setattr(Taylor, "expand", None)
+        y = head.expansion_product(inputs(m))
+    assert rel(y, reference(head, inputs(m))) <= TOL
+    check_equal(head, inputs(m))
+
+
+def test_fft_is_chosen_for_mnist_shapes():
+    assert st._use_fft(64, 784, 785, 1568, 5)[0]
+    assert not st._use_fft(64, 784, 784, 1, 5)[0]
+
+
+@pytest.mark.parametrize(("rec", "rp", "path"), [
+    ("lorr", {"r": 2}, "lowrank-bilinear"),
+    ("random_matrix_adaption", {"r": 3}, "lowrank-bilinear"),
+    ("one", {}, "rowsum"),
+])
+def test_symmetric_taylor_fast_paths(rec, rp, path, monkeypatch):
+    for d in (2, 3):
+        head = make_head("taylor", rec, {"d": d, "symmetric": True}, rp, m=4, n=3)
+        assert sum(math.comb(4 + k - 1, k) for k in range(1, d + 1)) == head.D
+        assert st.path_name(head) == path
+        monkeypatch.setattr(st, "symmetric_block",
+                            lambda *a: (_ for _ in ()).throw(AssertionError("gathered")))
+        if rec != "one":
+            head.expansion_product(inputs(4))  # lorr scatters B, never gathers monomials
+        monkeypatch.undo()
+        check_equal(head, inputs(4))
+
+
+def test_symmetric_identity_gathers_unique_monomials():
+    head = make_head("taylor", "identity", {"d": 2, "symmetric": True}, {}, m=5, n=3)
+    plan = head.plan()
+    assert plan.startswith("path: materialised-κ")
+    assert "symmetric monomials" in plan
+    check_equal(head, inputs(5))
+    x = inputs(5).detach()
+    assert torch.equal(st.symmetric_block(x, 2), head.expansion.degree_block(x, 2))
+    assert torch.allclose(st.symmetric_block(x, 3), head.expansion.degree_block(x, 3))
+
+
+@pytest.mark.parametrize("rec", ["identity", "lorr", "hm", "dual_lphm", "constant_eye"])
+def test_taylor_inside_extended_and_nested(rec, no_materialisation, monkeypatch):
+    ext = {"expansions": ["bspline", {"name": "taylor", "d": 2}, "identity"]}
+    nest = {"expansions": ["linear", {"name": "taylor", "d": 2}]}
+    for exp, ep in (("extended", ext), ("nested", nest)):
+        kappa = rpnkit.build_expansion(exp, **ep)
+        d = kappa.calculate_D(4)
+        rp = {"hm": {"p": 2, "q": divisor_near_sqrt(d)},
+              "dual_lphm": {"p": 2, "q": divisor_near_sqrt(d), "r": 2}}.get(rec, {})
+        head = make_head(exp, rec, ep, rp, m=4, n=4)
+        path = {"identity": "dense-bilinear", "lorr": "lowrank-bilinear",
+                "constant_eye": "eye-prefix"}.get(rec, "kron-structured")
+        if rec == "constant_eye":  # the prefix of extended is the bspline block
+            monkeypatch.undo()
+            assert st.path_name(head) == path
+            check_equal(head, inputs(4))
+            continue
+        check_fast(head, path, inputs(4), no_materialisation, monkeypatch)
+        monkeypatch.setattr(Taylor, "expand", no_materialisation)
+        monkeypatch.setattr(st, "tensor_power", no_materialisation)
+
+
+def test_preprocess_keeps_structure_postprocess_falls_back():
+    pre = rpnkit.build_expansion("taylor", d=2, preprocess=nn.Tanh())
+    head = RPNHead(4, 3, expansion=pre, reconciliation="lorr").double()
+    assert st.path_name(head) == "lowrank-bilinear"
+    check_equal(head, inputs(4))
+    post = rpnkit.build_expansion("taylor", d=2, postprocess=nn.Tanh())
+    head = RPNHead(4, 3, expansion=post, reconciliation="lorr").double()
+    plan = head.plan()
+    assert plan.startswith("path: materialised-κ")
+    assert "postprocess" in plan
+    check_equal(head, inputs(4))
+    ext = rpnkit.build_expansion("extended", expansions=[post, "identity"])
+    head = RPNHead(4, 3, expansion=ext, reconciliation="identity").double()
+    assert st.path_name(head) == "materialised-κ"
+    check_equal(head, inputs(4))
+
+
+def test_plan_explains_fallback_for_unstructured_expansions():
+    head = make_head("bspline", "lorr", {}, {"r": 2})
+    plan = head.plan()
+    assert plan.startswith("path: materialised-κ")
+    assert "lorr" in plan
+    assert "channel" in plan
+    assert head.explain() == plan
+
+
+def test_unknown_reconciliation_subclass_falls_back(monkeypatch):
+    from rpnkit.reconciliation import LowRank
+
+    class Scaled(LowRank):
+        def reconcile(self, w, n, D):  # noqa: N803
+            return 2.0 * super().reconcile(w, n, D)
+
+        def apply(self, kx, w, n, D):  # noqa: N803
+            return 2.0 * super().apply(kx, w, n, D)
+
+    head = RPNHead(3, 2, expansion="taylor", reconciliation=Scaled(r=2)).double()
+    assert st.path_name(head) == "materialised-κ"
+    check_equal(head, inputs(3))
+
+
+def test_channels_mean_fusion_and_bias_remainder():
+    head = make_head("taylor", "lorr", {"d": 2}, {"r": 2}, m=4, n=4, channels=3,
+                     channel_fusion="mean", bias=True, remainder="linear")
+    check_equal(head, inputs(4))
+    x = inputs(4)
+    full = head(x)
+    y0 = reference(head, x) + head.bias + head.remainder(x)
+    assert rel(full, y0) <= TOL
+
+
+def test_dtype_preserved_float32_and_float64():
+    head = RPNHead(5, 3, expansion="taylor", reconciliation="hm",
+                   reconciliation_params={"p": 3, "q": 6})
+    x32 = torch.rand(4, 5)
+    y32 = head(x32)
+    assert y32.dtype == torch.float32
+    with torch.no_grad():
+        y0 = st.materialised_product(head, x32)
+    assert rel(y32.detach(), y0) <= 1e-5
+    y64 = head(x32.double())
+    assert y64.dtype == torch.float64
+
+
+def test_float32_accuracy_at_mnist_like_width():
+    torch.manual_seed(0)
+    x = torch.rand(8, 60)
+    for rec, rp in (("identity", {}), ("lorr", {"r": 2}), ("hm", {"p": 8, "q": 61}),
+                    ("dual_lphm", {"p": 8, "q": 60, "r": 5}),
+                    ("lphm", {"p": 8, "q": 60, "r": 5})):
+        head = RPNHead(60, 16, expansion="taylor", reconciliation=rec, reconciliation_params=rp)
+        with torch.no_grad():
+            assert rel(head(x), st.materialised_product(head, x)) <= 1e-4, rec
+
+
+def test_whole_model_gradients_match():
+    torch.manual_seed(0)
+    model = RPN.from_dims([6, 5, 2], expansion="taylor", expansion_params={"d": 2},
+                          reconciliation="dual_lphm", activation="tanh",
+                          layers=[{"reconciliation_params": {"p": 5, "q": 7, "r": 2}},
+                                  {"reconciliation_params": {"p": 2, "q": 5, "r": 2}}]).double()
+    x = inputs(6)
+    y = model(x)
+    gs = torch.autograd.grad(y.square().sum(), [x, *model.parameters()])
+    orig = RPNHead.expansion_product
+    RPNHead.expansion_product = lambda self, x: reference(self, x)
+    try:
+        y0 = model(x)
+        g0 = torch.autograd.grad(y0.square().sum(), [x, *model.parameters()])
+    finally:
+        RPNHead.expansion_product = orig
+    assert rel(y, y0) <= TOL
+    for a, b in zip(gs, g0):
+        assert rel(a, b) <= TOL
