@@ -151,3 +151,16 @@ def test_dtype_and_state_dict_round_trip():
     fresh.load_state_dict(layer.state_dict())
     torch.testing.assert_close(fresh(x), layer(x))
     assert isinstance(layer.plan(), str)
+
+
+def test_concat_of_equal_width_heads_outputs_h_times_n():
+    heads = _heads()  # three heads of width 2
+    layer = rpnkit.RPNLayer(3, 2, heads=heads, fusion="concat", output="layer_norm").double()
+    assert layer.n == 6
+    assert layer.output[0].normalized_shape == (6,)
+    x = _x()
+    assert layer(x).shape == (5, 6)
+    nxt = rpnkit.RPNLayer(6, 1)
+    assert rpnkit.RPN([layer, nxt]).dims == [3, 6, 1]
+    with pytest.raises(ConfigurationError, match="sum to 5"):
+        rpnkit.RPNLayer(3, 5, heads=_heads(), fusion="concat")

@@ -33,8 +33,13 @@ class RPNLayer(nn.Module):
             built from ``head_kwargs`` (expansion, reconciliation, remainder, channels,
             bias, init ... as for :class:`RPNHead`).
         fusion: ``"sum"`` (default, the model's definition), ``"mean"``, ``"concat"``
-            (n = Σ n_h) or ``"linear"`` (a learned map from the concatenation to n,
+            (output width Σ n_h) or ``"linear"`` (a learned map from the concatenation to n,
             initialised to the mean of the heads when they all have width n).
+
+            With ``concat`` and given heads, ``n`` may be the fused width Σ n_h or, when
+            every head is n wide (SPEC §1: each head maps R^m to R^n), the heads' width; the
+            layer then outputs H·n and ``layer.n`` holds that fused width. Auto-built concat
+            heads split n evenly (``n`` divisible by ``num_heads``).
         output: module(s) applied to the fused output (activation, norm, dropout).
         head_output: module(s) applied to each auto-built head's output.
     """
@@ -103,6 +108,9 @@ class RPNLayer(nn.Module):
                 f"RPNLayer(n={self.n}) with {fusion!r} fusion needs every head to output n={self.n}, "
                 f"got head widths {widths}"
             )
+        if fusion == "concat" and sum(widths) != self.n and all(w == self.n for w in widths):
+            # SPEC §1 reading: every head maps R^m -> R^n and concat outputs Σ n_h = H·n
+            self.n = sum(widths)
         if fusion == "concat" and sum(widths) != self.n:
             raise ConfigurationError(
                 f"RPNLayer(n={self.n}) with 'concat' fusion needs the head widths to sum to "
