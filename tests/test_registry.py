@@ -202,3 +202,21 @@ def test_did_you_mean_helpers():
     assert closest("zzzzzz", ["taylor"]) is None
     assert did_you_mean("zzzzzz", ["taylor"]) == ""
     assert did_you_mean("lor", ["lorr"]) == " (did you mean 'lorr'?)"
+
+
+def test_numpy_and_torch_scalars_are_accepted_as_hyperparameters():
+    import numpy as np
+    import torch
+
+    kappa = rpnkit.build_expansion("gaussian_rbf", range=np.array([-2.0, 2.0]), K=np.int64(3),
+                                   eps=np.float32(0.5))
+    assert kappa.range == (-2.0, 2.0)
+    assert kappa.K == 3
+    assert kappa.eps == 0.5
+    assert rpnkit.build_expansion("bspline", range=torch.tensor([0.0, 1.0])).range == (0.0, 1.0)
+    assert rpnkit.build_reconciliation("masking", p=np.float32(0.25)).p == 0.25
+    assert rpnkit.build_reconciliation("hm", p=np.int64(2)).p == 2
+    model = rpnkit.RPN.from_dims(np.array([3, 4, 2]), reconciliation="lorr",
+                                 reconciliation_params={"r": np.int32(1)})
+    assert model.dims == [3, 4, 2]
+    assert all(type(d) is int for d in model.dims)

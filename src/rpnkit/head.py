@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ CHANNEL_FUSIONS = ("sum", "mean")
 
 
 def check_dim(name: str, value: Any, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigurationError(f"{owner}: {name} must be a positive integer, got {value!r}")
     return int(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -101,11 +102,12 @@ class RPN(nn.Module):
         """
         dims = list(dims)
         if len(dims) < 2 or any(
-            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims
         ):
             raise ConfigurationError(
                 f"RPN.from_dims: dims must be a list of at least two positive integers, got {dims!r}"
             )
+        dims = [int(d) for d in dims]
         n_layers = len(dims) - 1
         overrides = list(layers) if layers is not None else []
         if len(overrides) > n_layers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ __all__ = ["Expansion", "check_positive_int"]
 
 
 def check_positive_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigurationError(
             f"{owner}: {name} must be an integer >= {minimum}, got {value!r}"
         )
@@ -22,7 +23,7 @@ def check_positive_int(name: str, value: Any, owner: str, minimum: int = 1) -> i
 
 
 def check_finite_number(name: str, value: Any, owner: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigurationError(f"{owner}: {name} must be a number, got {value!r}")
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):

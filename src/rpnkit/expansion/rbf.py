@@ -16,6 +16,8 @@ __all__ = ["GaussianRBF", "InverseQuadraticRBF", "BSpline"]
 
 
 def _check_range(value: Any, owner: str) -> tuple[float, float]:
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()  # numpy arrays, tensors
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
         raise ConfigurationError(f"{owner}: range must be a pair (low, high), got {value!r}")
     lo = check_finite_number("range[0]", value[0], owner)

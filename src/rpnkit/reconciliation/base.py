@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -12,7 +13,7 @@ __all__ = ["Reconciliation", "check_int", "divisors"]
 
 
 def check_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigurationError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

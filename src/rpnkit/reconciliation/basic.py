@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -38,7 +39,7 @@ class Masking(Reconciliation):
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
             raise ConfigurationError(f"Masking: keep ratio p must be in [0, 1], got {p!r}")
         self.p = float(p)
         self.seed = int(seed)
@@ -94,7 +95,7 @@ class Constant(_Fixed):
 
     def __init__(self, c: float = 1.0) -> None:
         super().__init__()
-        if isinstance(c, bool) or not isinstance(c, (int, float)):
+        if isinstance(c, bool) or not isinstance(c, numbers.Real):
             raise ConfigurationError(f"Constant: c must be a number, got {c!r}")
         self.c = float(c)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -85,7 +86,7 @@ class ConstantRemainder(Remainder):
 
     def __init__(self, c: float = 1.0) -> None:
         super().__init__(None)
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+        if isinstance(c, bool) or not isinstance(c, numbers.Real) or not math.isfinite(c):
             raise ConfigurationError(f"constant remainder: c must be a finite number, got {c!r}")
         self.c = float(c)
 
