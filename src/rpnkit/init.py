@@ -17,6 +17,8 @@ lphm: 3, dual_lphm: 4) w is drawn from the same family with unit scale, the
 realised root-mean-square of W is measured, and w is multiplied by
 (target_rms / rms)^(1/k) so that the realised W has exactly the target RMS.
 The scale therefore depends on the fan-in D only, never on the parameter count.
+The RMS comes from ``psi.frobenius_sq``, which factorised forms evaluate from their
+factors (‖A ⊗ B‖ = ‖A‖‖B‖, ‖A Bᵀ‖² = Σ (AᵀA) ⊙ (BᵀB)), so ψ(w) is never built.
 Hypernet codes are drawn uniform(±1).
 """
 
@@ -92,7 +94,7 @@ def init_rpn_weights(w: Tensor, psi: Reconciliation, n: int, D: int, scheme: str
         return
     for c in range(channels):
         wc = _draw(family, (ell,), 1.0, w)
-        rms = psi.reconcile(wc, n, D).pow(2).mean().sqrt().item()
+        rms = math.sqrt(psi.frobenius_sq(wc, n, D).item() / (n * D))
         if rms > 0 and math.isfinite(rms):
             wc = wc * (std / rms) ** (1.0 / k)
         w[c].copy_(wc)

@@ -184,3 +184,27 @@ def test_l_formulas_property(n, d, r):
     for name in ("constant", "zero", "one", "constant_eye"):
         assert b(name).calculate_l(n, d) == 0
     assert b("hm", p=1, q=1).calculate_l(n, d) == 1 + n * d
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_frobenius_norm_matches_the_dense_matrix(name):
+    psi = _bound(name).double()
+    w = _w(psi)
+    dense = psi.reconcile(w, N, D).pow(2).sum()
+    torch.testing.assert_close(psi.frobenius_sq(w, N, D), dense, rtol=1e-10, atol=1e-12)
+
+
+def test_init_of_a_huge_factorised_head_never_builds_the_matrix(monkeypatch):
+    psi = rpnkit.build_reconciliation("dual_lphm", p=8, q=784, r=5)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("reconcile must not be called at init")
+
+    monkeypatch.setattr(psi, "reconcile", forbidden)
+    head = rpnkit.RPNHead(784, 64, expansion="taylor", reconciliation=psi)
+    assert head.D == 784 + 784**2
+    assert head.l == 5 * (8 + 784 + 8 + 785)
+    monkeypatch.undo()
+    pm, qm, sm, tm = psi.factors(head.w[0].detach(), 64, head.D)
+    rms = ((pm.T @ pm) * (qm.T @ qm)).sum() * ((sm.T @ sm) * (tm.T @ tm)).sum()
+    assert (rms / (64 * head.D)).sqrt().item() == pytest.approx(1 / (3 * head.D) ** 0.5, rel=1e-3)

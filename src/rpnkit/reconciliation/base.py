@@ -99,6 +99,10 @@ class Reconciliation(nn.Module):
         """One line saying how :meth:`apply` evaluates the product."""
         return "dense: materialise ψ(w) (n×D) and multiply"
 
+    def frobenius_sq(self, w: Tensor, n: int, D: int) -> Tensor:  # noqa: N803
+        """‖ψ(w)‖_F² (used by :mod:`rpnkit.init`); factorised forms never build ψ(w)."""
+        return self.reconcile(w, n, D).pow(2).sum()
+
     def init_gain(self) -> float:
         """Factor on the initial scale of w for forms linear in w (see :mod:`rpnkit.init`)."""
         return 1.0

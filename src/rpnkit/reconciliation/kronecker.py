@@ -15,6 +15,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..registry import RECONCILIATIONS
 from .base import Reconciliation, check_int, divisors
+from .lowrank import _lowrank_frobenius_sq
 
 __all__ = ["DuplicatedPadding", "HM", "LPHM", "DualLPHM"]
 
@@ -108,6 +109,10 @@ class HM(_Kron):
     def describe_apply(self, n, D):  # noqa: N803
         return "hm: vec(A K Bᵀ) with K = κ(x) reshaped q×t; never forms A ⊗ B"
 
+    def frobenius_sq(self, w, n, D):  # noqa: N803
+        a, b = self.factors(w, n, D)  # ‖A ⊗ B‖² = ‖A‖² ‖B‖²
+        return a.pow(2).sum() * b.pow(2).sum()
+
 
 @RECONCILIATIONS.register("lphm")
 class LPHM(_Kron):
@@ -147,6 +152,10 @@ class LPHM(_Kron):
 
     def describe_apply(self, n, D):  # noqa: N803
         return f"lphm: vec(A K T Sᵀ), rank {self.r}; never forms the n×D matrix"
+
+    def frobenius_sq(self, w, n, D):  # noqa: N803
+        a, sm, tm = self.factors(w, n, D)
+        return a.pow(2).sum() * _lowrank_frobenius_sq(sm, tm)
 
 
 @RECONCILIATIONS.register("dual_lphm")
@@ -190,5 +199,9 @@ class DualLPHM(_Kron):
 
     def describe_apply(self, n, D):  # noqa: N803
         return f"dual_lphm: vec(P Qᵀ K T Sᵀ), rank {self.r}; never forms the n×D matrix"
+
+    def frobenius_sq(self, w, n, D):  # noqa: N803
+        pm, qm, sm, tm = self.factors(w, n, D)
+        return _lowrank_frobenius_sq(pm, qm) * _lowrank_frobenius_sq(sm, tm)
 
 

@@ -12,6 +12,11 @@ from .base import Reconciliation, check_int
 __all__ = ["LowRank", "RandomMatrixAdaption"]
 
 
+def _lowrank_frobenius_sq(a, b):
+    """‖A Bᵀ‖_F² = Σ (AᵀA) ⊙ (BᵀB), in O((n + D) r²)."""
+    return ((a.transpose(0, 1) @ a) * (b.transpose(0, 1) @ b)).sum()
+
+
 @RECONCILIATIONS.register("lorr")
 class LowRank(Reconciliation):
     """Low-rank W = A Bᵀ with A n×r, B D×r; w = [vec A, vec B] (l = r(n + D))."""
@@ -44,6 +49,10 @@ class LowRank(Reconciliation):
 
     def describe_apply(self, n, D):  # noqa: N803
         return f"lorr: (κ(x) B) Aᵀ, rank {self.r}, never forms the {n}×{D} matrix"
+
+    def frobenius_sq(self, w, n, D):  # noqa: N803
+        a, b = self.factors(w, n, D)
+        return _lowrank_frobenius_sq(a, b)
 
 
 @RECONCILIATIONS.register("random_matrix_adaption")
@@ -99,3 +108,7 @@ class RandomMatrixAdaption(Reconciliation):
 
     def describe_apply(self, n, D):  # noqa: N803
         return f"random_matrix_adaption: ((κ(x) B) ⊙ λ₂) Aᵀ ⊙ λ₁, rank {self.r}"
+
+    def frobenius_sq(self, w, n, D):  # noqa: N803
+        lam1, lam2, a, b = self._parts(w, n, D)
+        return _lowrank_frobenius_sq(lam1.unsqueeze(1) * a * lam2, b)
