@@ -106,3 +106,28 @@ def test_bad_hyperparameters():
         RPNClassifier(loss="nope").fit(X, y)
     with pytest.raises(ValueError, match="one class"):
         RPNClassifier().fit(X, np.zeros(50))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_fit_predict_pickle_symbolic():
+    from sklearn.datasets import load_breast_cancer
+
+    from rpnkit.symbolic import to_sympy
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = RPNClassifier(random_state=0, device="cuda").fit(X, y)
+    assert next(clf.model_.parameters()).device.type == "cuda"
+    assert clf.score(X, y) > 0.95
+    proba = clf.predict_proba(X)
+    clf2 = pickle.loads(pickle.dumps(clf))
+    assert next(clf2.model_.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(clf2.predict_proba(X), proba, atol=1e-5)
+    assert next(clf.model_.parameters()).device.type == "cuda"  # pickling did not move it
+    rng = np.random.default_rng(0)
+    Xr = rng.uniform(-2, 2, size=(20000, 2))
+    yr = 1 + 2 * Xr[:, 0] - Xr[:, 1] ** 2
+    reg = RPNRegressor(random_state=0, device="cuda", batch_size=2048, max_epochs=50).fit(Xr, yr)
+    (expr,) = to_sympy(reg, tol=1e-2)
+    assert reg.score(Xr, yr) > 0.99
+    assert len(expr.free_symbols) == 2

@@ -36,8 +36,15 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
+
+try:
+    from sklearn.utils.validation import validate_data
+except ImportError:  # pragma: no cover - scikit-learn < 1.6
+
+    def validate_data(estimator, X="no_validation", y="no_validation", **kwargs):  # noqa: N803
+        return estimator._validate_data(X, y, **kwargs)
 
 from .errors import ConfigurationError
 from .model import RPN
@@ -514,6 +521,9 @@ class RPNRegressor(RegressorMixin, _RPNEstimatorBase):
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         out = self._forward(X) * self.y_scale_ + self.y_mean_
         return out[:, 0] if self._y_1d else out
+
+    def _more_tags(self) -> dict[str, Any]:  # scikit-learn < 1.6
+        return {"multioutput": True}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
