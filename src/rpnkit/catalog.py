@@ -43,13 +43,17 @@ def _params(registry: Registry, name: str) -> str:
 
 
 def render_catalog() -> str:
-    """Markdown table of every registered component: kind, name, class, doc, parameters."""
+    """Markdown table of every registered component: kind, name, class, doc, parameters.
+
+    Rows are grouped by kind and sorted by name, so the table does not depend on the order in
+    which modules happen to register their classes.
+    """
     lines = [
         "| kind | name | class | description | parameters (defaults) |",
         "|---|---|---|---|---|",
     ]
     for kind, registry in _KINDS:
-        for name in registry.names():
+        for name in sorted(registry.names()):  # independent of import order
             cls = registry.get(name)
             lines.append(
                 f"| {kind} | `{name}` | `rpnkit.{kind}.{cls.__name__}` | "
