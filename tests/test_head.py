@@ -381,3 +381,23 @@ def test_masking_init_keeps_the_dense_rms(p):
     assert _rms(head) == pytest.approx(1 / math.sqrt(3 * 400), rel=0.05)
     kept = head.reconciled_weights()[0][head.reconciliation.mask == 1]
     assert kept.abs().max().item() <= 1 / math.sqrt(p * 400) + 1e-7
+
+
+def test_float64_input_through_float32_processing_and_output_modules():
+    make = lambda: rpnkit.RPNHead(  # noqa: E731
+        3, 4, expansion="taylor",
+        expansion_params={"preprocess": "layer_norm", "postprocess": [nn.Linear(12, 12)]},
+        reconciliation="lorr", remainder="linear", output=["layer_norm", "relu"],
+    )  # fmt: skip
+    head = make()
+    x = _x()
+    y = head(x)
+    assert y.dtype == torch.float64
+    y.sum().backward()
+    assert head.output[0].weight.grad.dtype == torch.float32
+    assert head.expansion.postprocess[0].weight.grad is not None
+    twin = make()
+    twin.load_state_dict(head.state_dict())
+    torch.testing.assert_close(y, twin.double()(x), rtol=1e-12, atol=1e-12)
+    layer = rpnkit.RPNLayer(3, 4, heads=[make(), make()], fusion="linear", output="layer_norm")
+    assert layer(x).dtype == torch.float64

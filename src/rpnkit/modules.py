@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import ConfigurationError, UnknownNameError, did_you_mean
@@ -106,7 +107,22 @@ def bind_module_list(modules: nn.ModuleList, size: int) -> None:
             modules[i] = mod.materialise(size)
 
 
+def _call(mod: nn.Module, x):
+    """``mod(x)``; a module whose floating state has another dtype than x runs on cast copies.
+
+    This keeps components dtype-preserving (float64 in -> float64 out) when, say, a float32
+    LayerNorm post-processes float64 features. Gradients still reach the original parameters;
+    running statistics updated in such a mixed-dtype call are not written back.
+    """
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        state = dict(mod.named_parameters()) | dict(mod.named_buffers())
+        if any(t.is_floating_point() and t.dtype != x.dtype for t in state.values()):
+            cast = {k: t.to(x.dtype) if t.is_floating_point() else t for k, t in state.items()}
+            return torch.func.functional_call(mod, cast, (x,))
+    return mod(x)
+
+
 def apply_list(modules: nn.ModuleList, x):
     for mod in modules:
-        x = mod(x)
+        x = _call(mod, x)
     return x
