@@ -220,3 +220,32 @@ def test_numpy_and_torch_scalars_are_accepted_as_hyperparameters():
                                  reconciliation_params={"r": np.int32(1)})
     assert model.dims == [3, 4, 2]
     assert all(type(d) is int for d in model.dims)
+
+
+@pytest.mark.parametrize("kind", list(SPEC))
+def test_hparams_round_trip_through_the_registry(kind):
+    """``hparams()`` holds constructor arguments: building from them gives an equal component."""
+    reg = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS, "remainder": REMAINDERS}[kind]
+    for name in reg.names():
+        obj = reg.build(name)
+        hp = obj.hparams()
+        assert isinstance(hp, dict)
+        assert set(hp) <= set(reg.parameters(name)) | {"bias"}, name
+        assert isinstance(repr(obj), str)
+        if kind != "remainder":
+            assert reg.build(name, **hp).hparams() == hp
+
+
+def test_abstract_bases_raise_not_implemented():
+    import torch
+
+    e = rpnkit.expansion.Expansion()
+    with pytest.raises(NotImplementedError):
+        e.calculate_D(3)
+    with pytest.raises(NotImplementedError):
+        e.expand(torch.zeros(1, 1))
+    r = rpnkit.reconciliation.Reconciliation()
+    with pytest.raises(NotImplementedError):
+        r.calculate_l(1, 1)
+    with pytest.raises(NotImplementedError):
+        r.reconcile(torch.zeros(1), 1, 1)
