@@ -1,0 +1,285 @@
+"""The ``rpnkit`` command line: train / eval / list / run.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no files
+written), 1 internal error, 130 interrupted (state saved for ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["main", "build_parser", "DEFAULT_CONFIG"]
+
+DEFAULT_CONFIG = "default.yaml"
+log = logging.getLogger("rpnkit.cli")
+
+
+class _BadInput(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        raise _BadInput(f"{message} (see rpnkit {self.prog.split()[-1]} --help)"
+                        if " " in self.prog else f"{message} (see rpnkit --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rpnkit", description="Train and evaluate RPN models from YAML configs.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model from a YAML config into a run folder")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("--out", required=True, help="run folder to create (or resume)")
+    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable), e.g. --set train.epochs=50")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    t.add_argument("--quiet", action="store_true", help="no progress bar or log messages")
+
+    e = sub.add_parser("eval", help="re-evaluate a run folder; prints a JSON object last")
+    e.add_argument("run_dir")
+    e.add_argument("--best", action="store_true", help="evaluate best.pt instead of model.pt")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu")
+
+    sub.add_parser("list", help="list components, models, datasets, optimizers, ...")
+
+    r = sub.add_parser("run", help="train the default job (or CONFIG) and its baselines; print a table")
+    r.add_argument("config", nargs="?", default=None, help="YAML config (default: the bundled demo)")
+    r.add_argument("--out", default=None, help="keep run folders here (default: none kept)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    r.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _setup_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="rpnkit: %(message)s", stream=sys.stderr)
+    logging.getLogger("rpnkit").setLevel(level)
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "checkpoint.pt").is_file():
+            if (out / "metrics.json").is_file():
+                raise _BadInput(f"{out} holds a finished run; nothing to resume")
+            raise _BadInput(f"--resume: {out} has no checkpoint.pt to resume from")
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise _BadInput(
+            f"output folder {str(out)!r} already exists and is not empty; choose another --out "
+            "or add --resume to continue an interrupted run"
+        )
+
+
+def _cmd_train(args) -> int:
+    from ..config import load_config, parse_config, read_yaml
+    from ..training import InterruptFlag, TrainingInterrupted, handle_signals, prepare, train_run
+
+    _setup_logging(args.quiet)
+    sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
+    cfg = load_config(args.config, sets)
+    out = Path(args.out)
+    _check_out(out, args.resume)
+    if args.resume and (out / "config.yaml").is_file():
+        saved = parse_config(read_yaml((out / "config.yaml").read_text(encoding="utf-8")))
+        a, b = saved.to_dict(), cfg.to_dict()
+        a.pop("device", None)
+        b.pop("device", None)
+        if a != b:
+            raise _BadInput(
+                f"--resume: the config differs from the one saved in {out}/config.yaml; "
+                "resume with the same config and --set options"
+            )
+    prep = prepare(cfg)
+    flag = InterruptFlag()
+    try:
+        with handle_signals(flag):
+            result = train_run(prep, out, resume=args.resume, progress=not args.quiet, interrupt=flag)
+    except TrainingInterrupted as exc:
+        print(f"rpnkit: {exc}; continue with: rpnkit train {args.config} --out {out} --resume",
+              file=sys.stderr)
+        return 130
+    if result.stopped and "non-finite" in result.stopped.get("reason", ""):
+        print(f"rpnkit: warning: {result.stopped['reason']} in epoch {result.stopped['epoch']}; "
+              f"kept the weights of epoch {result.stopped['restored_epoch']}", file=sys.stderr)
+    if not args.quiet:
+        print(_summary(cfg.model.title(), result))
+        print(f"run folder: {out}")
+    print(json.dumps({"test": result.final["test"], "best": {**result.best, "test": result.best_metrics["test"]},
+                      "out": str(out)}))
+    return 0
+
+
+def _summary(title: str, result) -> str:
+    lines = [f"{title}: {result.epochs_run} epochs in {result.seconds:.1f}s"]
+    for split in ("train", "val", "test"):
+        m = result.final.get(split)
+        if m:
+            lines.append(f"  final {split:<5} " + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
+    if result.best.get("monitor"):
+        m = result.best_metrics.get("test", {})
+        lines.append(f"  best (epoch {result.best['epoch']}, by {result.best['monitor']}) test "
+                     + "  ".join(f"{k}={v:.4g}" for k, v in m.items()))
+    return "\n".join(lines)
+
+
+def _cmd_eval(args) -> int:
+    from ..training import eval_run
+
+    _setup_logging(True)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise _BadInput(f"run folder {str(run_dir)!r} does not exist")
+    res = eval_run(run_dir, args.device, "best" if args.best else "final")
+    print(json.dumps(res))
+    return 0
+
+
+def _cmd_list(args) -> int:
+    import rpnkit
+
+    from ..data import DATASETS
+    from ..models import MODELS
+    from ..registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
+    from ..training import LOSSES, METRICS, OPTIMIZERS, SCHEDULERS
+
+    del rpnkit
+    for title, reg in (
+        ("expansions (κ)", EXPANSIONS),
+        ("reconciliations (ψ)", RECONCILIATIONS),
+        ("remainders (π)", REMAINDERS),
+        ("models", MODELS),
+        ("datasets", DATASETS),
+        ("optimizers", OPTIMIZERS),
+        ("schedulers", SCHEDULERS),
+        ("losses", LOSSES),
+    ):
+        print(f"{title}:")
+        for name in reg.names():
+            try:
+                desc = reg.describe(name)
+            except Exception:  # a registry entry without a docstring
+                desc = ""
+            print(f"  {name:<26}{desc}")
+    print("metrics:")
+    for name, desc in METRICS.items():
+        print(f"  {name:<26}{desc}")
+    return 0
+
+
+def _default_config_path() -> Path:
+    return Path(str(resources.files("rpnkit").joinpath("resources", DEFAULT_CONFIG)))
+
+
+def _cmd_run(args) -> int:
+    from ..config import load_config
+    from ..training import (
+        InterruptFlag,
+        TrainingInterrupted,
+        build_from_config,
+        count_params,
+        fit,
+        handle_signals,
+        prepare,
+        train_run,
+    )
+    from ..training.engine import output_width
+
+    _setup_logging(args.quiet)
+    sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
+    path = Path(args.config) if args.config else _default_config_path()
+    cfg = load_config(path, sets)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        _check_out(out, False)
+    prep = prepare(cfg)
+    b = prep.bundle
+    sizes = "/".join(str(b.size(s)) for s in ("train", "val", "test"))
+    desc = b.info.get("expression") or b.info.get("equation") or b.name
+    print(f"job: {cfg.title or path.name} | data {b.name} ({desc}), train/val/test = {sizes}, "
+          f"seed {cfg.seed}, {cfg.train.epochs} epochs, {cfg.train.optimizer.name}", flush=True)
+    rows = []
+    models = [("model", cfg.model)] + [(f"baseline{i}", m) for i, m in enumerate(cfg.baselines)]
+    width = output_width(b, prep.loss)
+    flag = InterruptFlag()
+    try:
+        with handle_signals(flag):
+            for tag, mc in models:
+                model = prep.model if tag == "model" else build_from_config(
+                    mc, cfg.seed, b.n_features, width, tag)
+                if out is not None:
+                    sub_cfg = cfg.model_copy(update={"model": mc, "baselines": []})
+                    from ..training import Prepared
+
+                    p2 = Prepared(sub_cfg, b, model, prep.device, prep.loss, width)
+                    res = train_run(p2, out / tag, progress=not args.quiet, interrupt=flag)
+                else:
+                    res = fit(model, b, cfg.train, seed=cfg.seed, device=prep.device,
+                              progress=not args.quiet, interrupt=flag)
+                rows.append((mc.title(), count_params(model), res))
+    except TrainingInterrupted:
+        print("rpnkit: interrupted", file=sys.stderr)
+        return 130
+    key = "mse" if b.task == "regression" else "accuracy"
+    has_val = b.size("val") > 0
+    head = f"{'model':<44}{'params':>8}{'final test ' + key:>18}"
+    if has_val:
+        head += f"{'best-val test ' + key:>21}"
+    head += f"{'seconds':>9}"
+    print(head)
+    for title, n_par, res in rows:
+        line = f"{title:<44}{n_par:>8}{res.final['test'][key]:>18.4g}"
+        if has_val:
+            line += f"{res.best_metrics['test'][key]:>21.4g}"
+        line += f"{res.seconds:>9.1f}"
+        print(line)
+    if out is not None:
+        print(f"run folders: {out}/model, {out}/baseline0 ...")
+    print(json.dumps({r[0]: {"params": r[1], "test": r[2].final["test"]} for r in rows}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import ConfigurationError
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            if not argv:
+                parser.print_help()
+                return 0
+            raise _BadInput("no command given (see rpnkit --help)")
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "run": _cmd_run}
+        return handler[args.command](args)
+    except (_BadInput, ConfigurationError) as exc:
+        msg = " ".join(str(exc).split())
+        print(f"rpnkit: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rpnkit: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0) if isinstance(exc.code, int) else 0
+    except Exception as exc:
+        if os.environ.get("RPNKIT_DEBUG"):
+            raise
+        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"rpnkit: internal error: {msg} (set RPNKIT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+
+
+def _entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+

@@ -1,0 +1,278 @@
+"""Optimizers, schedulers, losses and metrics, chosen by registry name.
+
+Each entry is a small factory class; its constructor takes the options a config may
+set (so unknown options are rejected with the closest valid name).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigurationError, UnknownNameError, did_you_mean
+from ..registry import Registry
+
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "LOSSES", "METRICS", "compute_metrics", "default_metrics"]
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULERS = Registry("scheduler")
+LOSSES = Registry("loss")
+
+
+def _pos(name: str, value, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigurationError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------- optimizers
+@OPTIMIZERS.register("adam")
+class Adam:
+    """Adam (Kingma & Ba 2015)."""
+
+    def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        self.kw = {"lr": _pos("lr", lr), "betas": tuple(betas), "eps": _pos("eps", eps),
+                   "weight_decay": _pos("weight_decay", weight_decay, True), "amsgrad": bool(amsgrad)}
+
+    def __call__(self, params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, **self.kw)
+
+
+@OPTIMIZERS.register("adamw")
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019)."""
+
+    def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01, amsgrad: bool = False) -> None:
+        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+
+    def __call__(self, params) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, **self.kw)
+
+
+@OPTIMIZERS.register("sgd")
+class SGD:
+    """Stochastic gradient descent with optional (Nesterov) momentum."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, dampening: float = 0.0) -> None:
+        self.kw = {"lr": _pos("lr", lr), "momentum": _pos("momentum", momentum, True),
+                   "weight_decay": _pos("weight_decay", weight_decay, True),
+                   "nesterov": bool(nesterov), "dampening": _pos("dampening", dampening, True)}
+
+    def __call__(self, params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, **self.kw)
+
+
+@OPTIMIZERS.register("lbfgs")
+class LBFGS:
+    """L-BFGS (full batch; one optimizer step per epoch, with strong-Wolfe line search)."""
+
+    def __init__(self, lr: float = 1.0, max_iter: int = 20, history_size: int = 100,
+                 line_search: str | None = "strong_wolfe") -> None:
+        if line_search not in (None, "strong_wolfe"):
+            raise ConfigurationError(f"lbfgs line_search must be null or 'strong_wolfe', got {line_search!r}")
+        self.kw = {"lr": _pos("lr", lr), "max_iter": int(max_iter),
+                   "history_size": int(history_size), "line_search_fn": line_search}
+
+    def __call__(self, params) -> torch.optim.Optimizer:
+        return torch.optim.LBFGS(params, **self.kw)
+
+
+# ----------------------------------------------------------------------------- schedulers
+@SCHEDULERS.register("none")
+class NoSchedule:
+    """Constant learning rate."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, opt, epochs: int):
+        return None
+
+
+@SCHEDULERS.register("exponential")
+class Exponential:
+    """lr ← lr·gamma after every epoch."""
+
+    def __init__(self, gamma: float = 0.99) -> None:
+        self.gamma = _pos("gamma", gamma)
+
+    def __call__(self, opt, epochs: int):
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.gamma)
+
+
+@SCHEDULERS.register("cosine")
+class Cosine:
+    """Cosine annealing from lr to eta_min over the run's epochs (or t_max)."""
+
+    def __init__(self, eta_min: float = 0.0, t_max: int | None = None) -> None:
+        self.eta_min = _pos("eta_min", eta_min, True)
+        self.t_max = t_max
+
+    def __call__(self, opt, epochs: int):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, int(self.t_max or epochs)), eta_min=self.eta_min
+        )
+
+
+@SCHEDULERS.register("step")
+class Step:
+    """lr ← lr·gamma every step_size epochs."""
+
+    def __init__(self, step_size: int = 30, gamma: float = 0.1) -> None:
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ConfigurationError(f"step scheduler: step_size must be a positive integer, got {step_size!r}")
+        self.step_size, self.gamma = step_size, _pos("gamma", gamma)
+
+    def __call__(self, opt, epochs: int):
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=self.step_size, gamma=self.gamma)
+
+
+# ----------------------------------------------------------------------------- losses
+@LOSSES.register("mse")
+class MSELoss:
+    """Mean squared error (regression)."""
+
+    task = "regression"
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self) -> nn.Module:
+        return nn.MSELoss()
+
+
+@LOSSES.register("mae")
+class MAELoss(MSELoss):
+    """Mean absolute error (regression)."""
+
+    def __call__(self) -> nn.Module:
+        return nn.L1Loss()
+
+
+@LOSSES.register("cross_entropy")
+class CrossEntropy:
+    """Softmax cross-entropy on logits (classification; output width = number of classes)."""
+
+    task = "classification"
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = _pos("label_smoothing", label_smoothing, True)
+
+    def __call__(self) -> nn.Module:
+        return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+
+
+class _BCE(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.inner(logits.reshape(-1), target.to(logits.dtype).reshape(-1))
+
+
+@LOSSES.register("bce")
+class BCE:
+    """Binary cross-entropy on one logit (binary classification; output width 1)."""
+
+    task = "classification"
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self) -> nn.Module:
+        return _BCE()
+
+
+# ----------------------------------------------------------------------------- metrics
+def _r2(y: np.ndarray, p: np.ndarray) -> float:
+    ss_res = float(((y - p) ** 2).sum())
+    ss_tot = float(((y - y.mean(axis=0)) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+
+
+def _f1_macro(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    scores = []
+    for c in range(n_classes):
+        tp = float(((pred == c) & (y == c)).sum())
+        fp = float(((pred == c) & (y != c)).sum())
+        fn = float(((pred != c) & (y == c)).sum())
+        if tp + fp + fn == 0:
+            continue
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+REGRESSION_METRICS = ("mse", "mae", "r2")
+CLASSIFICATION_METRICS = ("accuracy", "f1", "log_loss")
+METRICS = {
+    "mse": "mean squared error",
+    "mae": "mean absolute error",
+    "r2": "coefficient of determination",
+    "accuracy": "fraction of correct class predictions",
+    "f1": "macro-averaged F1 score",
+    "log_loss": "mean negative log-likelihood of the true class",
+}
+
+
+def default_metrics(task: str) -> list[str]:
+    return list(REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS)
+
+
+def check_metrics(names, task: str) -> list[str]:
+    valid = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    out = []
+    for name in names:
+        if name not in METRICS:
+            raise UnknownNameError(
+                f"unknown metric {name!r}{did_you_mean(name, METRICS)}; valid: {', '.join(METRICS)}"
+            )
+        if name not in valid:
+            raise ConfigurationError(
+                f"metric {name!r} does not apply to {task} data; use one of {', '.join(valid)}"
+            )
+        out.append(name)
+    return out
+
+
+def compute_metrics(names, task: str, output: Tensor, target: Tensor, n_classes: int | None) -> dict[str, float]:
+    """Metrics of a full split's model output (logits for classification)."""
+    out: dict[str, float] = {}
+    if task == "regression":
+        p = output.detach().double().cpu().numpy()
+        y = target.detach().double().cpu().numpy().reshape(p.shape)
+        for name in names:
+            if name == "mse":
+                out[name] = float(((p - y) ** 2).mean())
+            elif name == "mae":
+                out[name] = float(np.abs(p - y).mean())
+            elif name == "r2":
+                out[name] = _r2(y, p)
+        return out
+    logits = output.detach().double().cpu()
+    y = target.detach().long().cpu()
+    if logits.dim() == 1 or logits.shape[1] == 1:  # one logit: binary
+        z = logits.reshape(-1)
+        logp = torch.stack([torch.nn.functional.logsigmoid(-z), torch.nn.functional.logsigmoid(z)], 1)
+        k = 2
+    else:
+        logp = torch.log_softmax(logits, dim=1)
+        k = logits.shape[1]
+    pred = logp.argmax(dim=1).numpy()
+    yn = y.numpy()
+    for name in names:
+        if name == "accuracy":
+            out[name] = float((pred == yn).mean())
+        elif name == "f1":
+            out[name] = _f1_macro(yn, pred, n_classes or k)
+        elif name == "log_loss":
+            out[name] = float(-logp[torch.arange(len(y)), y].mean())
+    return out

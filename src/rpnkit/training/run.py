@@ -1,0 +1,243 @@
+"""Run folders: validate a config, train, and write config / metrics / checkpoints / plots.
+
+A run folder holds
+
+* ``config.yaml`` – the fully resolved config,
+* ``metrics.json`` – ``{"final": {"train", "val", "test"}, "best": {"epoch", ...}, "history": [...]}``,
+* ``model.pt`` – ``{"state_dict", "config", ...}`` of the final model (``torch.load(weights_only=True)``),
+* ``best.pt`` – the same for the best-on-validation model (when there is a validation split),
+* ``checkpoint.pt`` – full training state while a run is unfinished (``--resume``),
+* PNG plots: learning curves; fitted curve/surface for function data; confusion matrix
+  for classification.
+
+All files are written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__
+from ..config import ModelConfig, RunConfig, dump_config, parse_config, read_yaml
+from ..data import DataBundle, load_data
+from ..errors import ConfigurationError
+from ..models import build_model
+from . import baselines as _baselines  # noqa: F401  (registers torch_mlp)
+from .engine import (
+    FitResult,
+    InterruptFlag,
+    atomic_torch_save,
+    evaluate,
+    fit,
+    loss_name,
+    output_width,
+    resolve_device,
+    seed_everything,
+)
+
+__all__ = ["Prepared", "prepare", "build_from_config", "train_run", "eval_run", "count_params",
+           "write_text_atomic", "set_threads"]
+
+logger = logging.getLogger(__name__)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_bundle(cfg: RunConfig) -> DataBundle:
+    d = cfg.data
+    return load_data(d.name, d.params(), d.split.as_dict(), cfg.seed, d.standardize,
+                     d.standardize_target, d.stratify)
+
+
+def build_from_config(mc: ModelConfig, seed: int, in_width: int, out_width: int,
+                      what: str = "model") -> nn.Module:
+    """Seed, check the dims against the data, and build the model by registry name."""
+    if mc.dims[0] != in_width:
+        raise ConfigurationError(
+            f"{what}.dims[0] = {mc.dims[0]} but the data has {in_width} input features"
+        )
+    if mc.dims[-1] != out_width:
+        raise ConfigurationError(
+            f"{what}.dims[-1] = {mc.dims[-1]} but the data and loss need {out_width} outputs"
+        )
+    seed_everything(seed)
+    try:
+        model = build_model(mc.name, **mc.build_kwargs())
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigurationError(f"{what} {mc.name!r}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError(f"{what} {mc.name!r} did not build an nn.Module")
+    return model
+
+
+SMALL_MODEL = 200_000
+
+
+def set_threads(threads: int | None, model: nn.Module, device: torch.device) -> int:
+    """CPU threads for this run: ``threads`` or, by default, 1 for small models.
+
+    Small models are dominated by per-op overhead, where extra threads only add
+    contention. Training and ``eval`` apply the same rule, so results match exactly.
+    """
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    if threads is None:
+        threads = 1 if count_params(model) < SMALL_MODEL else (os.cpu_count() or 1)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+@dataclass
+class Prepared:
+    cfg: RunConfig
+    bundle: DataBundle
+    model: nn.Module
+    device: torch.device
+    loss: str
+    out_width: int
+
+
+def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
+    """Everything that can fail on bad input, done before any file is written."""
+    dev = resolve_device(device or cfg.device)
+    bundle = load_bundle(cfg)
+    lname = loss_name(cfg.train, bundle.task)
+    width = output_width(bundle, lname)
+    from .components import check_metrics
+
+    if cfg.train.metrics:
+        check_metrics(cfg.train.metrics, bundle.task)
+    model = build_from_config(cfg.model, cfg.seed, bundle.n_features, width)
+    set_threads(cfg.train.threads, model, dev)
+    for i, b in enumerate(cfg.baselines):  # validate baselines too (built again when trained)
+        build_from_config(b, cfg.seed, bundle.n_features, width, f"baselines[{i}]")
+    if cfg.train.optimizer.name == "lbfgs" and cfg.train.batch_size is not None:
+        logger.info("lbfgs with mini-batches: one L-BFGS step per batch")
+    return Prepared(cfg, bundle, model, dev, lname, width)
+
+
+def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str) -> dict[str, Any]:
+    return {
+        "format": "rpnkit-model-1",
+        "kind": kind,
+        "state_dict": state_dict,
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "rpnkit_version": __version__,
+    }
+
+
+def train_run(
+    prep: Prepared,
+    out: Path,
+    resume: bool = False,
+    progress: bool = False,
+    interrupt: InterruptFlag | None = None,
+    on_epoch_end=None,
+) -> FitResult:
+    """Train ``prep`` into run folder ``out`` (created here, after validation)."""
+    cfg = prep.cfg
+    out = Path(out)
+    ckpt = out / "checkpoint.pt"
+    state = None
+    if resume:
+        if not ckpt.exists():
+            raise ConfigurationError(f"--resume: no checkpoint.pt in {out} (nothing to resume)")
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", dump_config(cfg))
+    result = fit(
+        prep.model,
+        prep.bundle,
+        cfg.train,
+        seed=cfg.seed,
+        device=prep.device,
+        progress=progress,
+        checkpoint_path=ckpt,
+        resume=state,
+        interrupt=interrupt,
+        on_epoch_end=on_epoch_end,
+    )
+    result.extra["model"] = {"name": cfg.model.name, "title": cfg.model.title(),
+                             "params": count_params(prep.model)}
+    result.extra["data"] = {"name": prep.bundle.name, "task": prep.bundle.task,
+                            "sizes": {s: prep.bundle.size(s) for s in ("train", "val", "test")}}
+    final_sd = {k: v.detach().cpu() for k, v in prep.model.state_dict().items()}
+    atomic_torch_save(_checkpoint_payload(final_sd, cfg, result.epochs_run, "final"), out / "model.pt")
+    if result.best_state is not None:
+        best_sd = {k: v.detach().cpu() for k, v in result.best_state.items()}
+        atomic_torch_save(_checkpoint_payload(best_sd, cfg, result.best["epoch"], "best"),
+                          out / "best.pt")
+    write_text_atomic(out / "metrics.json", json.dumps(_jsonable(result.metrics_json()), indent=1))
+    if cfg.plots:
+        try:
+            from .plots import make_plots
+
+            make_plots(out, prep, result)
+        except Exception:  # plots must never lose a finished run
+            logger.exception("plotting failed")
+    if ckpt.exists():
+        ckpt.unlink()
+    return result
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
+
+
+def eval_run(run_dir: Path, device: str | None = "cpu", which: str = "final") -> dict[str, Any]:
+    """Re-evaluate a run folder's model on its config's splits."""
+    run_dir = Path(run_dir)
+    name = {"final": "model.pt", "best": "best.pt"}[which]
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigurationError(f"{run_dir} is not a run folder (no config.yaml)")
+    if not (run_dir / name).is_file():
+        raise ConfigurationError(f"{run_dir} has no {name} (unfinished run? use train --resume)")
+    cfg = parse_config(read_yaml((run_dir / "config.yaml").read_text(encoding="utf-8")),
+                       str(run_dir / "config.yaml"))
+    prep = prepare(cfg, device or "cpu")
+    payload = torch.load(run_dir / name, map_location="cpu", weights_only=True)
+    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+    prep.model.to(device=prep.device, dtype=dtype)
+    prep.model.load_state_dict(payload["state_dict"])
+    metrics = cfg.train.metrics or None
+    res = {
+        s: evaluate(prep.model, prep.bundle, s, prep.loss, metrics, prep.device, dtype,
+                    cfg.train.eval_batch_size)
+        for s in ("test", "val", "train")
+    }
+    return _jsonable({**res, "epoch": payload.get("epoch"), "checkpoint": name})
