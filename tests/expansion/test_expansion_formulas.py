@@ -338,3 +338,14 @@ def test_classes_are_exported_under_camel_case_names():
     assert isinstance(rpnkit.build_expansion("combinatorial_normal"), E.CombinatorialNormal)
     assert math.isclose(E.Fourier().P, 10.0)
     assert E.Fourier().N == 5
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_bspline_endpoints_match_scipy_closed_interval(d):
+    """Continuity of the extended-knot recursion gives scipy's values at both ends (d ≥ 1)."""
+    kappa = rpnkit.build_expansion("bspline", t=4, d=d)
+    knots = -1.0 + 0.5 * np.arange(-d, 4 + d + 1)
+    x = np.array([[-1.0], [1.0]])
+    got = _run(kappa, x)
+    _close(got, ScipyBSpline(knots, np.eye(4 + d), d, extrapolate=False)(x[:, 0]), atol=1e-12)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-12)
