@@ -222,3 +222,14 @@ def test_camel_case_classes():
     assert R.LoRR is R.LowRank
     assert isinstance(rpnkit.build_reconciliation("hm"), R.HM)
     assert isinstance(rpnkit.build_reconciliation("random_matrix_adaption"), R.RandomMatrixAdaption)
+
+
+def test_hypernet_float32_net_on_a_float64_code_is_exact_in_float64():
+    psi = rpnkit.build_reconciliation("hypernet", l=6, hidden=5)  # float32 net, not .double()'d
+    w = _w(6)
+    W = psi.reconcile(w, 3, 4).detach().numpy()  # noqa: N806
+    lin1, lin2 = psi.net[0], psi.net[2]
+    p = {k: v.detach().double().numpy() for k, v in psi.net.state_dict().items()}
+    h = _sigmoid(p["0.weight"] @ w.numpy() + p["0.bias"])
+    _close(W, (p["2.weight"] @ h + p["2.bias"]).reshape(3, 4))
+    assert lin1.weight.dtype == lin2.weight.dtype == torch.float32

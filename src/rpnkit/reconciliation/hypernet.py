@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..modules import apply_list
 from ..registry import RECONCILIATIONS
 from .base import Reconciliation, check_int
 
@@ -83,8 +84,8 @@ class HyperNet(Reconciliation):
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         self.ensure_bound(n, D)
-        dtype = self.net[0].weight.dtype
-        return self.net(w.to(dtype)).to(w.dtype).reshape(n, D)
+        # evaluated in w's dtype (a float32 net on a float64 code computes in float64)
+        return apply_list(self.net, w).reshape(n, D)
 
     def describe_apply(self, n, D):  # noqa: N803
         return "hypernet: evaluate the hypernetwork, then one GEMM with the n×D matrix"
