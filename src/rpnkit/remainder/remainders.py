@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
-from ..modules import build_module
+from ..modules import _call, build_module
 from ..registry import REMAINDERS
 
 __all__ = ["Remainder", "ZeroRemainder", "ConstantRemainder", "IdentityRemainder", "LinearRemainder"]
@@ -65,7 +65,7 @@ class Remainder(nn.Module):
             )
 
     def _act(self, y: Tensor) -> Tensor:
-        return self.activation(y) if self.activation is not None else y
+        return _call(self.activation, y) if self.activation is not None else y
 
 
 @REMAINDERS.register("zero")
