@@ -6,10 +6,13 @@ import math
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import rpnkit
 from rpnkit.errors import ConfigurationError, UnknownNameError
+from rpnkit.registry import EXPANSIONS
 
 RECONCILIATIONS = {
     "identity": {},
@@ -401,3 +404,48 @@ def test_float64_input_through_float32_processing_and_output_modules():
     torch.testing.assert_close(y, twin.double()(x), rtol=1e-12, atol=1e-12)
     layer = rpnkit.RPNLayer(3, 4, heads=[make(), make()], fusion="linear", output="layer_norm")
     assert layer(x).dtype == torch.float64
+
+
+def _divisor(k: int, pick: int) -> int:
+    divs = [i for i in range(1, k + 1) if k % i == 0]
+    return divs[pick % len(divs)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    m=st.integers(1, 4), n=st.integers(1, 4), d=st.integers(1, 3), symmetric=st.booleans(),
+    kappa=st.sampled_from(["taylor", "extended", "nested", "bspline"]),
+    psi=st.sampled_from(["identity", "masking", "lorr", "hm", "lphm", "dual_lphm",
+                         "duplicated_padding", "random_matrix_adaption", "constant_eye"]),
+    channels=st.integers(1, 3), fusion=st.sampled_from(["sum", "mean"]),
+    pick=st.integers(0, 7), remainder=st.sampled_from(["zero", "linear"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)  # fmt: skip
+def test_head_equals_the_dense_definition_property(
+    m, n, d, symmetric, kappa, psi, channels, fusion, pick, remainder, dtype
+):
+    taylor = {"name": "taylor", "d": d, "symmetric": symmetric}
+    exp_spec = {
+        "taylor": taylor,
+        "extended": {"name": "extended", "expansions": [{"name": "bspline", "t": 2}, taylor]},
+        "nested": {"name": "nested", "expansions": [{"name": "chebyshev", "d": 2}, taylor]},
+        "bspline": {"name": "bspline", "t": 3, "d": d},
+    }[kappa]
+    D = EXPANSIONS.resolve(exp_spec).calculate_D(m)  # noqa: N806
+    params = {}
+    if psi in ("hm", "lphm", "dual_lphm", "duplicated_padding"):
+        params = {"p": _divisor(n, pick), "q": _divisor(D, pick // 2 + pick)}
+    if psi in ("lorr", "lphm", "dual_lphm"):
+        params["r"] = 1 + pick % 2
+    head = rpnkit.RPNHead(m, n, expansion=exp_spec, reconciliation=psi, reconciliation_params=params,
+                          remainder=remainder, channels=channels, channel_fusion=fusion, bias=True)
+    head.to(dtype)
+    with torch.no_grad():
+        head.bias.uniform_(-1, 1)
+    x = _x(b=5, m=m, dtype=dtype, seed=pick)
+    y = head(x)
+    assert y.dtype == dtype
+    assert y.shape == (5, n)
+    ref = _reference(head.double(), x.double())
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    torch.testing.assert_close(y.double(), ref, **tol)
