@@ -365,7 +365,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and sizes")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per variant")
     ap.add_argument("--sections", default="first,models,kan,scaling")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA requested but not available", file=sys.stderr)
         return 2
