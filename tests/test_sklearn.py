@@ -16,7 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from rpnkit.sklearn import RPNClassifier, RPNRegressor
 
 # check_estimator runs ~50 checks per estimator; a short training keeps it fast.
-_FAST = {"max_epochs": 60, "random_state": 0}
+_FAST = {"max_epochs": 15, "lr": 0.1, "random_state": 0}
 
 # Checks we knowingly do not pass, with the reason (none at present).
 EXPECTED_FAILED: dict[str, str] = {}
@@ -34,8 +34,17 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
-def test_default_classifier_iris_wine_cv():
-    for loader in (load_iris, load_wine):
+def test_default_classifier_iris_cv():
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), RPNClassifier(random_state=0))
+    assert cross_val_score(pipe, X, y, cv=5).mean() >= 0.95
+
+
+@pytest.mark.slow
+def test_default_classifier_easy_datasets_cv():
+    from sklearn.datasets import load_breast_cancer
+
+    for loader in (load_iris, load_wine, load_breast_cancer):
         X, y = loader(return_X_y=True)
         pipe = make_pipeline(StandardScaler(), RPNClassifier(random_state=0))
         assert cross_val_score(pipe, X, y, cv=5).mean() >= 0.95
@@ -99,7 +108,7 @@ def test_minibatch_and_regressor_multioutput():
 
 
 def test_bad_hyperparameters():
-    X, y = make_classification(50, 3, random_state=0)
+    X, y = make_classification(50, 4, n_informative=2, random_state=0)
     with pytest.raises(ValueError, match="lr"):
         RPNClassifier(lr=-1).fit(X, y)
     with pytest.raises(ValueError, match="loss"):

@@ -16,7 +16,7 @@ from rpnkit.symbolic import NoClosedFormError, to_sympy
 def _evaluate(exprs, x: np.ndarray, names=None) -> np.ndarray:
     m = x.shape[1]
     syms = [sympy.Symbol(n) for n in (names or [f"x{i}" for i in range(m)])]
-    fns = [sympy.lambdify(syms, e, "mpmath") for e in exprs]
+    fns = [sympy.lambdify(syms, e, ["math", "mpmath"]) for e in exprs]
     return np.array([[float(f(*map(float, row))) for f in fns] for row in x])
 
 
@@ -116,7 +116,7 @@ def test_remainders(remainder, params, n):
 def test_channels_heads_fusions_processing_and_depth():
     torch.manual_seed(3)
     model = rpnkit.RPN.from_dims(
-        [3, 4, 4, 2],
+        [2, 2, 2, 2],
         expansion="taylor",
         expansion_params={"d": 2, "preprocess": "tanh", "postprocess": "sigmoid"},
         reconciliation="lorr",
@@ -132,7 +132,7 @@ def test_channels_heads_fusions_processing_and_depth():
             {"head_fusion": "mean", "output": "softmax"},
         ],
     )
-    exprs = _check(model, X3, rtol=1e-6, expand=False)
+    exprs = _check(model, X3[:, :2], rtol=1e-6, expand=False)
     assert all(len(e.free_symbols) > 0 for e in exprs)
 
 
