@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(PY) -m rpnkit.demo
+	$(PY) -m rpnkit run
 
 lint: setup
 	$(PY) -m ruff check src tests benchmarks examples

@@ -83,6 +83,10 @@ def run_functions(kind: str, args, store: dict) -> None:
     train_cfg = TrainConfig.model_validate({
         "epochs": args.epochs, "optimizer": opt, "scheduler": sched, "loss": "mse",
     })
+    fallback_cfg = TrainConfig.model_validate({
+        "epochs": 10 * args.epochs, "optimizer": {"name": "adam", "lr": 0.01}, "scheduler": "cosine",
+        "loss": "mse", "grad_clip": 1.0,
+    })
     # Feynman variables live on ranges such as [1, 5], far outside the B-spline grid
     # [-1, 1]: standardise them. Elementary/composite inputs stay raw (already in [0, 1]).
     standardize = kind == "feynman"
@@ -93,6 +97,9 @@ def run_functions(kind: str, args, store: dict) -> None:
         "inputs": ("inputs standardised with train-split statistics" if standardize else "raw inputs")
                   + "; raw targets (MSE in original units)",
         "epochs": args.epochs, "seeds": args.seeds, "optimizer": opt_text,
+        "fallback": (f"when L-BFGS diverged (NaN/inf), that model was retrained from the same "
+                     f"initialisation with Adam lr 0.01, cosine decay, grad-clip 1, {10 * args.epochs} "
+                     "epochs (marked †)") if args.optimizer == "lbfgs" else "",
     }
     table = equation_table(kind)
     for eq in ids:
@@ -108,8 +115,15 @@ def run_functions(kind: str, args, store: dict) -> None:
                 model = build_from_config(mc, seed, bundle.n_features, 1)
                 set_threads(None, model, torch.device(args.device))
                 res = fit(model, bundle, train_cfg, seed=seed, device=args.device)
+                fell_back = False
+                if res.stopped and "non-finite" in res.stopped["reason"] and args.optimizer == "lbfgs":
+                    # L-BFGS diverged (NaN/inf): retrain from the same init with Adam instead
+                    model = build_from_config(mc, seed, bundle.n_features, 1)
+                    res = fit(model, bundle, fallback_cfg, seed=seed, device=args.device)
+                    fell_back = True
                 rec = row["models"].setdefault(name, {"params": count_params(model), "final": [],
-                                                      "best": [], "best_epoch": []})
+                                                      "best": [], "best_epoch": [], "fallback": 0})
+                rec["fallback"] = rec.get("fallback", 0) + int(fell_back)
                 rec["final"].append(res.final["test"]["mse"])
                 rec["best"].append(res.best_metrics["test"]["mse"])
                 rec["best_epoch"].append(res.best["epoch"])
@@ -197,7 +211,14 @@ def run_mnist(args, store: dict) -> None:
         "RPN taylor d2 / dual_lphm": ModelConfig(dims=[784, 64, 64, 10], expansion={"name": "taylor", "d": 2},
                                                  reconciliation={"name": "dual_lphm", "p": 2, "q": 2, "r": 2},
                                                  remainder="zero"),
+        "RPN taylor d2 + LayerNorm pre / identity": ModelConfig(
+            dims=[784, 64, 64, 10], expansion={"name": "taylor", "d": 2, "preprocess": ["layer_norm"]},
+            reconciliation="identity", remainder="zero"),
+        "RPN taylor d2 + LayerNorm pre / dual_lphm": ModelConfig(
+            dims=[784, 64, 64, 10], expansion={"name": "taylor", "d": 2, "preprocess": ["layer_norm"]},
+            reconciliation={"name": "dual_lphm", "p": 2, "q": 2, "r": 2}, remainder="zero"),
         "MLP [784,64,64,10] ReLU": ModelConfig(name="torch_mlp", dims=[784, 64, 64, 10], activation="relu"),
+        "MLP [784,512,256,10] ReLU": ModelConfig(name="torch_mlp", dims=[784, 512, 256, 10], activation="relu"),
     }
     if args.mnist_models:
         models = {k: v for k, v in models.items() if any(s in k for s in args.mnist_models)}
@@ -267,7 +288,8 @@ def render(store: dict, md_path: Path) -> None:
                  f"{p['seeds']} seed(s); {p['optimizer']}. Models: RPN-Ext = extended[bspline, taylor d2] "
                  f"+ lorr r=1 + {'linear' if kind == 'feynman' else 'zero'} remainder; RPN-Nstd = "
                  f"nested[bspline → taylor d2] + lorr r=1 + {'linear' if kind == 'feynman' else 'zero'} "
-                 "remainder; MLP = plain SiLU MLP of the paper's size.")
+                 "remainder; MLP = plain SiLU MLP of the paper's size."
+                 + (f" Fallback: {p['fallback']}." if p.get("fallback") else ""))
         L.append("")
         first = next(iter(sec["rows"].values()))
         params = ", ".join(f"{k} {v['params']}" for k, v in first["models"].items())
@@ -283,7 +305,8 @@ def render(store: dict, md_path: Path) -> None:
             m = row["models"]
             cells = [eq, f"`{row['formula']}`"]
             for name in ("MLP", "RPN-Ext", "RPN-Nstd"):
-                cells += [fmt(m[name]["final"]), fmt(m[name]["best"])] if name in m else ["", ""]
+                mark = "†" if m.get(name, {}).get("fallback") else ""
+                cells += [fmt(m[name]["final"]) + mark, fmt(m[name]["best"]) + mark] if name in m else ["", ""]
             r = ref.get(eq)
             cells += [f"{v:.2e}" for v in r] if r else [""] * len(paper_cols)
             L.append("| " + " | ".join(cells) + " |")
@@ -349,7 +372,8 @@ def render(store: dict, md_path: Path) -> None:
         L.append("| model | params | epochs | final | best-val | paper |")
         L.append("|---|---|---|---|---|---|")
         paper_of = {"RPN taylor d2 / identity": f"{REF.MNIST['rpn_taylor_identity']:.3f} (RPN)",
-                    "MLP [784,64,64,10] ReLU": f"{REF.MNIST['mlp_784_512_256_10']:.3f} (MLP [784,512,256,10])"}
+                    "RPN taylor d2 + LayerNorm pre / identity": f"{REF.MNIST['rpn_taylor_identity']:.3f} (RPN)",
+                    "MLP [784,512,256,10] ReLU": f"{REF.MNIST['mlp_784_512_256_10']:.3f} (MLP)"}
         for name, rec in sec["rows"].items():
             L.append(f"| {name} | {rec['params']:,} | {rec['epochs']} | {rec['final']:.4f} | {rec['best']:.4f} | "
                      f"{paper_of.get(name, '')} |")

@@ -193,7 +193,7 @@ def test_python_m_rpnkit_exit_codes(tmp_path):
 
 def test_sigterm_then_resume_matches_uninterrupted(tmp_path, capsys):
     cfg = dict(CFG, model={"name": "torch_mlp", "dims": [2, 16, 1]})
-    cfg["train"] = {"epochs": 4000, "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 50}
+    cfg["train"] = {"epochs": 1500, "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 50}
     cfg_path = _write(tmp_path, cfg)
     ref = tmp_path / "ref"
     assert main(["train", str(cfg_path), "--out", str(ref), "--quiet", "--set", "plots=false"]) == 0
@@ -206,7 +206,7 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path, capsys):
     deadline = time.time() + 60
     while not (out / "config.yaml").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     if proc.returncode == 0:

@@ -395,6 +395,8 @@ def fit(
                 if interrupt and b + 1 < n_batches:
                     path = save_state(epoch, b + 1)
                     raise TrainingInterrupted(epoch, path, interrupt.signum)
+            if not nonfinite and not all(bool(torch.isfinite(p).all()) for p in params):
+                nonfinite = True  # e.g. an L-BFGS line search that left the weights NaN/inf
             if nonfinite:
                 stopped = {"reason": "non-finite training loss", "epoch": epoch + 1,
                            "restored_epoch": epoch}
