@@ -208,3 +208,19 @@ def test_init_of_a_huge_factorised_head_never_builds_the_matrix(monkeypatch):
     pm, qm, sm, tm = psi.factors(head.w[0].detach(), 64, head.D)
     rms = ((pm.T @ pm) * (qm.T @ qm)).sum() * ((sm.T @ sm) * (tm.T @ tm)).sum()
     assert (rms / (64 * head.D)).sqrt().item() == pytest.approx(1 / (3 * head.D) ** 0.5, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["masking", "random_matrix_adaption", "hypernet"])
+def test_standalone_instances_follow_new_sizes_but_head_bound_ones_do_not(name):
+    psi = rpnkit.build_reconciliation(name, **BUILD.get(name, {}))
+    for n, d in [(2, 3), (4, 6), (2, 3)]:
+        w = _w(psi, n, d, dtype=torch.float32)
+        W = psi.reconcile(w, n, d)  # noqa: N806
+        assert W.shape == (n, d)
+        fresh = rpnkit.build_reconciliation(name, **BUILD.get(name, {}))
+        torch.testing.assert_close(W, fresh.reconcile(w, n, d))  # same seeded state
+    head = rpnkit.RPNHead(3, 5, reconciliation=psi)  # a head may take it over at its sizes
+    assert (psi.n, psi.D) == (5, 3)
+    with pytest.raises(ValueError, match="bound to n=5, D=3"):
+        psi.reconcile(_w(psi, 2, 3), 2, 3)
+    assert head(torch.randn(2, 3)).shape == (2, 5)

@@ -41,6 +41,9 @@ class Reconciliation(nn.Module):
         super().__init__()
         self.n: int | None = None
         self.D: int | None = None
+        # True while the sizes come from a standalone reconcile() call rather than from a
+        # head (or an explicit bind / loaded state): such a binding may move to new sizes.
+        self._implicit_binding = False
 
     def hparams(self) -> dict[str, Any]:
         return {}
@@ -61,15 +64,25 @@ class Reconciliation(nn.Module):
         """Bind to an (n, D) matrix; subclasses with size-dependent state create it here."""
         self.check_sizes(n, D)
         if self.n is not None and (self.n, self.D) != (n, D):
-            raise ConfigurationError(
-                f"{type(self).__name__} is already bound to n={self.n}, D={self.D}; cannot "
-                f"rebind to n={n}, D={D}. Give each head its own reconciliation instance"
-            )
+            if not self._implicit_binding:
+                raise ConfigurationError(
+                    f"{type(self).__name__} is already bound to n={self.n}, D={self.D}; cannot "
+                    f"rebind to n={n}, D={D}. Give each head its own reconciliation instance"
+                )
+            self.reset_state()
+        self._implicit_binding = False
         self.n, self.D = int(n), int(D)
 
+    def reset_state(self) -> None:
+        """Drop size-dependent state (subclasses that have some override this)."""
+        self.n = self.D = None
+
     def ensure_bound(self, n: int, D: int) -> None:  # noqa: N803
-        if self.n is None:
+        """Bind on first standalone use; a standalone binding follows later sizes (fresh,
+        seeded state), while a head's binding is fixed."""
+        if self.n is None or (self._implicit_binding and (self.n, self.D) != (n, D)):
             self.bind(n, D)
+            self._implicit_binding = True
         elif (self.n, self.D) != (n, D):
             raise ValueError(
                 f"{type(self).__name__} is bound to n={self.n}, D={self.D}, but was asked for "

@@ -59,6 +59,10 @@ class Masking(Reconciliation):
                 torch.get_default_dtype()
             )
 
+    def reset_state(self) -> None:
+        super().reset_state()
+        self.mask = None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "mask"
         if key in state_dict and self.mask is None:

@@ -72,6 +72,11 @@ class HyperNet(Reconciliation):
             self.net.append(out.to(device=first.device, dtype=first.dtype))
             self._freeze()
 
+    def reset_state(self) -> None:
+        super().reset_state()
+        while len(self.net) > 2:
+            del self.net[-1]
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "net.2.weight"
         if len(self.net) == 2 and key in state_dict:

@@ -85,6 +85,10 @@ class RandomMatrixAdaption(Reconciliation):
             self.A = torch.randn(n, self.r, generator=g, dtype=torch.float64).to(dtype)
             self.B = torch.randn(D, self.r, generator=g, dtype=torch.float64).to(dtype)
 
+    def reset_state(self) -> None:
+        super().reset_state()
+        self.A = self.B = None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.A is None and prefix + "A" in state_dict and prefix + "B" in state_dict:
             self.A = torch.empty_like(state_dict[prefix + "A"])
