@@ -37,6 +37,7 @@ __all__ = [
     "read_yaml",
     "apply_overrides",
     "dump_config",
+    "resolve_paths",
 ]
 
 
@@ -414,7 +415,19 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigurationError(f"{path.name}: the config file is empty")
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path.name}: a config must be a mapping, got {type(raw).__name__}")
-    return parse_config(apply_overrides(raw, overrides), path.name)
+    cfg = parse_config(apply_overrides(raw, overrides), path.name)
+    return resolve_paths(cfg)
+
+
+def resolve_paths(cfg: RunConfig, base: str | os.PathLike | None = None) -> RunConfig:
+    """Make the data's file paths (``root``, ``path``) absolute, relative to ``base`` (the cwd),
+    so that the resolved config saved in a run folder works from anywhere."""
+    extra = cfg.data.model_extra or {}
+    for key in ("root", "path"):
+        value = extra.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+            extra[key] = os.path.abspath(os.path.join(base or os.getcwd(), os.path.expanduser(value)))
+    return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -142,3 +142,21 @@ def test_loss_must_fit_task(base_config):
     base_config["train"]["loss"] = "cross_entropy"
     with pytest.raises(ConfigurationError, match="is for classification"):
         prepare(parse_config(base_config))
+
+
+def test_relative_data_paths_are_resolved(base_config, tmp_path, monkeypatch):
+    (tmp_path / "d.csv").write_text("x,y\n1,2\n2,3\n3,4\n4,5\n5,6\n")
+    base_config["data"] = {"name": "csv", "path": "d.csv", "target": "y"}
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "c.yaml"
+    import yaml
+
+    p.write_text(yaml.safe_dump(base_config))
+    cfg = load_config(p)
+    assert cfg.data.params()["path"] == str(tmp_path / "d.csv")
+
+
+def test_sample_count_is_bounded(base_config):
+    base_config["data"]["n_samples"] = 10**12
+    with pytest.raises(ConfigurationError, match="n_samples"):
+        prepare(parse_config(base_config))

@@ -26,6 +26,7 @@ from .mnist import DEFAULT_MIRROR, mnist_arrays
 __all__ = ["DATASETS", "RawData", "equation_table", "equation_ids", "FEYNMAN_PAPER_IDS"]
 
 DATASETS = Registry("dataset")
+MAX_SAMPLES = 10_000_000
 
 # the 27 Feynman equations of the RPN paper's Table 4 (PAPER_RESULTS.md §1.4)
 FEYNMAN_PAPER_IDS = [
@@ -81,8 +82,10 @@ def _check_ranges(ranges: Any, k: int, what: str) -> list[tuple[float, float]]:
 
 def _sample_function(formula: Formula, ranges, n_samples: int, noise: float, rng, name: str,
                      info: dict) -> RawData:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
-        raise ConfigurationError(f"{name}: n_samples must be an integer >= 2, got {n_samples!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 2 <= n_samples <= MAX_SAMPLES:
+        raise ConfigurationError(
+            f"{name}: n_samples must be an integer from 2 to {MAX_SAMPLES:,}, got {n_samples!r}"
+        )
     if not isinstance(noise, (int, float)) or noise < 0:
         raise ConfigurationError(f"{name}: noise must be a number >= 0, got {noise!r}")
     lo = np.array([r[0] for r in ranges])
