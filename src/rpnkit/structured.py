@@ -600,7 +600,8 @@ def _apply_one(head, path: str, segs: list[Segment], w: Tensor, x: Tensor) -> Te
             return z @ a.to(z.dtype).t()
         lam1, lam2 = _factors(rec, w, n, d)
         rec.ensure_bound(n, d)
-        a, bm = rec.A.to(w.dtype), rec.B.to(w.dtype)
+        a = rec.A.to(device=w.device, dtype=w.dtype)
+        bm = rec.B.to(device=w.device, dtype=w.dtype)
         z = right_product(segs, bm)
         return ((z * lam2.to(z.dtype)) @ a.to(z.dtype).t()) * lam1.to(z.dtype)
     if path == "kron-structured":
