@@ -224,3 +224,17 @@ def test_sigterm_then_resume_matches_uninterrupted(tmp_path, capsys):
     assert [h["train_loss"] for h in got["history"]] == [h["train_loss"] for h in ref_metrics["history"]]
     assert not (out / "checkpoint.pt").exists()
     assert main(["train", str(cfg_path), "--out", str(out), "--resume"]) == 2  # finished: nothing to resume
+
+
+def test_internal_errors_exit_1(tmp_path, capsys, monkeypatch):
+    import rpnkit.training as training
+
+    def broken(*a, **k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(training, "prepare", broken)
+    code = main(["train", str(_write(tmp_path)), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "internal error: RuntimeError: simulated bug" in err
+    assert len(err.strip().splitlines()) == 1

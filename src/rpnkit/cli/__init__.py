@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="re-evaluate a run folder; prints a JSON object last")
     e.add_argument("run_dir")
     e.add_argument("--best", action="store_true", help="evaluate best.pt instead of model.pt")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="cpu")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None,
+                   help="default: the run's configured device (as in training)")
 
     sub.add_parser("list", help="list components, models, datasets, optimizers, ...")
 

@@ -219,7 +219,7 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def eval_run(run_dir: Path, device: str | None = "cpu", which: str = "final") -> dict[str, Any]:
+def eval_run(run_dir: Path, device: str | None = None, which: str = "final") -> dict[str, Any]:
     """Re-evaluate a run folder's model on its config's splits."""
     run_dir = Path(run_dir)
     name = {"final": "model.pt", "best": "best.pt"}[which]
@@ -229,7 +229,7 @@ def eval_run(run_dir: Path, device: str | None = "cpu", which: str = "final") ->
         raise ConfigurationError(f"{run_dir} has no {name} (unfinished run? use train --resume)")
     cfg = parse_config(read_yaml((run_dir / "config.yaml").read_text(encoding="utf-8")),
                        str(run_dir / "config.yaml"))
-    prep = prepare(cfg, device or "cpu")
+    prep = prepare(cfg, device)
     payload = torch.load(run_dir / name, map_location="cpu", weights_only=True)
     dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
     prep.model.to(device=prep.device, dtype=dtype)
