@@ -24,6 +24,14 @@ Results go to ``benchmarks/results/structured_<device>.md`` (and PNG scaling plo
 
 from __future__ import annotations
 
+import os
+
+# OpenMP's default *active* wait spins between parallel regions; on a shared, oversubscribed
+# CPU (other jobs on the same 2 cores) a spinning thread steals the core from the one doing
+# the work and every small op pays milliseconds. Passive waiting is set before torch loads
+# (export OMP_WAIT_POLICY=ACTIVE to measure the other way); both variants run under it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import contextlib
 import math
@@ -378,7 +386,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     sections = args.sections.split(",")
     threads = torch.get_num_threads()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {threads} threads"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda" else
+            f"CPU, {threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     out = [
         f"# rpnkit structured evaluation – {device.type}",
         "",
