@@ -182,7 +182,7 @@ def test_taylor_d3_and_d4_ordered(rec, no_materialisation, monkeypatch):
 def test_kron_rank_one_plan_and_value(no_materialisation, monkeypatch):
     m = 6
     head = make_head("taylor", "dual_lphm", {"d": 2}, {"p": 2, "q": m + 1, "r": 2}, m=m, n=4)
-    assert "one lag" in head.plan()
+    assert "rank one per sample" in head.plan()
     assert st._rank_one(st.segments(head.expansion, None, m), m + 1, m)
     check_fast(head, "kron-structured", inputs(m), no_materialisation, monkeypatch)
 

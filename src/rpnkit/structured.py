@@ -676,11 +676,13 @@ def plan(head) -> str:
         for s in segs:
             if s.kind == "power" and s.k == 2:
                 _, _, _, lags = _lag_pairs(s.m_lead, s.m, s.offset, t, rec.q)
-                if lags.numel() == 1:
-                    how = "one lag: rank one per row block ((A x̃) ⊗ (R x) style)"
+                if _rank_one(segs, rec.q, t):
+                    how = ("aligned: K = x̃ xᵀ is rank one per sample, y = vec((A x̃)(R x)ᵀ), "
+                           "no q×t block formed")
                 else:
-                    fft, _ = _use_fft(64, s.m, t, lags.numel(), 1)
-                    how = f"{lags.numel()} lags via {'FFT correlation' if fft else 'one GEMM'}"
+                    fft, size = _use_fft(64, s.m, t, lags.numel(), 1)
+                    via = f"one FFT correlation (size {size})" if fft else "one GEMM"
+                    how = f"rows straddle the blocks: {lags.numel()} correlation lags via {via}"
                 lines.append(f"  {s.label} at offset {s.offset} with q={rec.q}, t={t}: {how}")
     lines.append(f"{head.channels} channel(s), {head.channel_fusion} fusion")
     return "\n".join(lines)
