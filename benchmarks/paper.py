@@ -300,8 +300,11 @@ def render(store: dict, md_path: Path) -> None:
         L.append(hdr)
         L.append("|" + "---|" * (8 + len(paper_cols)))
         cnt = {"ext_vs_paper": {"beat": 0, "match": 0, "trail": 0}, "ext_vs_mlp": [0, 0],
+               "mlp_vs_paper_mlp": [0, 0],
                "best_vs_paper": {"beat": 0, "match": 0, "trail": 0}}
-        for eq, row in sec["rows"].items():
+        order = FEYNMAN_PAPER_IDS if kind == "feynman" else equation_ids(kind)
+        rows = sorted(sec["rows"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 999)
+        for eq, row in rows:
             m = row["models"]
             cells = [eq, f"`{row['formula']}`"]
             for name in ("MLP", "RPN-Ext", "RPN-Nstd"):
@@ -317,6 +320,8 @@ def render(store: dict, md_path: Path) -> None:
                 paper_best = min(r[i] for i, c in enumerate(paper_cols) if c.startswith("RPN"))
                 cnt["best_vs_paper"][verdict(ours_best, paper_best)] += 1
             mlp = float(np.mean(m["MLP"]["best"]))
+            if r:
+                cnt["mlp_vs_paper_mlp"][0 if mlp <= r[0] else 1] += 1
             rpn = min(float(np.mean(m[n]["best"])) for n in ("RPN-Ext", "RPN-Nstd") if n in m)
             cnt["ext_vs_mlp"][0 if rpn < mlp else 1] += 1
         L.append("")
@@ -325,7 +330,8 @@ def render(store: dict, md_path: Path) -> None:
         s = (f"{kind}: our RPN-Ext (best-val) vs the paper's RPN-Ext: beat {e['beat']}, match (within 3×) "
              f"{e['match']}, trail {e['trail']} of {n}; our better RPN vs the paper's better RPN: beat "
              f"{b['beat']}, match {b['match']}, trail {b['trail']}; our better RPN beats our MLP on "
-             f"{cnt['ext_vs_mlp'][0]} of {n}.")
+             f"{cnt['ext_vs_mlp'][0]} of {n}; our MLP baseline is better than the paper's MLP figure on "
+             f"{cnt['mlp_vs_paper_mlp'][0]} of {sum(cnt['mlp_vs_paper_mlp'])}.")
         L.append(f"*Summary:* {s}")
         L.append("")
         notes.append(s)
