@@ -353,3 +353,26 @@ def test_whole_model_gradients_match():
     assert rel(y, y0) <= TOL
     for a, b in zip(gs, g0):
         assert rel(a, b) <= TOL
+
+
+class _Count(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x
+
+
+@pytest.mark.parametrize(("exp", "rec"), [("taylor", "lorr"), ("bspline", "identity"),
+                                          ("extended", "hm"), ("gaussian_rbf", "lorr")])
+def test_preprocess_runs_once_per_forward(exp, rec):
+    counter = _Count()
+    params = dict(EXPANSION_PARAMS.get(exp, {}))
+    kappa = rpnkit.build_expansion(exp, preprocess=counter, **params)
+    d = kappa.calculate_D(3)
+    head = RPNHead(3, 4, expansion=kappa, reconciliation=rec,
+                   reconciliation_params=recon_params(rec, d)).double()
+    head(inputs())
+    assert counter.calls == 1

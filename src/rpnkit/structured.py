@@ -184,14 +184,15 @@ def _plain(e: Expansion) -> bool:
 def segments(e: Expansion, x: Tensor | None, m: int, offset: int = 0) -> list[Segment]:
     """Decompose κ = ``e`` applied to x (B, m) into segments; ``x=None`` gives the layout only."""
     name = e.registry_name
-    if not _plain(e):
+    kind = type(e)
+    if not _plain(e) or kind not in (Taylor, Extended, Nested):
+        # no structure used: the expansion's own forward (pre/post included) runs once
         value = None if x is None else e(x)
-        return [Segment(offset, e.calculate_D(m), "dense", f"{name} (postprocess: materialised)",
-                        value=value)]
+        label = name if _plain(e) else f"{name} (postprocess: materialised)"
+        return [Segment(offset, e.calculate_D(m), "dense", label, value=value)]
     z = None
     if x is not None:
         z = apply_list(e.preprocess, e.check_input(x))
-    kind = type(e)
     if kind is Taylor:
         if e.d >= 2 and not e.symmetric:
             # degrees 1 and 2 together: [x | x⊗x] = [1; x] ⊗ x
@@ -217,15 +218,13 @@ def segments(e: Expansion, x: Tensor | None, m: int, offset: int = 0) -> list[Se
             segs.extend(part)
             off += sub.calculate_D(m)
         return segs
-    if kind is Nested:
-        size = m
-        for sub in e.expansions[:-1]:
-            if z is not None:
-                z = sub(z)
-            size = sub.calculate_D(size)
-        return segments(e.expansions[-1], z, size, offset)
-    value = None if z is None else e.expand(z)
-    return [Segment(offset, e.calculate_D(m), "dense", name, value=value)]
+    # Nested
+    size = m
+    for sub in e.expansions[:-1]:
+        if z is not None:
+            z = sub(z)
+        size = sub.calculate_D(size)
+    return segments(e.expansions[-1], z, size, offset)
 
 
 def _structured(segs: list[Segment]) -> bool:
