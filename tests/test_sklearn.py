@@ -102,7 +102,7 @@ def test_minibatch_and_regressor_multioutput():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3))
     Y = np.stack([X[:, 0] * 2 + 1, X[:, 1] ** 2 - X[:, 2]], axis=1) * 10 + 100
-    reg = RPNRegressor(random_state=0, batch_size=64, max_epochs=200).fit(X, Y)
+    reg = RPNRegressor(random_state=0, optimizer="adam", batch_size=64, max_epochs=200).fit(X, Y)
     assert reg.predict(X).shape == (400, 2)
     assert reg.score(X, Y) > 0.95
 
@@ -113,6 +113,8 @@ def test_bad_hyperparameters():
         RPNClassifier(lr=-1).fit(X, y)
     with pytest.raises(ValueError, match="loss"):
         RPNClassifier(loss="nope").fit(X, y)
+    with pytest.raises(ValueError, match="optimizer"):
+        RPNClassifier(optimizer="sgd").fit(X, y)
     with pytest.raises(ValueError, match="one class"):
         RPNClassifier().fit(X, np.zeros(50))
 
@@ -140,3 +142,14 @@ def test_cuda_device_fit_predict_pickle_symbolic():
     (expr,) = to_sympy(reg, tol=1e-2)
     assert reg.score(Xr, yr) > 0.99
     assert len(expr.free_symbols) == 2
+
+
+def test_internal_standardisation_and_lbfgs():
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0, 5, size=(300, 2)) * np.array([1.0, 1000.0]) + np.array([0.0, 5e4])
+    y = X[:, 0] - 2e-3 * X[:, 1]
+    reg = RPNRegressor(random_state=0).fit(X, y)
+    np.testing.assert_allclose(reg.x_mean_, X.mean(axis=0))
+    assert reg.score(X, y) > 0.999
+    raw = RPNRegressor(random_state=0, standardize=False, optimizer="adam", max_epochs=20).fit(X, y)
+    np.testing.assert_array_equal(raw.x_scale_, np.ones(2))

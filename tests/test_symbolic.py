@@ -250,3 +250,15 @@ def test_unfitted_and_unsupported_inputs():
     pipe = make_pipeline(PolynomialFeatures(), RPNRegressor(max_epochs=5)).fit(X, y)
     with pytest.raises(NoClosedFormError, match="polynomialfeatures"):
         to_sympy(pipe)
+
+
+def test_raw_unscaled_polynomial_recovery():
+    """Offset, unscaled inputs: internal standardisation is folded back into the formula."""
+    rng = np.random.default_rng(7)
+    X = rng.uniform(0, 5, size=(500, 2))
+    y = 1.5 + 2 * X[:, 0] - 3 * X[:, 1] + 0.5 * X[:, 0] ** 2 - 1.2 * X[:, 0] * X[:, 1] + 0.8 * X[:, 1] ** 2
+    for params in ({}, {"expansion_params": {"d": 2}}):  # symmetric (default) and full Taylor
+        (expr,) = to_sympy(RPNRegressor(random_state=0, **params).fit(X, y), tol=1e-4)
+        got = _coefficients(expr, sympy.symbols("x0 x1"))
+        for k, v in TRUE.items():
+            assert abs(got[k] - v) < 0.05, (params, k, got[k], v)

@@ -17,9 +17,11 @@ of the classic models of :mod:`rpnkit.models` when ``model`` names one
 Defaults (no tuning, standardised inputs expected, e.g. ``make_pipeline(StandardScaler(),
 RPNClassifier())``): a single RPN layer with a symmetric degree-2 Taylor expansion
 (every monomial x_i and x_i x_j once), identity reconciliation, zero remainder and a
-bias – i.e. a quadratic logistic / polynomial regression model – trained full-batch
-with Adam (lr 0.02) and an L2 penalty of 3e-3 for at most 300 epochs, stopping when the
-training loss stops improving.
+bias – i.e. a quadratic logistic / polynomial regression model. The classifier trains
+full-batch with Adam (lr 0.02) and an L2 penalty of 3e-3 for at most 300 epochs,
+stopping when the training loss stops improving; the regressor uses full-batch L-BFGS
+with an L2 penalty of 1e-5. Inputs (and regression targets) are standardised
+internally.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class _RPNEstimatorBase(BaseEstimator):
         random_state: Any = None,
         device: Any = "cpu",
         dtype: str = "float32",
+        standardize: bool = True,
         verbose: int = 0,
     ) -> None:
         self.dims = dims
@@ -130,6 +133,7 @@ class _RPNEstimatorBase(BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.standardize = standardize
         self.verbose = verbose
 
     # -- construction ------------------------------------------------------------
@@ -181,8 +185,10 @@ class _RPNEstimatorBase(BaseEstimator):
             raise ValueError(
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
             )
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.optimizer not in ("adam", "adamw", "lbfgs"):
+            raise ValueError(
+                f"optimizer must be 'adam', 'adamw' or 'lbfgs', got {self.optimizer!r}"
+            )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
@@ -205,8 +211,24 @@ class _RPNEstimatorBase(BaseEstimator):
             X, y, test_size=self.validation_fraction, random_state=seed, stratify=stratify
         )
 
+    def _fit_input_scaling(self, X: np.ndarray) -> np.ndarray:
+        if self.standardize:
+            self.x_mean_ = X.mean(axis=0)
+            scale = X.std(axis=0)
+            self.x_scale_ = np.where(scale > 1e-12 * np.maximum(1.0, np.abs(self.x_mean_)), scale, 1.0)
+        else:
+            self.x_mean_ = np.zeros(X.shape[1])
+            self.x_scale_ = np.ones(X.shape[1])
+        return self._scale_inputs(X)
+
+    def _scale_inputs(self, X: np.ndarray) -> np.ndarray:
+        if not self.standardize:
+            return X
+        return (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
+
     def _fit_network(self, X: np.ndarray, y: np.ndarray, n_out: int) -> None:
         self._check_hparams()
+        X = self._fit_input_scaling(X)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
         device = _resolve_device(self.device)
@@ -230,9 +252,27 @@ class _RPNEstimatorBase(BaseEstimator):
             torch.manual_seed(seed)
             net = self._build_network(X.shape[1], n_out).to(device=device, dtype=dtype)
             gen = torch.Generator(device="cpu").manual_seed(seed)
-            opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-            opt = opt_cls(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             loss_fn = self._loss_fn()
+            lbfgs = self.optimizer == "lbfgs"
+            if lbfgs:
+                bs = n  # L-BFGS is a full-batch method
+                trainable = [p for p in net.parameters() if p.requires_grad]
+                opt = torch.optim.LBFGS(
+                    trainable, lr=1.0, max_iter=20, history_size=20,
+                    line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14,
+                )
+                wd = float(self.weight_decay)
+
+                def closure():
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(net(Xt), yt)
+                    if wd:
+                        loss = loss + 0.5 * wd * sum((p * p).sum() for p in trainable)
+                    loss.backward()
+                    return loss
+            else:
+                opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+                opt = opt_cls(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             best, best_state, stall = math.inf, None, 0
             self.loss_curve_, self.validation_scores_ = [], []
             epoch = 0
@@ -244,6 +284,9 @@ class _RPNEstimatorBase(BaseEstimator):
                     perm = torch.randperm(n, generator=gen).to(device)
                     batches = list(perm.split(bs))
                 total = 0.0
+                if lbfgs:
+                    total = float(opt.step(closure).detach())
+                    batches = []
                 for idx in batches:
                     xb, yb = (Xt, yt) if idx is None else (Xt[idx], yt[idx])
                     opt.zero_grad(set_to_none=True)
@@ -264,7 +307,7 @@ class _RPNEstimatorBase(BaseEstimator):
                     self.validation_scores_.append(monitored)
                 else:
                     monitored = total
-                if monitored < best - self.tol * max(1.0, abs(best) if math.isfinite(best) else 1.0):
+                if not math.isfinite(best) or monitored < best - self.tol * abs(best) - 1e-12:
                     best, stall = monitored, 0
                     if X_val is not None:
                         best_state = copy.deepcopy(net.state_dict())
@@ -290,7 +333,7 @@ class _RPNEstimatorBase(BaseEstimator):
         dtype = p.dtype if p is not None else self._torch_dtype
         out = []
         with torch.no_grad():
-            Xt = torch.tensor(X, dtype=dtype, device=device)
+            Xt = torch.tensor(self._scale_inputs(X), dtype=dtype, device=device)
             for chunk in Xt.split(8192):
                 out.append(net(chunk).to("cpu", torch.float64))
         if not out:
@@ -344,7 +387,9 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         Training loop: at most ``max_epochs`` passes; ``batch_size="auto"`` is full
         batch up to 1024 samples, else shuffled minibatches of 1024. ``optimizer="adam"``
         (default) adds ``weight_decay`` as an L2 penalty to the gradient (a true ridge
-        term, like ``alpha`` in scikit-learn); ``"adamw"`` applies decoupled decay.
+        term, like ``alpha`` in scikit-learn); ``"adamw"`` applies decoupled decay;
+        ``"lbfgs"`` runs full-batch L-BFGS (20 iterations per epoch, strong-Wolfe line
+        search, ``lr`` unused) on the loss plus ``weight_decay/2·‖θ‖²``.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop when
         the validation loss has not improved for ``n_iter_no_change`` epochs and
@@ -355,14 +400,19 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
     device : str, default="cpu"
         Torch device (``"auto"`` picks CUDA when available).
     dtype : {"float32", "float64"}
-        Floating point type of the network.
+        Floating point type of the network (CPU predictions are computed in float64).
+    standardize : bool, default=True
+        Standardise the inputs internally (``x_mean_``, ``x_scale_``); the network
+        ``model_`` then sees ``(X - x_mean_) / x_scale_`` and
+        :func:`rpnkit.symbolic.to_sympy` folds the scaling back into the formula.
     verbose : int
         Unused by the loop itself (library code never prints); kept for API parity.
 
     Attributes
     ----------
     classes_, n_features_in_, feature_names_in_ (with pandas input), model_ (the
-    fitted ``nn.Module``), n_iter_, loss_curve_, validation_scores_, best_loss_.
+    fitted ``nn.Module``), x_mean_, x_scale_, n_iter_, loss_curve_,
+    validation_scores_, best_loss_.
     """
 
     _task = "classification"
@@ -393,6 +443,7 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         random_state: Any = None,
         device: Any = "cpu",
         dtype: str = "float32",
+        standardize: bool = True,
         verbose: int = 0,
     ) -> None:
         super().__init__(
@@ -419,6 +470,7 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
             random_state=random_state,
             device=device,
             dtype=dtype,
+            standardize=standardize,
             verbose=verbose,
         )
         self.loss = loss
@@ -495,7 +547,69 @@ class RPNRegressor(RegressorMixin, _RPNEstimatorBase):
     squared error on internally standardised targets (``y_mean_``, ``y_scale_``;
     predictions are mapped back, and :func:`rpnkit.symbolic.to_sympy` folds the
     scaling into the formula). Multi-output targets (2-D ``y``) are supported.
+
+    Defaults differ from the classifier in two places: full-batch L-BFGS
+    (``optimizer="lbfgs"``, strong-Wolfe line search; ``lr`` and ``batch_size`` are then
+    unused – pick ``"adam"`` with a ``batch_size`` for large data) and an L2 penalty of
+    1e-5, so that a well-specified model converges to its least-squares coefficients
+    (read them with :func:`rpnkit.symbolic.to_sympy`).
     """
+
+    def __init__(
+        self,
+        dims: Sequence[int] = (),
+        expansion: Any = "taylor",
+        reconciliation: Any = "identity",
+        remainder: Any = "zero",
+        expansion_params: Mapping[str, Any] | None = None,
+        reconciliation_params: Mapping[str, Any] | None = None,
+        remainder_params: Mapping[str, Any] | None = None,
+        bias: bool = True,
+        activation: Any = None,
+        model: str | None = None,
+        model_params: Mapping[str, Any] | None = None,
+        max_epochs: int = 300,
+        batch_size: int | str = "auto",
+        lr: float = 0.02,
+        weight_decay: float = 1e-5,
+        optimizer: str = "lbfgs",
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 20,
+        tol: float = 1e-5,
+        random_state: Any = None,
+        device: Any = "cpu",
+        dtype: str = "float32",
+        standardize: bool = True,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__(
+            dims=dims,
+            expansion=expansion,
+            reconciliation=reconciliation,
+            remainder=remainder,
+            expansion_params=expansion_params,
+            reconciliation_params=reconciliation_params,
+            remainder_params=remainder_params,
+            bias=bias,
+            activation=activation,
+            model=model,
+            model_params=model_params,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            optimizer=optimizer,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            random_state=random_state,
+            device=device,
+            dtype=dtype,
+            standardize=standardize,
+            verbose=verbose,
+        )
 
     def fit(self, X, y):
         """Fit the network on (X, y); y of shape (n,) or (n, n_outputs)."""

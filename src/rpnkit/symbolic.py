@@ -18,8 +18,8 @@ sympy expression per output, for
   softmax, log_softmax, batch_norm in eval mode).
 
 Fitted :class:`~rpnkit.sklearn.RPNRegressor` / :class:`~rpnkit.sklearn.RPNClassifier`
-are accepted (the regressor's internal target scaling is folded in; the classifier
-gives one logit per class), and so is a scikit-learn ``Pipeline`` of ``StandardScaler``
+are accepted (their internal input standardisation and the regressor's target
+scaling are folded in; the classifier gives one logit per class), and so is a scikit-learn ``Pipeline`` of ``StandardScaler``
 / ``MinMaxScaler`` / ``MaxAbsScaler`` steps followed by such an estimator: the formula
 is then in the raw input features. The model is read as in eval mode.
 
@@ -430,6 +430,8 @@ def to_sympy(
     xs = _symbols(names, m, default_names)
     for name, step in steps:
         xs = _transformer_exprs(name, step, xs)
+    if getattr(obj, "standardize", False) and hasattr(obj, "x_mean_"):
+        xs = [(x - _num(mu)) / _num(sd) for x, mu, sd in zip(xs, obj.x_mean_, obj.x_scale_)]
     was_training = module.training
     module.eval()
     try:
