@@ -179,7 +179,7 @@ def symmetric_block(z: Tensor, k: int) -> Tensor:
 
 
 def bspline_basis(e: BSpline, x: Tensor) -> Tensor:
-    """The (B, m, t+d) basis of a uniform-knot :class:`BSpline` (d >= 1), evaluated locally.
+    """The basis of a uniform-knot :class:`BSpline` (d >= 1), (B, m·(t+d)), evaluated locally.
 
     On the knot interval j (u = (x − k₀)/h, j = ⌊u⌋, f = u − j) only the d+1 bases
     j−d … j are non-zero; their values follow the uniform Cox–de Boor recursion on f alone
@@ -205,12 +205,15 @@ def bspline_basis(e: BSpline, x: Tensor) -> Tensor:
                 term = right if term is None else term + right
             new.append(term / p)
         vals = new
-    ji = j.to(torch.long)
-    valid = ((ji >= 0) & (ji < n_int)).to(x.dtype).unsqueeze(-1)
-    local = torch.stack(vals, dim=-1) * valid  # (B, m, d+1)
-    idx = ji.clamp(0, n_int - 1).unsqueeze(-1) + torch.arange(d + 1, device=x.device)
-    buf = x.new_zeros(*x.shape, n_int + d).scatter(-1, idx, local)  # slot j+k = basis j−d+k
-    return buf[..., d : d + t + d]
+    width = t + d
+    b, m = x.shape
+    first = j.clamp(-d - 1, n_int).to(torch.long) - d  # basis index of vals[0]
+    bases = first.unsqueeze(-1) + torch.arange(d + 1, device=x.device)  # (B, m, d+1)
+    col = bases + (torch.arange(m, device=x.device) * width).view(1, m, 1)
+    dummy = m * width  # out-of-range bases go to one discarded slot
+    col = torch.where((bases >= 0) & (bases < width), col, torch.full_like(col, dummy))
+    buf = x.new_zeros(b, dummy + 1).scatter(1, col.view(b, -1), torch.stack(vals, -1).view(b, -1))
+    return buf[:, :dummy]  # (B, m·(t+d)), feature-major; a strided view, no copy
 
 
 def _plain(e: Expansion) -> bool:
@@ -225,7 +228,7 @@ def segments(e: Expansion, x: Tensor | None, m: int, offset: int = 0) -> list[Se
         value = None
         if x is not None:
             z = apply_list(e.preprocess, e.check_input(x))
-            value = bspline_basis(e, z).reshape(z.shape[0], -1)
+            value = bspline_basis(e, z)
         return [Segment(offset, e.calculate_D(m), "dense", "bspline (local, d+1 non-zeros)",
                         value=value)]
     if not _plain(e) or kind not in (Taylor, Extended, Nested):
