@@ -26,6 +26,7 @@ internally.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Mapping, Sequence
@@ -60,6 +61,24 @@ def _resolve_device(device: Any) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def _small_work_threads(device: torch.device, n_elements: int):
+    """Run small CPU problems on one intra-op thread (restored afterwards).
+
+    For tabular-sized tensors the synchronisation of several OpenMP threads costs more
+    than the arithmetic, and on a loaded machine it can make training 10x slower.
+    """
+    if device.type != "cpu" or n_elements > 1_000_000 or torch.get_num_threads() == 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _as_tuple_dims(dims: Any) -> list[int]:
@@ -248,7 +267,7 @@ class _RPNEstimatorBase(BaseEstimator):
         n = Xt.shape[0]
         bs = min(n, 1024 if self.batch_size == "auto" else int(self.batch_size))
         cuda_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
+        with torch.random.fork_rng(devices=cuda_devices), _small_work_threads(device, Xt.numel()):
             torch.manual_seed(seed)
             net = self._build_network(X.shape[1], n_out).to(device=device, dtype=dtype)
             gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -332,7 +351,7 @@ class _RPNEstimatorBase(BaseEstimator):
         device = p.device if p is not None else torch.device("cpu")
         dtype = p.dtype if p is not None else self._torch_dtype
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), _small_work_threads(device, X.size):
             Xt = torch.tensor(self._scale_inputs(X), dtype=dtype, device=device)
             for chunk in Xt.split(8192):
                 out.append(net(chunk).to("cpu", torch.float64))
