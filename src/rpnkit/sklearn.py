@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +54,8 @@ from .errors import ConfigurationError
 from .model import RPN
 
 __all__ = ["RPNClassifier", "RPNRegressor"]
+
+logger = logging.getLogger(__name__)
 
 _LOSSES = ("log_loss", "hinge")
 
@@ -326,6 +329,11 @@ class _RPNEstimatorBase(BaseEstimator):
                     self.validation_scores_.append(monitored)
                 else:
                     monitored = total
+                if self.verbose:
+                    logger.info(
+                        "%s epoch %d: train loss %.6g%s", type(self).__name__, epoch, total,
+                        f", validation loss {monitored:.6g}" if X_val is not None else "",
+                    )
                 if not math.isfinite(best) or monitored < best - self.tol * abs(best) - 1e-12:
                     best, stall = monitored, 0
                     if X_val is not None:
@@ -425,7 +433,8 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         ``model_`` then sees ``(X - x_mean_) / x_scale_`` and
         :func:`rpnkit.symbolic.to_sympy` folds the scaling back into the formula.
     verbose : int
-        Unused by the loop itself (library code never prints); kept for API parity.
+        When non-zero, log the loss of every epoch at INFO level on the
+        ``rpnkit.sklearn`` logger (library code never prints).
 
     Attributes
     ----------
