@@ -263,12 +263,16 @@ class LossConfig(_NamedParams):
 
 
 class TrainConfig(_Strict):
-    """``train:`` – optimisation protocol."""
+    """``train:`` – optimisation protocol.
 
-    epochs: int = Field(100, ge=0)
+    Defaults: 300 epochs, Adam (lr 0.01) with cosine decay, full batch when the training
+    split has at most ``full_batch_max`` samples, loss by task (mse / cross_entropy).
+    """
+
+    epochs: int = Field(300, ge=0)
     batch_size: int | None = Field(None, ge=1)
-    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="adam"))
-    scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig(name="none"))
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="adam", lr=0.01))
+    scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig(name="cosine"))
     loss: LossConfig | None = None
     metrics: list[str] | None = None
     grad_clip: float | None = Field(None, gt=0)
