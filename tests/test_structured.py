@@ -247,7 +247,7 @@ def test_taylor_inside_extended_and_nested(rec, no_materialisation, monkeypatch)
         d = kappa.calculate_D(4)
         rp = {"hm": {"p": 2, "q": divisor_near_sqrt(d)},
               "dual_lphm": {"p": 2, "q": divisor_near_sqrt(d), "r": 2}}.get(rec, {})
-        head = make_head(exp, rec, ep, rp, m=4, n=4)
+        head = make_head(exp, rec, ep, rp, m=4, n=2)
         path = {"identity": "dense-bilinear", "lorr": "lowrank-bilinear",
                 "constant_eye": "eye-prefix"}.get(rec, "kron-structured")
         if rec == "constant_eye":  # the prefix of extended is the bspline block
@@ -399,3 +399,14 @@ def test_bspline_degree_zero_uses_the_definition():
     head = make_head("bspline", "identity", {"t": 4, "d": 0}, {})
     assert "local" not in head.plan()
     check_equal(head, inputs())
+
+
+def test_dense_weight_materialises_when_n_is_not_below_m():
+    head = make_head("taylor", "identity", {"d": 2}, {}, m=4, n=4)
+    plan = head.plan()
+    assert plan.startswith("path: materialised-κ")
+    assert "n=4 >= m=4" in plan
+    check_equal(head, inputs(4))
+    assert st.path_name(make_head("taylor", "identity", {"d": 2}, {}, m=5, n=4)) == (
+        "dense-bilinear"
+    )

@@ -8,8 +8,9 @@ without ever forming the big blocks:
 
 * ``dense`` segments – columns that are cheap to materialise (x itself, B-splines,
   RBFs, …) or whose structure is not exploited;
-* ``power`` segments – the ordered tensor power ``z^{⊗k}`` of a base z (B×m), the
-  degree-k block of :class:`~rpnkit.expansion.polynomial.Taylor` (also inside
+* ``power`` segments – ``lead ⊗ z^{⊗(k-1)}`` of a base z (B×m): Taylor's degrees 1 and 2
+  together as ``[x | x⊗x] = [1; x] ⊗ x`` (lead = x̃ = [1; x]) and its degree-k blocks
+  ``x^{⊗k}`` for k ≥ 3 (:class:`~rpnkit.expansion.polynomial.Taylor`, also inside
   ``extended`` and as the last stage of ``nested``);
 * ``sympower`` segments – the unique monomials of degree k (``Taylor(symmetric=True)``).
 
@@ -17,8 +18,10 @@ Paths (see :func:`plan`, reported by :meth:`RPNHead.plan`):
 
 ``dense-bilinear``
     identity / masking / hypernet ψ: the n×D matrix is used as it is (it *is* the
-    parameter), but x^{⊗k} is contracted with the reshaped weight (batched GEMM,
-    then one reduction per further degree) instead of being formed.
+    parameter), but x^{⊗k} is contracted with the reshaped weight (one GEMM – for a
+    standalone Taylor d=2, ``w.reshape(n·(m+1), m)`` is a view – then one reduction per
+    further index) instead of being formed. Symmetric Taylor blocks are cheaper to
+    gather (C = unique monomials, B×C) and multiply, so that pair materialises.
 ``lowrank-bilinear``
     lorr ``(κB)Aᵀ`` and random matrix adaption: the D×r factor's degree-k rows are
     reshaped to (m, …, m, r) and contracted with x one index at a time:
@@ -36,7 +39,11 @@ Paths (see :func:`plan`, reported by :meth:`RPNHead.plan`):
     closed forms for the constant reconciliations (rowsum of x^{⊗k} is (Σx)^k).
 ``materialised-κ``
     the generic fallback: κ(X) is built and ``reconciliation.apply`` (already
-    factorised in ψ) is used. Always exact, for every (κ, ψ) pair.
+    factorised in ψ) is used. Always exact, for every (κ, ψ) pair. A uniform B-spline
+    (d >= 1) is built by :func:`bspline_basis` (d+1 non-zeros per feature) instead of
+    the full Cox–de Boor recursion.
+
+``FORCE_FFT`` (module attribute) pins the Kronecker correlation method for tests.
 
 Every path is exact (up to floating point rounding), differentiable, and keeps the
 input's dtype and device. Pre-processing is applied before the structure is used;
@@ -72,6 +79,8 @@ __all__ = [
     "plan",
     "path_name",
     "symmetric_block",
+    "bspline_basis",
+    "FORCE_FFT",
 ]
 
 
@@ -525,6 +534,12 @@ def _choose(head, segs: list[Segment]) -> tuple[str, str]:
                 "symmetric monomials are gathered directly (B×C, C = unique monomials) and "
                 "multiplied by the n×C weight: fewer flops than any bilinear form over a "
                 "full m×m weight"
+            )
+        m_min = min(s.m for s in segs if s.kind == "power")
+        if head.n >= m_min:
+            return "materialised-κ", (
+                f"n={head.n} >= m={m_min}: a bilinear form would hold a B×n×m intermediate, "
+                "no smaller than the B×m² block it avoids, so κ(x) is built (same GEMM flops)"
             )
         return "dense-bilinear", (
             "ψ(w) is the n×D parameter itself; x^{⊗k} is contracted with the reshaped weight "
