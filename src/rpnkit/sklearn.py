@@ -3,10 +3,11 @@
 Both follow the scikit-learn estimator contract (constructor stores hyperparameters
 only; ``fit`` / ``predict`` / ``score``; ``get_params`` / ``set_params``; ``clone``;
 pickling) and pass ``sklearn.utils.estimator_checks`` (see ``tests/test_sklearn.py``).
-They carry their own compact training loop (AdamW, full batch for small data or
-shuffled minibatches, optional early stopping on an internal validation split that
-restores the best weights), seeded by ``random_state`` without touching the global
-torch RNG.
+They carry their own compact training loop (Adam with an L2 penalty, AdamW or
+full-batch L-BFGS; full batch for small data or shuffled minibatches; optional early
+stopping on an internal validation split that restores the best weights), seeded by
+``random_state`` without touching the global torch RNG. Small CPU problems run on one
+intra-op thread during ``fit``/``predict`` (the previous setting is restored after).
 
 The network is ``RPN.from_dims([n_features, *dims, n_outputs], ...)`` built from the
 ``expansion`` / ``reconciliation`` / ``remainder`` names and their ``*_params``, or one
@@ -14,8 +15,8 @@ of the classic models of :mod:`rpnkit.models` when ``model`` names one
 (``"naive_bayes"``, ``"pgm"``, ``"kan"``, ``"kernel_svm"``, ``"mlp"``, with
 ``model_params``).
 
-Defaults (no tuning, standardised inputs expected, e.g. ``make_pipeline(StandardScaler(),
-RPNClassifier())``): a single RPN layer with a symmetric degree-2 Taylor expansion
+Defaults (no tuning; inputs are standardised internally, so a ``StandardScaler`` in
+front is optional): a single RPN layer with a symmetric degree-2 Taylor expansion
 (every monomial x_i and x_i x_j once), identity reconciliation, zero remainder and a
 bias – i.e. a quadratic logistic / polynomial regression model. The classifier trains
 full-batch with Adam (lr 0.02) and an L2 penalty of 3e-3 for at most 300 epochs,
