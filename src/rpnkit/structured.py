@@ -221,7 +221,7 @@ def bspline_basis(e: BSpline, x: Tensor) -> Tensor:
     col = bases + (torch.arange(m, device=x.device) * width).view(1, m, 1)
     dummy = m * width  # out-of-range bases go to one discarded slot
     col = torch.where((bases >= 0) & (bases < width), col, torch.full_like(col, dummy))
-    buf = x.new_zeros(b, dummy + 1).scatter(1, col.view(b, -1), torch.stack(vals, -1).view(b, -1))
+    buf = x.new_zeros(b, dummy + 1).scatter(1, col.reshape(b, -1), torch.stack(vals, -1).reshape(b, -1))
     return buf[:, :dummy]  # (B, m·(t+d)), feature-major; a strided view, no copy
 
 
