@@ -27,7 +27,7 @@ def _expected_failed(estimator):
 
 
 @parametrize_with_checks(
-    [RPNClassifier(**_FAST), RPNRegressor(**_FAST)],
+    [RPNClassifier(**_FAST), RPNRegressor(**_FAST), RPNClassifier(model="kan", **_FAST)],
     expected_failed_checks=_expected_failed,
 )
 def test_sklearn_estimator_checks(estimator, check):

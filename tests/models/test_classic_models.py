@@ -200,3 +200,11 @@ def test_pgm_pairwise_gaussian_factors():
     expected = feats @ W.T + x @ head.remainder.weight.detach().numpy().T + head.bias.detach().numpy()
     np.testing.assert_allclose(model(torch.tensor(x)).detach().numpy(), expected, rtol=1e-10)
     assert m + m * (m - 1) // 2 == head.D
+
+
+@pytest.mark.parametrize("name", ["mlp", "kan", "kernel_svm", "naive_bayes", "pgm"])
+def test_non_contiguous_input(name):
+    torch.manual_seed(5)
+    model = build_model(name, dims=[3, 4, 2]).double()
+    x = torch.randn(3, 6, dtype=torch.float64).t()  # (6, 3), not contiguous
+    torch.testing.assert_close(model(x), model(x.contiguous()))
