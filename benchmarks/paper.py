@@ -273,6 +273,7 @@ def render(store: dict, md_path: Path) -> None:
              "training (cherry-picked epoch), mean over 5 seeds. Entries with ± are mean±std over seeds.")
     L.append("")
     notes = []
+    totals = {"n": 0, "rpn_beats_mlp": 0, "mlp_beats_paper_mlp": 0, "with_ref": 0, "fallback": 0}
     for kind, ref, paper_cols in (
         ("elementary", REF.ELEMENTARY, ("MLP", "KAN", "RPN-Ext", "RPN-Nstd")),
         ("composite", REF.COMPOSITE, ("MLP", "KAN", "RPN-Ext", "RPN-Nstd")),
@@ -335,6 +336,12 @@ def render(store: dict, md_path: Path) -> None:
         L.append(f"*Summary:* {s}")
         L.append("")
         notes.append(s)
+        totals["n"] += n
+        totals["rpn_beats_mlp"] += cnt["ext_vs_mlp"][0]
+        totals["mlp_beats_paper_mlp"] += cnt["mlp_vs_paper_mlp"][0]
+        totals["with_ref"] += sum(cnt["mlp_vs_paper_mlp"])
+        totals["fallback"] += sum(int(bool(m.get("fallback"))) for row in sec["rows"].values()
+                                  for m in row["models"].values())
 
     sec = store.get("tabular")
     if sec and sec["rows"]:
@@ -405,6 +412,19 @@ def render(store: dict, md_path: Path) -> None:
     for s in notes:
         L.append(f"* {s}")
     L.append("")
+    if totals["n"]:
+        L.append(
+            f"Reading: over the {totals['n']} functions, our better RPN (Ext or Nstd, best-val) beats "
+            f"our same-size MLP trained under the identical protocol on {totals['rpn_beats_mlp']}; that "
+            f"MLP is better than the paper's MLP figure on {totals['mlp_beats_paper_mlp']} of "
+            f"{totals['with_ref']}. The paper's large RPN-over-MLP margins therefore come largely from "
+            "a weak MLP baseline: against a well-trained MLP of the same size the RPNs win only on a "
+            "minority of functions (see the per-section counts). Against the paper's own RPN figures "
+            "we do best on the Feynman set and trail on most elementary/composite functions, whose "
+            "paper figures are 1e-7..1e-9 (best test epoch of 2,000) while our short L-BFGS runs "
+            f"settle near 1e-5..1e-6. {totals['fallback']} model/function entries used the Adam "
+            "fallback (†).")
+        L.append("")
     L.append("\"Match\" means within a factor 3 of the paper's MSE. Our numbers are not directly "
              "comparable where the protocols differ: the paper picks the best *test* epoch (we never "
              "look at the test split for selection), it uses 5 seeds and 2,000 epochs where we may "
@@ -414,6 +434,11 @@ def render(store: dict, md_path: Path) -> None:
         L.append("")
         L.append(f"Generated {meta.get('date', '')} with rpnkit on {meta.get('machine', '')}; "
                  f"command: `{meta.get('command', '')}`.")
+    meta = store.get("_meta_mnist", {})
+    if meta:
+        L.append(f"The MNIST section was generated separately on a GPU machine ({meta.get('machine', '')}), "
+                 f"{meta.get('date', '')}; command: `{meta.get('command', '')}` (its JSON merged "
+                 "into paper.json).")
     md_path.write_text("\n".join(L) + "\n")
 
 
