@@ -183,6 +183,17 @@ def main(argv: list[str] | None = None) -> int:
         t = sum(results[name][ds][2] for ds in args.datasets)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {t:.1f} |")
     lines += ["", "Best mean per dataset in bold.", ""]
+    rpn = [n for n in names if n.startswith("RPN")]
+    base = [n for n in names if not n.startswith("RPN")]
+    if rpn and base:
+        lines += ["## Best RPN variant vs best scikit-learn baseline", "",
+                  "| dataset | best RPN | best scikit-learn | difference |", "|---|---|---|---|"]
+        for ds in args.datasets:
+            r = max(rpn, key=lambda n: results[n][ds][0])
+            b = max(base, key=lambda n: results[n][ds][0])
+            rm, bm = results[r][ds][0], results[b][ds][0]
+            lines.append(f"| {ds} | {rm:.3f} ({r}) | {bm:.3f} ({b}) | {rm - bm:+.3f} |")
+        lines.append("")
 
     paper_ds = [d for d in ("iris", "pima", "banknote") if d in args.datasets]
     if paper_ds:
