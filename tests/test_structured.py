@@ -410,3 +410,16 @@ def test_dense_weight_materialises_when_n_is_not_below_m():
     assert st.path_name(make_head("taylor", "identity", {"d": 2}, {}, m=5, n=4)) == (
         "dense-bilinear"
     )
+
+
+@pytest.mark.parametrize("force", [True, None])
+def test_low_precision_inputs_take_the_direct_correlation(force, monkeypatch):
+    monkeypatch.setattr(st, "FORCE_FFT", force)
+    head = RPNHead(6, 4, expansion="taylor", reconciliation="hm",
+                   reconciliation_params={"p": 2, "q": 7}).to(torch.bfloat16)
+    x = torch.rand(3, 6, dtype=torch.bfloat16)
+    y = head(x)
+    assert y.dtype == torch.bfloat16
+    with torch.no_grad():
+        y0 = st.materialised_product(head.double(), x.double())
+    assert rel(y.double().detach(), y0) <= 3e-2

@@ -461,7 +461,7 @@ def _power2_kron(s: Segment, r: Tensor, q: int) -> tuple[Tensor, Tensor]:
     rows, a_idx = _on(rows, dev, key + ("r",)), _on(a_idx, dev, key + ("a",))
     slot, lags = _on(slot, dev, key + ("s",)), _on(lags, dev, key + ("l",))
     fft, size = _use_fft(b, m, t, lags.numel(), c)
-    if fft:
+    if fft and z.dtype in (torch.float32, torch.float64):  # no bf16/fp16 FFTs everywhere
         # corr[o] = Σ_β R[o+β] z[β] = (R * flip(z))[o + m - 1]: one rfft per R column and
         # per sample, a product, one irfft per (sample, column); FFTs run on the last dim.
         rf = torch.fft.rfft(r.t(), n=size, dim=-1)  # (c, F)
