@@ -445,13 +445,13 @@ def render(store: dict, md_path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=100, help="epochs for function approximation")
     ap.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs",
                     help="optimizer for function approximation")
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--tab-epochs", type=int, default=200)
-    ap.add_argument("--mnist-epochs", type=int, default=3)
+    ap.add_argument("--tab-epochs", type=int, default=1000)
+    ap.add_argument("--mnist-epochs", type=int, default=50)
     ap.add_argument("--mnist-root", default=os.environ.get("RPNKIT_MNIST", "../shared/datasets/mnist"))
     ap.add_argument("--mnist-models", default=None, help="comma list of substrings to select models")
     ap.add_argument("--equations", default=None, help="comma list of equation ids (subset)")
