@@ -10,9 +10,10 @@ test score seen during training).
 
 Usage::
 
-    python benchmarks/paper.py                       # reduced default protocol
-    python benchmarks/paper.py --seeds 5 --epochs 2000   # the paper's protocol
-    python benchmarks/paper.py --only elementary,tabular --seeds 1 --epochs 300
+    nice python benchmarks/paper.py --only elementary,composite,feynman,tabular   # reduced protocol
+    python benchmarks/paper.py --only mnist --device cuda --mnist-root DIR      # on a GPU
+    python benchmarks/paper.py --seeds 5 --optimizer adam --epochs 2000         # closer to the paper
+    python benchmarks/paper.py --only elementary --equations E.3,E.14 --seeds 1
 
 Results accumulate in benchmarks/results/paper.json (one entry per section, so sections
 can be run separately, e.g. MNIST on a GPU machine) and paper.md is rendered from it.

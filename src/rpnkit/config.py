@@ -223,6 +223,15 @@ class ModelConfig(BaseModel):
         kw.update(copy.deepcopy(self.model_extra or {}))
         return {"dims": list(self.dims), **kw}
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data; for models other than ``rpn`` only the options that were given."""
+        out = self.model_dump(mode="json")
+        if self.name != "rpn":
+            for key in _RPN_FIELDS:
+                if key not in self.model_fields_set:
+                    out.pop(key, None)
+        return out
+
     def title(self) -> str:
         if self.label:
             return self.label
@@ -320,7 +329,10 @@ class RunConfig(_Strict):
         return v
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        out = self.model_dump(mode="json")
+        out["model"] = self.model.to_dict()
+        out["baselines"] = [b.to_dict() for b in self.baselines]
+        return out
 
 
 # ----------------------------------------------------------------------------- loading

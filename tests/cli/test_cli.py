@@ -238,3 +238,26 @@ def test_internal_errors_exit_1(tmp_path, capsys, monkeypatch):
     assert code == 1
     assert "internal error: RuntimeError: simulated bug" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_non_rpn_model_run_folder_evaluates(tmp_path, capsys):
+    cfg = dict(CFG, model={"name": "torch_mlp", "dims": [2, 8, 1]})
+    cfg["train"] = dict(CFG["train"], epochs=5)
+    out = tmp_path / "mlp"
+    assert main(["train", str(_write(tmp_path, cfg)), "--out", str(out), "--quiet"]) == 0
+    res = _last_json(capsys.readouterr().out)
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert "expansion" not in saved["model"]
+    assert main(["eval", str(out)]) == 0
+    assert _last_json(capsys.readouterr().out)["test"] == res["test"]
+
+
+def test_run_with_out_keeps_evaluable_folders(tmp_path, capsys):
+    cfg = dict(CFG, baselines=[{"name": "torch_mlp", "dims": [2, 5, 1]}])
+    cfg["train"] = dict(CFG["train"], epochs=5)
+    out = tmp_path / "runs"
+    assert main(["run", str(_write(tmp_path, cfg)), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    for sub in ("model", "baseline0"):
+        assert (out / sub / "metrics.json").exists()
+        assert main(["eval", str(out / sub)]) == 0

@@ -7,6 +7,7 @@ written), 1 internal error, 130 interrupted (state saved for ``--resume``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -269,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rpnkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `rpnkit list | head`: stop quietly
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except SystemExit as exc:  # --help
         return int(exc.code or 0) if isinstance(exc.code, int) else 0
     except Exception as exc:
