@@ -185,6 +185,7 @@ def _cmd_run(args) -> int:
     from ..config import load_config
     from ..training import (
         InterruptFlag,
+        Prepared,
         TrainingInterrupted,
         build_from_config,
         count_params,
@@ -194,6 +195,7 @@ def _cmd_run(args) -> int:
         train_run,
     )
     from ..training.engine import output_width
+    from ..training.run import choose_threads, num_threads
 
     _setup_logging(args.quiet)
     sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
@@ -217,15 +219,15 @@ def _cmd_run(args) -> int:
             for tag, mc in models:
                 model = prep.model if tag == "model" else build_from_config(
                     mc, cfg.seed, b.n_features, width, tag)
+                threads = choose_threads(cfg.train.threads, model, prep.device)
                 if out is not None:
                     sub_cfg = cfg.model_copy(update={"model": mc, "baselines": []})
-                    from ..training import Prepared
-
-                    p2 = Prepared(sub_cfg, b, model, prep.device, prep.loss, width)
+                    p2 = Prepared(sub_cfg, b, model, prep.device, prep.loss, width, threads)
                     res = train_run(p2, out / tag, progress=not args.quiet, interrupt=flag)
                 else:
-                    res = fit(model, b, cfg.train, seed=cfg.seed, device=prep.device,
-                              progress=not args.quiet, interrupt=flag)
+                    with num_threads(threads):
+                        res = fit(model, b, cfg.train, seed=cfg.seed, device=prep.device,
+                                  progress=not args.quiet, interrupt=flag)
                 rows.append((mc.title(), count_params(model), res))
     except TrainingInterrupted:
         print("rpnkit: interrupted", file=sys.stderr)

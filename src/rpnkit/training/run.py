@@ -15,6 +15,7 @@ All files are written atomically (temporary file + rename).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ from .engine import (
 )
 
 __all__ = ["Prepared", "prepare", "build_from_config", "train_run", "eval_run", "count_params",
-           "write_text_atomic", "set_threads"]
+           "write_text_atomic", "set_threads", "choose_threads", "num_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,18 +100,39 @@ def build_from_config(mc: ModelConfig, seed: int, in_width: int, out_width: int,
 SMALL_MODEL = 200_000
 
 
-def set_threads(threads: int | None, model: nn.Module, device: torch.device) -> int:
-    """CPU threads for this run: ``threads`` or, by default, 1 for small models.
+def choose_threads(threads: int | None, model: nn.Module, device: torch.device) -> int | None:
+    """CPU threads for a run: ``threads`` or, by default, 1 for small models (None: leave as is).
 
     Small models are dominated by per-op overhead, where extra threads only add
     contention. Training and ``eval`` apply the same rule, so results match exactly.
     """
     if device.type != "cpu":
-        return torch.get_num_threads()
+        return None
     if threads is None:
-        threads = 1 if count_params(model) < SMALL_MODEL else (os.cpu_count() or 1)
-    torch.set_num_threads(int(threads))
+        return 1 if count_params(model) < SMALL_MODEL else None
     return int(threads)
+
+
+def set_threads(threads: int | None, model: nn.Module, device: torch.device) -> int:
+    """Apply :func:`choose_threads` to the whole process (scripts); returns the thread count."""
+    n = choose_threads(threads, model, device)
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Temporarily use ``n`` CPU threads (None: unchanged); restores the previous count."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass
@@ -121,6 +143,7 @@ class Prepared:
     device: torch.device
     loss: str
     out_width: int
+    threads: int | None = None
 
 
 def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
@@ -134,12 +157,12 @@ def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
     if cfg.train.metrics:
         check_metrics(cfg.train.metrics, bundle.task)
     model = build_from_config(cfg.model, cfg.seed, bundle.n_features, width)
-    set_threads(cfg.train.threads, model, dev)
+    threads = choose_threads(cfg.train.threads, model, dev)
     for i, b in enumerate(cfg.baselines):  # validate baselines too (built again when trained)
         build_from_config(b, cfg.seed, bundle.n_features, width, f"baselines[{i}]")
     if cfg.train.optimizer.name == "lbfgs" and cfg.train.batch_size is not None:
         logger.info("lbfgs with mini-batches: one L-BFGS step per batch")
-    return Prepared(cfg, bundle, model, dev, lname, width)
+    return Prepared(cfg, bundle, model, dev, lname, width, threads)
 
 
 def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str) -> dict[str, Any]:
@@ -172,6 +195,12 @@ def train_run(
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "config.yaml", dump_config(cfg))
+    with num_threads(prep.threads):
+        return _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
+
+
+def _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> FitResult:
+    cfg = prep.cfg
     result = fit(
         prep.model,
         prep.bundle,
@@ -235,9 +264,10 @@ def eval_run(run_dir: Path, device: str | None = None, which: str = "final") -> 
     prep.model.to(device=prep.device, dtype=dtype)
     prep.model.load_state_dict(payload["state_dict"])
     metrics = cfg.train.metrics or None
-    res = {
-        s: evaluate(prep.model, prep.bundle, s, prep.loss, metrics, prep.device, dtype,
-                    cfg.train.eval_batch_size)
-        for s in ("test", "val", "train")
-    }
+    with num_threads(prep.threads):
+        res = {
+            s: evaluate(prep.model, prep.bundle, s, prep.loss, metrics, prep.device, dtype,
+                        cfg.train.eval_batch_size)
+            for s in ("test", "val", "train")
+        }
     return _jsonable({**res, "epoch": payload.get("epoch"), "checkpoint": name})
