@@ -691,11 +691,13 @@ def expansion_product(head, x: Tensor) -> Tensor:
     if not torch.is_floating_point(first.value if first.kind == "dense" else first.base):
         dtype = head.w.dtype
     w = head.w if head.w.dtype == dtype else head.w.to(dtype)
+    # one channel: a view (its backward is free; unbind's stacks an l-sized gradient)
+    ws = [w.view(-1)] if head.channels == 1 else w.unbind(0)
     if path == "materialised-κ":
         kx = _materialise(segs)
-        parts = [rec.apply(kx, wc, head.n, head.D) for wc in w.unbind(0)]
+        parts = [rec.apply(kx, wc, head.n, head.D) for wc in ws]
     else:
-        parts = [_apply_one(head, path, segs, wc, x) for wc in w.unbind(0)]
+        parts = [_apply_one(head, path, segs, wc, x) for wc in ws]
     return head.fuse_channels(parts)
 
 
