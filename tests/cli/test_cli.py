@@ -261,3 +261,30 @@ def test_run_with_out_keeps_evaluable_folders(tmp_path, capsys):
     for sub in ("model", "baseline0"):
         assert (out / sub / "metrics.json").exists()
         assert main(["eval", str(out / sub)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("train", "fragment"),
+    [
+        ({"optimizer": {"name": "adam", "lr": -1}}, "lr must be"),
+        ({"optimizer": {"name": "adam", "betas": [0.9]}}, "betas must be"),
+        ({"monitor": "accuracy"}, "monitor"),
+        ({"metrics": ["accuracy"]}, "does not apply"),
+        ({"scheduler": {"name": "step", "step_size": 0}}, "step_size"),
+    ],
+)
+def test_bad_training_options_fail_before_writing(tmp_path, capsys, train, fragment):
+    cfg = dict(CFG, train=dict(CFG["train"], **train))
+    out = tmp_path / "never"
+    assert main(["train", str(_write(tmp_path, cfg)), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_early_stopping_needs_validation(tmp_path, capsys):
+    cfg = dict(CFG, train=dict(CFG["train"], early_stopping=3))
+    cfg["data"] = dict(CFG["data"], split={"train": 0.5, "val": 0.0, "test": 0.5})
+    assert main(["train", str(_write(tmp_path, cfg)), "--out", str(tmp_path / "o")]) == 2
+    assert "validation split" in capsys.readouterr().err

@@ -37,6 +37,12 @@ class Adam:
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        if (
+            not isinstance(betas, (list, tuple))
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+        ):
+            raise ConfigurationError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.kw = {"lr": _pos("lr", lr), "betas": tuple(betas), "eps": _pos("eps", eps),
                    "weight_decay": _pos("weight_decay", weight_decay, True), "amsgrad": bool(amsgrad)}
 

@@ -135,6 +135,34 @@ def num_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+def _check_train(cfg: RunConfig, model: nn.Module, bundle: DataBundle, lname: str) -> None:
+    """Build optimizer, scheduler and loss once (then discard them) so that bad options fail
+    before anything is written."""
+    from .components import LOSSES, OPTIMIZERS, SCHEDULERS, check_metrics, default_metrics
+
+    t = cfg.train
+    metrics = check_metrics(t.metrics, bundle.task) if t.metrics else default_metrics(bundle.task)
+    if t.monitor != "loss" and t.monitor not in metrics:
+        raise ConfigurationError(
+            f"train.monitor {t.monitor!r} is neither 'loss' nor one of the metrics {metrics}"
+        )
+    if t.early_stopping is not None and bundle.size("val") == 0:
+        raise ConfigurationError(
+            "train.early_stopping needs a validation split: set data.split.val > 0"
+        )
+    loss_params = t.loss.params() if t.loss is not None else {}
+    try:
+        LOSSES.build(lname, **loss_params)()
+        opt = OPTIMIZERS.build(t.optimizer.name, **t.optimizer.params())(
+            [p for p in model.parameters() if p.requires_grad]
+        )
+        SCHEDULERS.build(t.scheduler.name, **t.scheduler.params())(opt, t.epochs)
+    except ConfigurationError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"train: {exc}") from None
+
+
 @dataclass
 class Prepared:
     cfg: RunConfig
@@ -158,6 +186,7 @@ def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
         check_metrics(cfg.train.metrics, bundle.task)
     model = build_from_config(cfg.model, cfg.seed, bundle.n_features, width)
     threads = choose_threads(cfg.train.threads, model, dev)
+    _check_train(cfg, model, bundle, lname)
     for i, b in enumerate(cfg.baselines):  # validate baselines too (built again when trained)
         build_from_config(b, cfg.seed, bundle.n_features, width, f"baselines[{i}]")
     if cfg.train.optimizer.name == "lbfgs" and cfg.train.batch_size is not None:
