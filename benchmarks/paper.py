@@ -75,7 +75,11 @@ def run_functions(kind: str, args, store: dict) -> None:
         ids = [i for i in ids if i in args.equations]
     if args.optimizer == "lbfgs":
         opt = {"name": "lbfgs", "lr": 1.0, "max_iter": 20}
-        opt_text = "L-BFGS (lr 1, strong-Wolfe line search, up to 20 iterations per epoch), full batch"
+        opt_text = "L-BFGS (lr 1, strong-Wolfe line search, up to 20 iterations per epoch"
+        if args.dtype == "float64":
+            opt.update(tolerance_grad=0.0, tolerance_change=0.0)
+            opt_text += ", convergence tolerances 0 so all iterations run"
+        opt_text += f"), full batch, {args.dtype}"
         sched = "none"
     else:
         opt = {"name": "adam", "lr": args.lr}
@@ -83,10 +87,11 @@ def run_functions(kind: str, args, store: dict) -> None:
         sched = "cosine"
     train_cfg = TrainConfig.model_validate({
         "epochs": args.epochs, "optimizer": opt, "scheduler": sched, "loss": "mse",
+        "dtype": args.dtype,
     })
     fallback_cfg = TrainConfig.model_validate({
         "epochs": 10 * args.epochs, "optimizer": {"name": "adam", "lr": 0.01}, "scheduler": "cosine",
-        "loss": "mse", "grad_clip": 1.0,
+        "loss": "mse", "grad_clip": 1.0, "dtype": args.dtype,
     })
     # Feynman variables live on ranges such as [1, 5], far outside the B-spline grid
     # [-1, 1]: standardise them. Elementary/composite inputs stay raw (already in [0, 1]).
@@ -451,6 +456,8 @@ def main() -> None:
     ap.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs",
                     help="optimizer for function approximation")
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                    help="dtype for function approximation")
     ap.add_argument("--tab-epochs", type=int, default=1000)
     ap.add_argument("--mnist-epochs", type=int, default=50)
     ap.add_argument("--mnist-root", default=os.environ.get("RPNKIT_MNIST", "../shared/datasets/mnist"))

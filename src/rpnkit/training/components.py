@@ -81,11 +81,14 @@ class LBFGS:
     """L-BFGS (full batch; one optimizer step per epoch, with strong-Wolfe line search)."""
 
     def __init__(self, lr: float = 1.0, max_iter: int = 20, history_size: int = 100,
-                 line_search: str | None = "strong_wolfe") -> None:
+                 line_search: str | None = "strong_wolfe", tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9) -> None:
         if line_search not in (None, "strong_wolfe"):
             raise ConfigurationError(f"lbfgs line_search must be null or 'strong_wolfe', got {line_search!r}")
         self.kw = {"lr": _pos("lr", lr), "max_iter": int(max_iter),
-                   "history_size": int(history_size), "line_search_fn": line_search}
+                   "history_size": int(history_size), "line_search_fn": line_search,
+                   "tolerance_grad": _pos("tolerance_grad", tolerance_grad, True),
+                   "tolerance_change": _pos("tolerance_change", tolerance_change, True)}
 
     def __call__(self, params) -> torch.optim.Optimizer:
         return torch.optim.LBFGS(params, **self.kw)
