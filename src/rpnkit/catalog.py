@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.update:
         changed = update_readme(args.update)
-        print(f"{args.update}: {'updated' if changed else 'already up to date'}")
+        sys.stdout.write(f"{args.update}: {'updated' if changed else 'already up to date'}\n")
     else:
         sys.stdout.write(render_catalog())
     return 0
