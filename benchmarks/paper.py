@@ -417,6 +417,8 @@ def render(store: dict, md_path: Path) -> None:
     L.append("")
     for s in notes:
         L.append(f"* {s}")
+    for s in store.get("_notes", []):
+        L.append(f"* {s}")
     L.append("")
     if totals["n"]:
         L.append(
@@ -427,8 +429,8 @@ def render(store: dict, md_path: Path) -> None:
             "a weak MLP baseline: against a well-trained MLP of the same size the RPNs win only on a "
             "minority of functions (see the per-section counts). Against the paper's own RPN figures "
             "we do best on the Feynman set and trail on most elementary/composite functions, whose "
-            "paper figures are 1e-7..1e-9 (best test epoch of 2,000) while our short L-BFGS runs "
-            f"settle near 1e-5..1e-6. {totals['fallback']} model/function entries used the Adam "
+            "paper figures are 1e-7..1e-9 (best test epoch of 2,000) while our 100-epoch L-BFGS runs "
+            f"mostly settle between 1e-5 and 1e-7. {totals['fallback']} model/function entries used the Adam "
             "fallback (†).")
         L.append("")
     L.append("\"Match\" means within a factor 3 of the paper's MSE. Our numbers are not directly "
