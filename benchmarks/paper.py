@@ -300,7 +300,7 @@ def render(store: dict, md_path: Path) -> None:
         L.append("")
         first = next(iter(sec["rows"].values()))
         params = ", ".join(f"{k} {v['params']}" for k, v in first["models"].items())
-        L.append(f"Parameter counts (first row): {params}.")
+        L.append(f"Parameter counts (first row{', they grow with the number of variables' if kind == 'feynman' else ''}): {params}.")
         L.append("")
         hdr = "| Eq | f | MLP final | MLP best-val | RPN-Ext final | RPN-Ext best-val | RPN-Nstd final | RPN-Nstd best-val | " + \
               " | ".join(f"paper {c}" for c in paper_cols) + " |"
