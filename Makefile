@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rpnkit-installed
 
-.PHONY: setup run test lint bench cov clean
+.PHONY: setup run test lint bench paper tabular cov clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q
+
+# long experiment scripts (tens of minutes on 2 cores); see benchmarks/results/*.md
+paper: setup
+	$(PY) benchmarks/paper.py $(BENCH_ARGS)
+
+tabular: setup
+	$(PY) benchmarks/tabular.py $(BENCH_ARGS)
 
 cov: setup
 	$(PY) -m pytest -q --cov=rpnkit --cov-report=term
