@@ -562,32 +562,10 @@ def _choose(head, segs: list[Segment]) -> tuple[str, str]:
     )
 
 
-def _factors(rec, w: Tensor, n: int, d: int) -> list[Tensor]:
-    """The SPEC §7 factor layout of w, cut with one ``torch.split`` (cheap backward)."""
-    rec.check_w(w, n, d)
-    rt = type(rec)
-    if rt is LowRank:
-        shapes = [(n, rec.r), (d, rec.r)]
-    elif rt is RandomMatrixAdaption:
-        shapes = [(n,), (rec.r,)]
-    else:
-        s, t = n // rec.p, d // rec.q
-        if rt is HM:
-            shapes = [(rec.p, rec.q), (s, t)]
-        elif rt is LPHM:
-            shapes = [(rec.p, rec.q), (s, rec.r), (t, rec.r)]
-        elif rt is DualLPHM:
-            shapes = [(rec.p, rec.r), (rec.q, rec.r), (s, rec.r), (t, rec.r)]
-        else:
-            shapes = [(s, t)]
-    sizes = [math.prod(sh) for sh in shapes]
-    return [p.reshape(sh) for p, sh in zip(torch.split(w, sizes), shapes)]
-
-
 def _kron_parts(rec, w: Tensor, n: int, d: int, dtype):
     """(R, left on H (B,q,c)→(B,p,c), left on u (B,q)→(B,p), post (c, s) or None)."""
     rt = type(rec)
-    fs = [f.to(dtype) for f in _factors(rec, w, n, d)]
+    fs = [f.to(dtype) for f in rec.factors(w, n, d)]
     if rt is HM:
         a, bm = fs
         return bm.t(), lambda h: torch.matmul(a, h), lambda u: u @ a.t(), None
@@ -655,10 +633,10 @@ def _apply_one(head, path: str, segs: list[Segment], w: Tensor, x: Tensor) -> Te
         return dense_left(segs, w_mat)
     if path == "lowrank-bilinear":
         if rt is LowRank:
-            a, bm = _factors(rec, w, n, d)
+            a, bm = rec.factors(w, n, d)
             z = right_product(segs, bm)
             return z @ a.to(z.dtype).t()
-        lam1, lam2 = _factors(rec, w, n, d)
+        lam1, lam2 = rec.factors(w, n, d)
         rec.ensure_bound(n, d)
         a = rec.A.to(device=w.device, dtype=w.dtype)
         bm = rec.B.to(device=w.device, dtype=w.dtype)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
@@ -96,6 +98,17 @@ class Reconciliation(nn.Module):
                 f"{type(self).__name__}: w must have shape ({ell},) for n={n}, D={D}, got "
                 f"{tuple(w.shape)}"
             )
+
+    def factor_shapes(self, n: int, D: int) -> list[tuple[int, ...]]:  # noqa: N803
+        """Shapes of the pieces w is cut into, in order (SPEC §7 layout, row-major)."""
+        raise NotImplementedError(f"{type(self).__name__} has no factorised layout")
+
+    def factors(self, w: Tensor, n: int, D: int) -> list[Tensor]:  # noqa: N803
+        """Cut w into its factors (one ``torch.split``, so the backward is one cat)."""
+        self.check_w(w, n, D)
+        shapes = self.factor_shapes(n, D)
+        sizes = [math.prod(sh) for sh in shapes]
+        return [p.reshape(sh) for p, sh in zip(torch.split(w, sizes), shapes)]
 
     # -- evaluation ------------------------------------------------------------
     def reconcile(self, w: Tensor, n: int, D: int) -> Tensor:  # noqa: N803

@@ -60,6 +60,9 @@ class DuplicatedPadding(_Kron):
         s, t = self.st(n, D)
         return s * t
 
+    def factor_shapes(self, n, D):  # noqa: N803
+        return [self.st(n, D)]
+
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         s, t = self.st(n, D)
@@ -86,11 +89,8 @@ class HM(_Kron):
         s, t = self.st(n, D)
         return self.p * self.q + s * t
 
-    def factors(self, w, n, D):  # noqa: N803
-        self.check_w(w, n, D)
-        s, t = self.st(n, D)
-        pq = self.p * self.q
-        return w[:pq].reshape(self.p, self.q), w[pq:].reshape(s, t)
+    def factor_shapes(self, n, D):  # noqa: N803
+        return [(self.p, self.q), self.st(n, D)]
 
     def reconcile(self, w, n, D):  # noqa: N803
         a, b = self.factors(w, n, D)
@@ -131,14 +131,9 @@ class LPHM(_Kron):
         s, t = self.st(n, D)
         return self.p * self.q + self.r * (s + t)
 
-    def factors(self, w, n, D):  # noqa: N803
-        self.check_w(w, n, D)
+    def factor_shapes(self, n, D):  # noqa: N803
         s, t = self.st(n, D)
-        pq, r = self.p * self.q, self.r
-        a = w[:pq].reshape(self.p, self.q)
-        sm = w[pq : pq + s * r].reshape(s, r)
-        tm = w[pq + s * r :].reshape(t, r)
-        return a, sm, tm
+        return [(self.p, self.q), (s, self.r), (t, self.r)]
 
     def reconcile(self, w, n, D):  # noqa: N803
         a, sm, tm = self.factors(w, n, D)
@@ -178,13 +173,10 @@ class DualLPHM(_Kron):
         s, t = self.st(n, D)
         return self.r * (self.p + self.q + s + t)
 
-    def factors(self, w, n, D):  # noqa: N803
-        self.check_w(w, n, D)
+    def factor_shapes(self, n, D):  # noqa: N803
         s, t = self.st(n, D)
         r = self.r
-        sizes = [self.p * r, self.q * r, s * r, t * r]
-        pm, qm, sm, tm = torch.split(w, sizes)
-        return pm.reshape(self.p, r), qm.reshape(self.q, r), sm.reshape(s, r), tm.reshape(t, r)
+        return [(self.p, r), (self.q, r), (s, r), (t, r)]
 
     def reconcile(self, w, n, D):  # noqa: N803
         pm, qm, sm, tm = self.factors(w, n, D)

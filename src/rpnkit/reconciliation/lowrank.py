@@ -33,11 +33,8 @@ class LowRank(Reconciliation):
     def calculate_l(self, n, D):  # noqa: N803
         return self.r * (int(n) + int(D))
 
-    def factors(self, w, n, D):  # noqa: N803
-        self.check_w(w, n, D)
-        a = w[: n * self.r].reshape(n, self.r)
-        b = w[n * self.r :].reshape(D, self.r)
-        return a, b
+    def factor_shapes(self, n, D):  # noqa: N803
+        return [(n, self.r), (D, self.r)]
 
     def reconcile(self, w, n, D):  # noqa: N803
         a, b = self.factors(w, n, D)
@@ -96,11 +93,14 @@ class RandomMatrixAdaption(Reconciliation):
             self.n, self.D = int(self.A.shape[0]), int(self.B.shape[0])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def factor_shapes(self, n, D):  # noqa: N803
+        return [(n,), (self.r,)]
+
     def _parts(self, w, n, D):  # noqa: N803
-        self.check_w(w, n, D)
+        lam1, lam2 = self.factors(w, n, D)
         self.ensure_bound(n, D)
         a = self.A.to(device=w.device, dtype=w.dtype)
-        return w[:n], w[n:], a, self.B.to(device=w.device, dtype=w.dtype)
+        return lam1, lam2, a, self.B.to(device=w.device, dtype=w.dtype)
 
     def reconcile(self, w, n, D):  # noqa: N803
         lam1, lam2, a, b = self._parts(w, n, D)
