@@ -45,7 +45,11 @@ from torch import nn
 
 import rpnkit
 from rpnkit import RPN, RPNHead
-from rpnkit.structured import materialised_product, path_name
+from rpnkit.contract import materialised_product
+
+
+def path_name(head):
+    return head.contraction.path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -17,7 +17,8 @@ from torch import nn
 
 import rpnkit
 from rpnkit import RPN, RPNHead
-from rpnkit import structured as st
+from rpnkit import contract as st
+from rpnkit.contract import Contraction
 from rpnkit.expansion.polynomial import Taylor
 
 TOL = 1e-10
@@ -98,7 +99,7 @@ def check_equal(head: RPNHead, x: torch.Tensor, tol: float = TOL) -> None:
     assert y.shape == y0.shape
     assert rel(y, y0) <= tol, (head.plan(), rel(y, y0))
     proj = torch.randn(y0.shape, generator=torch.Generator().manual_seed(7), dtype=y0.dtype)
-    targets = [x, head.w]
+    targets = [x, head.w] if isinstance(head.w, nn.Parameter) else [x]  # l = 0: w is a buffer
     g = torch.autograd.grad((y * proj).sum(), targets, allow_unused=True)
     g0 = torch.autograd.grad((y0 * proj).sum(), targets, allow_unused=True)
     for a, b, what in zip(g, g0, ("x", "w")):
@@ -137,7 +138,7 @@ def no_materialisation(monkeypatch):
 
 def check_fast(head, path, x, no_materialisation_fixture, monkeypatch, tol=TOL):
     assert head.plan().splitlines()[0] == f"path: {path}"
-    assert st.path_name(head) == path
+    assert head.contraction.path == path
     y = head.expansion_product(x)  # must not materialise (fixture raises)
     monkeypatch.undo()
     y0 = reference(head, x)
@@ -184,7 +185,7 @@ def test_kron_rank_one_plan_and_value(no_materialisation, monkeypatch):
     m = 6
     head = make_head("taylor", "dual_lphm", {"d": 2}, {"p": 2, "q": m + 1, "r": 2}, m=m, n=4)
     assert "rank one per sample" in head.plan()
-    assert st._rank_one(st.segments(head.expansion, None, m), m + 1, m)
+    assert head.contraction.kron["rank_one"]
     check_fast(head, "kron-structured", inputs(m), no_materialisation, monkeypatch)
 
 
@@ -205,8 +206,8 @@ def test_kron_correlation_fft_and_direct(rec, q, force, monkeypatch):
 
 
 def test_fft_is_chosen_for_mnist_shapes():
-    assert st._use_fft(64, 784, 785, 1568, 5)[0]
-    assert not st._use_fft(64, 784, 784, 1, 5)[0]
+    assert st.use_fft(64, 784, 785, 1568, 5)[0]
+    assert not st.use_fft(64, 784, 784, 1, 5)[0]
 
 
 @pytest.mark.parametrize(("rec", "rp", "path"), [
@@ -218,9 +219,14 @@ def test_symmetric_taylor_fast_paths(rec, rp, path, monkeypatch):
     for d in (2, 3):
         head = make_head("taylor", rec, {"d": d, "symmetric": True}, rp, m=4, n=3)
         assert sum(math.comb(4 + k - 1, k) for k in range(1, d + 1)) == head.D
-        assert st.path_name(head) == path
-        monkeypatch.setattr(st, "symmetric_block",
-                            lambda *a: (_ for _ in ()).throw(AssertionError("gathered")))
+        assert head.contraction.path == path
+        dense = Contraction._dense
+
+        def no_gather(self, i, v):
+            assert self.segs[i][0] != "sympower", "gathered the symmetric monomials"
+            return dense(self, i, v)
+
+        monkeypatch.setattr(Contraction, "_dense", no_gather)
         if rec != "one":
             head.expansion_product(inputs(4))  # lorr scatters B, never gathers monomials
         monkeypatch.undo()
@@ -234,8 +240,11 @@ def test_symmetric_identity_gathers_unique_monomials():
     assert "symmetric monomials" in plan
     check_equal(head, inputs(5))
     x = inputs(5).detach()
-    assert torch.equal(st.symmetric_block(x, 2), head.expansion.degree_block(x, 2))
-    assert torch.allclose(st.symmetric_block(x, 3), head.expansion.degree_block(x, 3))
+    c = head.contraction
+    assert torch.equal(c.materialise(head.expansion.segment_inputs(x)), head.expansion(x))
+    e3 = rpnkit.build_expansion("taylor", d=3, symmetric=True)
+    head3 = RPNHead(5, 3, expansion=e3, reconciliation="identity").double()
+    assert torch.allclose(head3.contraction.materialise(e3.segment_inputs(x)), e3(x))
 
 
 @pytest.mark.parametrize("rec", ["identity", "lorr", "hm", "dual_lphm", "constant_eye"])
@@ -252,7 +261,7 @@ def test_taylor_inside_extended_and_nested(rec, no_materialisation, monkeypatch)
                 "constant_eye": "eye-prefix"}.get(rec, "kron-structured")
         if rec == "constant_eye":  # the prefix of extended is the bspline block
             monkeypatch.undo()
-            assert st.path_name(head) == path
+            assert head.contraction.path == path
             check_equal(head, inputs(4))
             continue
         check_fast(head, path, inputs(4), no_materialisation, monkeypatch)
@@ -263,7 +272,7 @@ def test_taylor_inside_extended_and_nested(rec, no_materialisation, monkeypatch)
 def test_preprocess_keeps_structure_postprocess_falls_back():
     pre = rpnkit.build_expansion("taylor", d=2, preprocess=nn.Tanh())
     head = RPNHead(4, 3, expansion=pre, reconciliation="lorr").double()
-    assert st.path_name(head) == "lowrank-bilinear"
+    assert head.contraction.path == "lowrank-bilinear"
     check_equal(head, inputs(4))
     post = rpnkit.build_expansion("taylor", d=2, postprocess=nn.Tanh())
     head = RPNHead(4, 3, expansion=post, reconciliation="lorr").double()
@@ -273,7 +282,7 @@ def test_preprocess_keeps_structure_postprocess_falls_back():
     check_equal(head, inputs(4))
     ext = rpnkit.build_expansion("extended", expansions=[post, "identity"])
     head = RPNHead(4, 3, expansion=ext, reconciliation="identity").double()
-    assert st.path_name(head) == "materialised-κ"
+    assert head.contraction.path == "materialised-κ"
     check_equal(head, inputs(4))
 
 
@@ -286,10 +295,24 @@ def test_plan_explains_fallback_for_unstructured_expansions():
     assert head.explain() == plan
 
 
-def test_unknown_reconciliation_subclass_falls_back(monkeypatch):
+def test_reconciliation_subclass_inherits_the_fast_path(no_materialisation, monkeypatch):
     from rpnkit.reconciliation import LowRank
 
+    class Tagged(LowRank):  # same maths, another class: inherits LowRank's form
+        """A user's LowRank subclass."""
+
+    head = RPNHead(3, 2, expansion="taylor", reconciliation=Tagged(r=2)).double()
+    check_fast(head, "lowrank-bilinear", inputs(3), no_materialisation, monkeypatch)
+
+
+def test_subclass_that_changes_the_maths_declares_an_opaque_form():
+    from rpnkit.reconciliation import LowRank
+    from rpnkit.reconciliation.forms import Opaque
+
     class Scaled(LowRank):
+        def form(self):
+            return Opaque()
+
         def reconcile(self, w, n, D):  # noqa: N803
             return 2.0 * super().reconcile(w, n, D)
 
@@ -297,8 +320,47 @@ def test_unknown_reconciliation_subclass_falls_back(monkeypatch):
             return 2.0 * super().apply(kx, w, n, D)
 
     head = RPNHead(3, 2, expansion="taylor", reconciliation=Scaled(r=2)).double()
-    assert st.path_name(head) == "materialised-κ"
+    assert head.contraction.path == "materialised-κ"
     check_equal(head, inputs(3))
+
+
+def test_reconciliation_defined_outside_the_package_declares_low_rank(no_materialisation,
+                                                                     monkeypatch):
+    """A test-local ψ (not a subclass of any rpnkit ψ) gets the fast path by its form."""
+    from rpnkit.reconciliation import Reconciliation, forms
+
+    class Outer(Reconciliation):
+        """W = U Vᵀ with w = [vec V, vec U] (factors listed right first)."""
+
+        homogeneity = 2
+
+        def calculate_l(self, n, D):  # noqa: N803
+            return 3 * (n + D)
+
+        def factor_shapes(self, n, D):  # noqa: N803
+            return [(D, 3), (n, 3)]
+
+        def form(self):
+            return forms.LowRank(left=1, right=0)
+
+        def reconcile(self, w, n, D):  # noqa: N803
+            v, u = self.factors(w, n, D)
+            return u @ v.t()
+
+    for exp, ep in (("taylor", {"d": 3}), ("taylor", {"d": 2, "symmetric": True}),
+                    ("bspline", {})):
+        kappa = rpnkit.build_expansion(exp, **ep)
+        head = RPNHead(3, 2, expansion=kappa, reconciliation=Outer()).double()
+        path = "materialised-κ" if exp == "bspline" else "lowrank-bilinear"
+        if exp == "taylor" and ep["d"] == 3:
+            check_fast(head, path, inputs(3), no_materialisation, monkeypatch)
+            monkeypatch.setattr(Taylor, "expand", no_materialisation)
+            monkeypatch.setattr(st, "tensor_power", no_materialisation)
+        else:
+            monkeypatch.undo()
+            assert head.contraction.path == path
+            check_equal(head, inputs(3))
+    monkeypatch.undo()
 
 
 def test_channels_mean_fusion_and_bias_remainder():
@@ -311,7 +373,7 @@ def test_channels_mean_fusion_and_bias_remainder():
     assert rel(full, y0) <= TOL
 
 
-def test_dtype_preserved_float32_and_float64():
+def test_dtype_policy_parameters_decide():
     head = RPNHead(5, 3, expansion="taylor", reconciliation="hm",
                    reconciliation_params={"p": 3, "q": 6})
     x32 = torch.rand(4, 5)
@@ -320,8 +382,9 @@ def test_dtype_preserved_float32_and_float64():
     with torch.no_grad():
         y0 = st.materialised_product(head, x32)
     assert rel(y32.detach(), y0) <= 1e-5
-    y64 = head(x32.double())
-    assert y64.dtype == torch.float64
+    assert head(x32.double()).dtype == torch.float32  # cast once at entry
+    head.double()
+    assert head(x32).dtype == torch.float64
 
 
 def test_float32_accuracy_at_mnist_like_width():
@@ -388,9 +451,9 @@ def test_bspline_local_basis_equals_cox_de_boor(d, t):
                    dtype=torch.float64) * 10 - 5
     special = [-1.5, 2.0, -1.5 - d * h, 2.0 + d * h, -1.5 + h, 2.0 + (d - 0.5) * h]
     x[0] = torch.tensor(special, dtype=torch.float64)  # knots, support ends, outside
-    assert torch.allclose(st.bspline_basis(e, x), e(x), rtol=0, atol=1e-13)
+    assert torch.allclose(e.local_basis(x), e(x), rtol=0, atol=1e-13)
     x32 = x.float()
-    assert torch.allclose(st.bspline_basis(e, x32), e(x32), rtol=0, atol=1e-5)
+    assert torch.allclose(e.local_basis(x32), e(x32), rtol=0, atol=1e-5)
     head = RPNHead(6, 2, expansion=e, reconciliation="identity")
     assert "bspline (local" in head.plan()
 
@@ -407,7 +470,7 @@ def test_dense_weight_materialises_when_n_is_not_below_m():
     assert plan.startswith("path: materialised-κ")
     assert "n=4 >= m=4" in plan
     check_equal(head, inputs(4))
-    assert st.path_name(make_head("taylor", "identity", {"d": 2}, {}, m=5, n=4)) == (
+    assert make_head("taylor", "identity", {"d": 2}, {}, m=5, n=4).contraction.path == (
         "dense-bilinear"
     )
 

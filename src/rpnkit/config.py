@@ -23,9 +23,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigurationError, UnknownNameError, did_you_mean
+from .spec import HEAD_FIELDS, LAYER_FIELDS, head_defaults
 
 __all__ = [
     "RunConfig",
@@ -148,31 +157,32 @@ class DataConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-_RPN_FIELDS = (
-    "expansion", "reconciliation", "remainder", "expansion_params", "reconciliation_params",
-    "remainder_params", "heads", "channels", "head_fusion", "channel_fusion", "bias", "init",
-    "activation", "layers",
-)  # fmt: skip
+#: Keys of an RPN ``model:`` section besides ``name`` / ``dims`` / ``label``: every head
+#: option (:data:`rpnkit.spec.HEAD_FIELDS`), every layer option
+#: (:data:`rpnkit.spec.LAYER_FIELDS`), the activation between layers and the per-layer
+#: overrides. A new head option is added in :mod:`rpnkit.spec` only.
+_RPN_FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*HEAD_FIELDS, *LAYER_FIELDS, "activation", "layers")))
+_HEAD_DEFAULTS = head_defaults()
 
 
-class ModelConfig(BaseModel):
-    """``model:`` – an RPN (``name: rpn``, the default) or another registered model."""
+class _ModelConfigBase(BaseModel):
+    """Fields of ``model:`` that need validation; :data:`ModelConfig` adds the remaining
+    :data:`_RPN_FIELDS` (defaults from :func:`rpnkit.spec.head_defaults`)."""
 
     model_config = ConfigDict(extra="allow")
     name: str = "rpn"
     dims: list[int]
-    expansion: Any = "identity"
-    reconciliation: Any = "identity"
-    remainder: Any = "zero"
+    expansion: Any = _HEAD_DEFAULTS["expansion"]
+    reconciliation: Any = _HEAD_DEFAULTS["reconciliation"]
+    remainder: Any = _HEAD_DEFAULTS["remainder"]
     expansion_params: dict[str, Any] = Field(default_factory=dict)
     reconciliation_params: dict[str, Any] = Field(default_factory=dict)
     remainder_params: dict[str, Any] = Field(default_factory=dict)
     heads: int = Field(1, ge=1)
-    channels: int = Field(1, ge=1)
+    channels: int = Field(_HEAD_DEFAULTS["channels"], ge=1)
     head_fusion: str = "sum"
-    channel_fusion: str = "sum"
-    bias: bool = False
-    init: str = "default"
+    bias: bool = _HEAD_DEFAULTS["bias"]
+    seed: int | None = _HEAD_DEFAULTS["seed"]
     activation: Any = None
     layers: list[dict[str, Any] | None] = Field(default_factory=list)
     label: str | None = None
@@ -196,9 +206,8 @@ class ModelConfig(BaseModel):
         )
 
     @model_validator(mode="after")
-    def _extra(self) -> ModelConfig:
+    def _extra(self) -> _ModelConfigBase:
         from .models import MODELS
-        from .training import baselines  # noqa: F401  (registers torch_mlp)
 
         if self.name not in MODELS:
             raise UnknownNameError(
@@ -214,10 +223,18 @@ class ModelConfig(BaseModel):
         return self
 
     def build_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``build_model(self.name, **kwargs)``."""
+        """Keyword arguments for ``build_model(self.name, **kwargs)``.
+
+        For ``rpn`` the options that differ from their defaults (which are
+        ``RPN.from_dims``'s own); for other models the options that were given.
+        """
         if self.name == "rpn":
-            kw = {k: copy.deepcopy(getattr(self, k)) for k in _RPN_FIELDS}
-            kw["layers"] = kw["layers"] or None
+            fields = type(self).model_fields
+            kw = {}
+            for k in _RPN_FIELDS:
+                value = getattr(self, k)
+                if value != fields[k].get_default(call_default_factory=True):
+                    kw[k] = copy.deepcopy(value)
             return {"dims": list(self.dims), **kw}
         kw = {k: copy.deepcopy(getattr(self, k)) for k in _RPN_FIELDS if k in self.model_fields_set}
         kw.update(copy.deepcopy(self.model_extra or {}))
@@ -225,7 +242,10 @@ class ModelConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data; for models other than ``rpn`` only the options that were given."""
-        out = self.model_dump(mode="json")
+        dumped = self.model_dump(mode="json")
+        order = ("name", "dims", *_RPN_FIELDS)
+        out = {k: dumped.pop(k) for k in order if k in dumped}
+        out.update(dumped)
         if self.name != "rpn":
             for key in _RPN_FIELDS:
                 if key not in self.model_fields_set:
@@ -242,6 +262,19 @@ class ModelConfig(BaseModel):
             return c if isinstance(c, str) else c["name"]
 
         return f"RPN {self.dims} {nm(self.expansion)}/{nm(self.reconciliation)}/{nm(self.remainder)}"
+
+
+ModelConfig = create_model(
+    "ModelConfig",
+    __base__=_ModelConfigBase,
+    __module__=__name__,
+    **{k: (Any, _HEAD_DEFAULTS.get(k)) for k in _RPN_FIELDS if k not in _ModelConfigBase.model_fields},
+)
+ModelConfig.__doc__ = """``model:`` – an RPN (``name: rpn``, the default) or another registered model.
+
+Besides ``name``, ``dims`` and ``label`` it accepts the keys :data:`_RPN_FIELDS`, i.e. the
+head and layer options of :mod:`rpnkit.spec` plus ``activation`` and ``layers``.
+"""
 
 
 class OptimizerConfig(_NamedParams):
@@ -276,6 +309,8 @@ class TrainConfig(_Strict):
 
     Defaults: 300 epochs, Adam (lr 0.01) with cosine decay, full batch when the training
     split has at most ``full_batch_max`` samples, loss by task (mse / cross_entropy).
+    ``early_stopping: k`` stops after ``k`` epochs without an improvement of the monitored
+    validation value by more than ``tol`` (relative; 0: any improvement counts).
     """
 
     epochs: int = Field(300, ge=0)
@@ -286,6 +321,7 @@ class TrainConfig(_Strict):
     metrics: list[str] | None = None
     grad_clip: float | None = Field(None, gt=0)
     early_stopping: int | None = Field(None, ge=1)
+    tol: float = Field(0.0, ge=0)
     monitor: str = "loss"
     eval_batch_size: int = Field(8192, ge=1)
     full_batch_max: int = Field(4096, ge=0)

@@ -3,7 +3,8 @@
 Every error that stems from a bad argument or configuration derives from
 :class:`ConfigurationError`, itself a :class:`ValueError`, so callers can
 catch one type. Unknown registry names raise :class:`UnknownNameError`,
-which is both a ``ValueError`` and a ``KeyError``.
+which is both a ``ValueError`` and a ``KeyError``. A component without a closed-form
+(sympy) expression raises :class:`NoClosedFormError` during symbolic export.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ConfigurationError", "UnknownNameError", "closest", "did_you_mean"]
+__all__ = ["ConfigurationError", "UnknownNameError", "NoClosedFormError", "closest", "did_you_mean"]
 
 
 class ConfigurationError(ValueError):
@@ -23,6 +24,10 @@ class UnknownNameError(ConfigurationError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the text in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class NoClosedFormError(ConfigurationError):
+    """A component of the model has no closed-form symbolic (sympy) expression."""
 
 
 def closest(name: str, choices: Iterable[str]) -> str | None:

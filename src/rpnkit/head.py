@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .contract import Contraction
 from .errors import ConfigurationError
 from .expansion.base import Expansion
 from .init import init_rpn_weights
-from .modules import apply_list, bind_module_list, build_module_list
+from .modules import apply_list, bind_module_list, build_module_list, compact_repr
 from .reconciliation.base import Reconciliation
 from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
 from .remainder.remainders import Remainder
+from .spec import HEAD_FIELDS, HeadSpec
 
-__all__ = ["RPNHead", "CHANNEL_FUSIONS", "check_dim"]
+__all__ = ["RPNHead", "CHANNEL_FUSIONS", "check_dim", "model_input"]
 
 CHANNEL_FUSIONS = ("sum", "mean")
 
@@ -25,6 +28,29 @@ def check_dim(name: str, value: Any, owner: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ConfigurationError(f"{owner}: {name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def model_input(x: Any, m: int, dtype: torch.dtype, owner: str) -> tuple[Tensor, tuple]:
+    """The dtype policy, applied where data enters a head, layer or model.
+
+    Input of shape ``(*, m)`` is flattened to ``(B, m)`` and cast once to the module's
+    parameter dtype (``dtype``): the parameters decide the precision, as in ``nn.Linear``
+    after ``.double()``/``.half()``. Returns the 2-D input and the leading shape to restore.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{owner} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[-1] != m:
+        raise ValueError(f"{owner} expects input of shape (*, {m}), got {tuple(x.shape)}")
+    lead = tuple(x.shape[:-1])
+    if x.dim() != 2:
+        x = x.reshape(-1, m)
+    if x.dtype != dtype:
+        x = x.to(dtype)
+    return x, lead
+
+
+def _restore(y: Tensor, lead: tuple) -> Tensor:
+    return y if len(lead) == 1 else y.reshape(*lead, y.shape[-1])
 
 
 def _component(spec: Any, params: Any, registry, base: type, what: str) -> nn.Module:
@@ -38,7 +64,15 @@ def _component(spec: Any, params: Any, registry, base: type, what: str) -> nn.Mo
                 f"{what}_params were given together with an already-built {what} module"
             )
         return spec  # used as given: the head binds and owns it
-    return registry.resolve(spec, params)
+    # modules inside the params (e.g. preprocess: [nn.LayerNorm(3)]) become this head's own
+    return registry.resolve(copy.deepcopy(spec), copy.deepcopy(params))
+
+
+def _factor_shapes(rec: Reconciliation, n: int, D: int):  # noqa: N803
+    try:
+        return rec.factor_shapes(n, D)
+    except NotImplementedError:
+        return None
 
 
 class RPNHead(nn.Module):
@@ -47,55 +81,64 @@ class RPNHead(nn.Module):
     Args:
         m: input width.
         n: output width.
-        expansion / reconciliation / remainder: component modules, registry names, or
-            ``{"name": ..., **params}`` mappings (SPEC §2–§4). Defaults: identity,
-            identity, zero – i.e. a plain linear layer.
-        channels: number C of parameter vectors w^0..w^{C-1} sharing κ, ψ and π.
-        channel_fusion: ``"sum"`` (the model's definition, default) or ``"mean"``.
-        bias: add a learnable bias b ∈ R^n (zeros at init).
-        init: initialisation scheme name, see :mod:`rpnkit.init`.
-        output: module(s) applied to the head output (activation, norm, dropout),
-            given as modules or names (``"relu"``, ``"layer_norm"``, ...).
-        expansion_params / reconciliation_params / remainder_params: keyword arguments
-            used when the component is given by name.
+        expansion, reconciliation, remainder, expansion_params, reconciliation_params,
+        remainder_params, channels, channel_fusion, bias, init, output, seed: the head
+            options, defined once in :class:`~rpnkit.spec.HeadSpec` (also accepted
+            positionally in that order after ``m, n``).
+        device, dtype: where and in which dtype parameters and state are created (factory
+            arguments as in ``nn.Linear``).
 
     Components are bound to (m, n, D) here, at construction: masks, random matrices,
-    hypernet output layers and linear-remainder weights exist before the first forward.
+    hypernet layers and linear-remainder weights exist before the first forward, and the
+    contraction plan (:meth:`plan`) with its index tables is fixed. With l = 0 (fixed
+    reconciliations) ``w`` is an empty buffer, not a parameter, so no registered parameter is
+    ever unused (DDP-safe).
+
+    Input of shape ``(*, m)`` is accepted; it is cast to the head's parameter dtype.
     """
 
     def __init__(
         self,
         m: int,
         n: int,
-        expansion: Any = "identity",
-        reconciliation: Any = "identity",
-        remainder: Any = "zero",
-        channels: int = 1,
-        channel_fusion: str = "sum",
-        bias: bool = False,
-        init: str = "default",
-        output: Any = None,
-        expansion_params: dict | None = None,
-        reconciliation_params: dict | None = None,
-        remainder_params: dict | None = None,
+        *args: Any,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
+        if len(args) > len(HEAD_FIELDS):
+            raise TypeError(f"RPNHead takes at most {len(HEAD_FIELDS)} positional options")
+        for name, value in zip(HEAD_FIELDS, args):
+            if name in options:
+                raise TypeError(f"RPNHead got multiple values for option {name!r}")
+            options[name] = value
+        spec = HeadSpec.from_options("RPNHead", **options)
         self.m = check_dim("m", m, "RPNHead")
         self.n = check_dim("n", n, "RPNHead")
-        self.channels = check_dim("channels", channels, "RPNHead")
-        if channel_fusion not in CHANNEL_FUSIONS:
+        self.channels = check_dim("channels", spec.channels, "RPNHead")
+        if spec.channel_fusion not in CHANNEL_FUSIONS:
             raise ConfigurationError(
-                f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got {channel_fusion!r}"
+                f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got "
+                f"{spec.channel_fusion!r}"
             )
-        self.channel_fusion = channel_fusion
+        if spec.seed is not None and (
+            isinstance(spec.seed, bool) or not isinstance(spec.seed, numbers.Integral)
+            or spec.seed < 0
+        ):
+            raise ConfigurationError(f"RPNHead: seed must be a non-negative integer or None, "
+                                     f"got {spec.seed!r}")
+        self.channel_fusion = spec.channel_fusion
+        factory = {"device": device, "dtype": dtype}
         self.expansion: Expansion = _component(
-            expansion, expansion_params, EXPANSIONS, Expansion, "expansion"
+            spec.expansion, spec.expansion_params, EXPANSIONS, Expansion, "expansion"
         )
         self.reconciliation: Reconciliation = _component(
-            reconciliation, reconciliation_params, RECONCILIATIONS, Reconciliation, "reconciliation"
+            spec.reconciliation, spec.reconciliation_params, RECONCILIATIONS, Reconciliation,
+            "reconciliation",
         )
         self.remainder: Remainder = _component(
-            remainder, remainder_params, REMAINDERS, Remainder, "remainder"
+            spec.remainder, spec.remainder_params, REMAINDERS, Remainder, "remainder"
         )
         self.D = int(self.expansion.calculate_D(self.m))
         if self.D < 1:
@@ -103,22 +146,53 @@ class RPNHead(nn.Module):
                 f"RPNHead: expansion {self.expansion.registry_name!r} gives D={self.D} features "
                 f"for m={self.m}; it needs D >= 1"
             )
+        self.seed = (
+            int(spec.seed) if spec.seed is not None
+            else int(torch.randint(0, 2**62, (1,)).item())
+        )
         self.expansion.bind(self.m)
-        self.reconciliation.bind(self.n, self.D)
+        rec = self.reconciliation
+        if rec.bound_seed is None:
+            rec.bound_seed = self.seed
+        rec.factory_kwargs = {k: v for k, v in factory.items() if v is not None}
+        rec.bind(self.n, self.D)
+        self.remainder.factory_kwargs = dict(rec.factory_kwargs)
         self.remainder.bind(self.m, self.n)
-        self.l = int(self.reconciliation.calculate_l(self.n, self.D))
-        self.w = nn.Parameter(torch.empty(self.channels, self.l))
-        self.bias = nn.Parameter(torch.zeros(self.n)) if bias else None
-        self.output = build_module_list(output)
+        self.l = int(rec.calculate_l(self.n, self.D))
+        if self.l > 0:
+            self.w = nn.Parameter(torch.empty(self.channels, self.l, **factory))
+        else:  # nothing to learn: an empty buffer keeps `head.w` and the dtype policy
+            self.register_buffer("w", torch.empty(self.channels, 0, **factory))
+        self.bias = nn.Parameter(torch.zeros(self.n, **factory)) if spec.bias else None
+        self.output = build_module_list(copy.deepcopy(spec.output))
         bind_module_list(self.output, self.n)
-        self.init_scheme = init
-        self.reset_parameters(init)
+        self.contraction = Contraction(
+            self.expansion.layout(self.m),
+            rec.form(),
+            self.n,
+            self.D,
+            _factor_shapes(rec, self.n, self.D),
+            self.channels,
+            self.channel_fusion,
+            (self.expansion.registry_name, rec.registry_name),
+        )
+        self.init_scheme = spec.init
+        self._init_w(spec.init)
+        if device is not None or dtype is not None:
+            self.to(**{k: v for k, v in factory.items() if v is not None})
 
     # -- parameters ----------------------------------------------------------
     def reset_parameters(self, init: str | None = None) -> None:
-        """(Re-)initialise w with scheme ``init`` (default: the scheme given at construction)."""
-        init = init or self.init_scheme
-        init_rpn_weights(self.w.data, self.reconciliation, self.n, self.D, init)
+        """(Re-)initialise every parameter the head owns: w with scheme ``init`` (default: the
+        scheme given at construction), the bias (zeros), the remainder, the reconciliation
+        and the expansion's and output's modules that have ``reset_parameters``."""
+        self._init_w(init)
+        for mod in (self.reconciliation, self.remainder, *self.expansion.modules(), *self.output):
+            if hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
+
+    def _init_w(self, init: str | None) -> None:
+        init_rpn_weights(self.w.data, self.reconciliation, self.n, self.D, init or self.init_scheme)
         if self.bias is not None:
             with torch.no_grad():
                 self.bias.zero_()
@@ -130,53 +204,38 @@ class RPNHead(nn.Module):
         )
 
     # -- evaluation ------------------------------------------------------------
-    def check_input(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"RPNHead expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 2 or x.shape[1] != self.m:
-            raise ValueError(
-                f"RPNHead expects input of shape (batch, {self.m}), got {tuple(x.shape)}"
-            )
-        if not torch.is_floating_point(x):
-            x = x.to(self.w.dtype)
-        elif x.dtype != self.w.dtype:
-            # dtype-preserving: float64 in -> float64 out even for a float32 head (and a
-            # float64 head promotes float32 input); parameters are cast, never rounded down.
-            x = x.to(torch.promote_types(x.dtype, self.w.dtype))
-        return x
+    def check_input(self, x: Any) -> Tensor:
+        """(B, m) input in the head's dtype (see :func:`model_input`)."""
+        return model_input(x, self.m, self.w.dtype, "RPNHead")[0]
 
     def fuse_channels(self, parts: list[Tensor]) -> Tensor:
-        y = parts[0]
-        for p in parts[1:]:
-            y = y + p
-        if self.channel_fusion == "mean" and len(parts) > 1:
-            y = y / len(parts)
-        return y
+        return self.contraction._fuse(parts)
 
     def expansion_product(self, x: Tensor) -> Tensor:
         """fuse_c ⟨κ(x), ψ(w^c)⟩ for a (B, m) batch, without bias or remainder."""
-        from .structured import expansion_product
-
-        return expansion_product(self, x)  # structured fast paths, see head.plan()
+        return self.contraction(self.expansion.segment_inputs(x), self.w, self.reconciliation)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.check_input(x)
+        x, lead = model_input(x, self.m, self.w.dtype, "RPNHead")
         y = self.expansion_product(x)
         if self.bias is not None:
             y = y + self.bias
         y = y + self.remainder(x)
-        return apply_list(self.output, y)
+        return _restore(apply_list(self.output, y), lead)
 
     def plan(self) -> str:
-        """How the forward pass is evaluated: the path that runs and why (rpnkit.structured)."""
-        from .structured import plan
-
-        return plan(self)
+        """The stored plan of the forward pass: the path that runs and why."""
+        return self.contraction.describe()
 
     explain = plan
 
     def extra_repr(self) -> str:
         return (
             f"m={self.m}, n={self.n}, D={self.D}, l={self.l}, channels={self.channels}, "
-            f"channel_fusion={self.channel_fusion!r}, bias={self.bias is not None}"
+            f"channel_fusion={self.channel_fusion!r}, bias={self.bias is not None}, "
+            f"path={self.contraction.path!r}"
         )
+
+    def __repr__(self) -> str:
+        return compact_repr(self, {"expansion": "κ", "reconciliation": "ψ", "remainder": "π"},
+                            skip=("contraction",))

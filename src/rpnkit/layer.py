@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,37 +10,35 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, did_you_mean
-from .head import RPNHead, check_dim
-from .modules import apply_list, bind_module_list, build_module_list
+from .head import RPNHead, _restore, check_dim, model_input
+from .modules import apply_list, bind_module_list, build_module_list, compact_repr
+from .spec import HEAD_FIELDS, HeadSpec
 
 __all__ = ["RPNLayer", "HEAD_FUSIONS"]
 
 HEAD_FUSIONS = ("sum", "mean", "concat", "linear")
-
-
-def _fresh(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Deep-copy module-valued options so that every head owns its components."""
-    return {k: copy.deepcopy(v) if isinstance(v, nn.Module) else v for k, v in kwargs.items()}
+#: head options a layer forwards to the heads it builds (a head's ``output`` is the layer's
+#: ``head_output``; the layer's own ``output`` acts on the fused result)
+LAYER_HEAD_OPTIONS = tuple(f for f in HEAD_FIELDS if f != "output")
 
 
 class RPNLayer(nn.Module):
     """A layer of H heads: ``fuse_h(head_h(x))``, then optional output modules.
 
     Args:
-        m, n: input and output widths of the layer.
+        m, n: input width and **output** width of the layer. With ``concat`` fusion the
+            head widths sum to n (built heads split n evenly).
         heads: the heads (``RPNHead`` instances). When omitted, ``num_heads`` heads are
-            built from ``head_kwargs`` (expansion, reconciliation, remainder, channels,
-            bias, init ... as for :class:`RPNHead`).
-        fusion: ``"sum"`` (default, the model's definition), ``"mean"``, ``"concat"``
-            (output width Σ n_h) or ``"linear"`` (a learned map from the concatenation to n,
-            initialised to the mean of the heads when they all have width n).
-
-            With ``concat`` and given heads, ``n`` may be the fused width Σ n_h or, when
-            every head is n wide (SPEC §1: each head maps R^m to R^n), the heads' width; the
-            layer then outputs H·n and ``layer.n`` holds that fused width. Auto-built concat
-            heads split n evenly (``n`` divisible by ``num_heads``).
+            built from the head options (:class:`~rpnkit.spec.HeadSpec`: expansion,
+            reconciliation, remainder, channels, bias, init, seed, ...). Each built head gets
+            its own components and random state (masks, random matrices, hypernets): drawn
+            from torch's generator, or seeds ``seed, seed+1, ...`` when ``seed`` is given.
+        fusion: ``"sum"`` (default, the model's definition), ``"mean"``, ``"concat"`` or
+            ``"linear"`` (a learned map from the concatenation to n, initialised to the mean
+            of the heads when they all have width n).
         output: module(s) applied to the fused output (activation, norm, dropout).
-        head_output: module(s) applied to each auto-built head's output.
+        head_output: module(s) applied to each built head's output.
+        device, dtype: factory arguments, as in ``nn.Linear``.
     """
 
     def __init__(
@@ -53,7 +50,10 @@ class RPNLayer(nn.Module):
         num_heads: int = 1,
         output: Any = None,
         head_output: Any = None,
-        **head_kwargs: Any,
+        *,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        **head_options: Any,
     ) -> None:
         super().__init__()
         self.m = check_dim("m", m, "RPNLayer")
@@ -63,13 +63,14 @@ class RPNLayer(nn.Module):
                 f"RPNLayer: fusion must be one of {HEAD_FUSIONS}, got {fusion!r}"
             )
         self.fusion = fusion
-        head_options = list(inspect.signature(RPNHead.__init__).parameters)[3:]
-        for key in head_kwargs:
-            if key not in head_options:
+        for key in head_options:
+            if key not in LAYER_HEAD_OPTIONS:
+                valid = (*LAYER_HEAD_OPTIONS, "head_output")
                 raise ConfigurationError(
-                    f"RPNLayer: unknown head option {key!r}{did_you_mean(key, head_options)}; "
-                    f"valid: {', '.join(head_options)}"
+                    f"RPNLayer: unknown head option {key!r}{did_you_mean(key, valid)}; "
+                    f"valid: {', '.join(valid)}"
                 )
+        factory = {"device": device, "dtype": dtype}
         if heads is None:
             num_heads = check_dim("num_heads", num_heads, "RPNLayer")
             if fusion == "concat":
@@ -81,13 +82,15 @@ class RPNLayer(nn.Module):
                 head_n = self.n // num_heads
             else:
                 head_n = self.n
-            heads = [
-                RPNHead(self.m, head_n, output=copy.deepcopy(head_output), **_fresh(head_kwargs))
-                for _ in range(num_heads)
-            ]
-        elif head_kwargs or head_output is not None:
+            spec = HeadSpec(**head_options, output=head_output)
+            seed = spec.seed
+            heads = []
+            for i in range(num_heads):
+                one = HeadSpec(**{**spec.as_dict(), "seed": None if seed is None else seed + i})
+                heads.append(one.build(self.m, head_n, **factory))
+        elif head_options or head_output is not None:
             raise ConfigurationError(
-                f"RPNLayer: head options {sorted(head_kwargs)} given together with built heads"
+                f"RPNLayer: head options {sorted(head_options)} given together with built heads"
             )
         heads = list(heads)
         if not heads:
@@ -108,26 +111,49 @@ class RPNLayer(nn.Module):
                 f"RPNLayer(n={self.n}) with {fusion!r} fusion needs every head to output n={self.n}, "
                 f"got head widths {widths}"
             )
-        if fusion == "concat" and sum(widths) != self.n and all(w == self.n for w in widths):
-            # SPEC §1 reading: every head maps R^m -> R^n and concat outputs Σ n_h = H·n
-            self.n = sum(widths)
         if fusion == "concat" and sum(widths) != self.n:
             raise ConfigurationError(
-                f"RPNLayer(n={self.n}) with 'concat' fusion needs the head widths to sum to "
-                f"{self.n}, got {widths} (sum {sum(widths)})"
+                f"RPNLayer(n={self.n}) with 'concat' fusion: n is the layer's output width, the "
+                f"sum of the head widths, but the heads are {widths} wide (sum {sum(widths)}); "
+                f"pass n={sum(widths)}"
             )
         self.heads = nn.ModuleList(heads)
         self.fusion_linear: nn.Linear | None = None
         if fusion == "linear":
-            self.fusion_linear = nn.Linear(sum(widths), self.n, bias=False)
-            if all(w == self.n for w in widths):
-                with torch.no_grad():
-                    eye = torch.eye(self.n) / len(widths)
-                    self.fusion_linear.weight.copy_(torch.cat([eye] * len(widths), dim=1))
-        self.output = build_module_list(output)
+            self.fusion_linear = nn.Linear(sum(widths), self.n, bias=False, **factory)
+        self.output = build_module_list(copy.deepcopy(output))
         bind_module_list(self.output, self.n)
+        self._reset_fusion()
+        if device is not None or dtype is not None:
+            self.output.to(**{k: v for k, v in factory.items() if v is not None})
+
+    def _reset_fusion(self) -> None:
+        lin = self.fusion_linear
+        if lin is None:
+            return
+        widths = [h.n for h in self.heads]
+        if all(w == self.n for w in widths):  # start as the mean of the heads
+            with torch.no_grad():
+                eye = torch.eye(self.n, dtype=lin.weight.dtype, device=lin.weight.device)
+                lin.weight.copy_(torch.cat([eye / len(widths)] * len(widths), dim=1))
+        else:
+            lin.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every head, the linear fusion and the output modules."""
+        for h in self.heads:
+            h.reset_parameters()
+        self._reset_fusion()
+        for mod in self.output:
+            if hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.heads[0].w.dtype
 
     def forward(self, x: Tensor) -> Tensor:
+        x, lead = model_input(x, self.m, self.dtype, "RPNLayer")
         outs = [h(x) for h in self.heads]
         if self.fusion in ("sum", "mean"):
             y = outs[0]
@@ -138,14 +164,17 @@ class RPNLayer(nn.Module):
         else:
             y = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
             if self.fusion_linear is not None:
-                # cast like the heads do, so float64 input stays float64 in a float32 layer
-                y = y @ self.fusion_linear.weight.to(y.dtype).transpose(0, 1)
-        return apply_list(self.output, y)
+                y = self.fusion_linear(y)
+        return _restore(apply_list(self.output, y), lead)
 
     def plan(self) -> str:
         lines = [f"RPNLayer {self.m}->{self.n}, {len(self.heads)} head(s), {self.fusion} fusion"]
-        lines += [f"  head {i}: {h.plan()}" for i, h in enumerate(self.heads)]
+        for i, h in enumerate(self.heads):
+            lines += [f"  head {i}: " + h.plan().replace("\n", "\n    ")]
         return "\n".join(lines)
 
     def extra_repr(self) -> str:
         return f"m={self.m}, n={self.n}, heads={len(self.heads)}, fusion={self.fusion!r}"
+
+    def __repr__(self) -> str:
+        return compact_repr(self)

@@ -6,36 +6,29 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, did_you_mean
-from .layer import RPNLayer
+from .head import _restore, model_input
+from .layer import LAYER_HEAD_OPTIONS, RPNLayer
+from .modules import compact_repr
+from .spec import LAYER_FIELDS, head_defaults
 
 __all__ = ["RPN"]
 
-_LAYER_KEYS = (
-    "expansion",
-    "reconciliation",
-    "remainder",
-    "expansion_params",
-    "reconciliation_params",
-    "remainder_params",
-    "heads",
-    "channels",
-    "head_fusion",
-    "channel_fusion",
-    "bias",
-    "init",
-    "output",
-    "head_output",
-)
+#: per-layer keys of ``from_dims`` (and of config ``layers:`` entries): head options (but the
+#: head's ``output``, which is ``head_output`` here) and layer options
+_LAYER_KEYS = (*LAYER_HEAD_OPTIONS, *LAYER_FIELDS)
 
 
 class RPN(nn.Module):
     """A deep RPN: ``layer_K ∘ ... ∘ layer_1``. Layer k's n must be layer k+1's m.
 
     Nothing is inserted between layers unless a layer's ``output`` modules say so.
-    Inputs with more than two dimensions (e.g. images) are flattened to (batch, -1).
+    Input of shape ``(*, m)`` is accepted; input whose trailing dimensions hold m numbers
+    (e.g. images (B, 28, 28) for m = 784) is flattened to (B, m). Input is cast once, here,
+    to the model's parameter dtype.
     """
 
     def __init__(self, layers: Sequence[RPNLayer]) -> None:
@@ -61,44 +54,53 @@ class RPN(nn.Module):
     def dims(self) -> list[int]:
         return [self.layers[0].m] + [layer.n for layer in self.layers]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].dtype
+
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() > 2:
-            x = x.flatten(1)
+        m = self.layers[0].m
+        if isinstance(x, Tensor) and x.dim() > 2 and x.shape[-1] != m and x[0].numel() == m:
+            x = x.flatten(1)  # images and other samples laid out over several dimensions
+        x, lead = model_input(x, m, self.dtype, "RPN")
         for layer in self.layers:
             x = layer(x)
-        return x
+        return _restore(x, lead)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every layer."""
+        for layer in self.layers:
+            layer.reset_parameters()
 
     def plan(self) -> str:
         return "\n".join(layer.plan() for layer in self.layers)
 
     explain = plan
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
     @classmethod
     def from_dims(
         cls,
         dims: Sequence[int],
-        expansion: Any = "identity",
-        reconciliation: Any = "identity",
-        remainder: Any = "zero",
-        expansion_params: Mapping[str, Any] | None = None,
-        reconciliation_params: Mapping[str, Any] | None = None,
-        remainder_params: Mapping[str, Any] | None = None,
-        heads: int = 1,
-        channels: int = 1,
-        head_fusion: str = "sum",
-        channel_fusion: str = "sum",
-        bias: bool = False,
-        init: str = "default",
         activation: Any = None,
         layers: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        device: Any = None,
+        dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> RPN:
         """Build an RPN with widths ``dims`` = [m, h_1, ..., n].
 
-        Every head gets fresh components built from the given names/params.
+        ``options`` are the head options of :class:`~rpnkit.spec.HeadSpec` (``expansion``,
+        ``reconciliation_params``, ``channels``, ``seed`` ...; a head's output modules are
+        ``head_output``) and the layer options ``heads`` (number of heads per layer),
+        ``head_fusion`` and ``output``. Every head gets fresh components.
         ``activation`` (a module name such as ``"relu"``) is applied after every layer
         except the last. ``layers`` is an optional list (one entry per layer, ``None``
-        to keep the defaults) of per-layer overrides using the same keys as this
-        method (``expansion``, ``reconciliation_params``, ``heads``, ``output``, ...).
+        to keep the defaults) of per-layer overrides with the same keys.
+        ``device`` / ``dtype`` are factory arguments, as in ``nn.Linear``.
         """
         dims = list(dims)
         if len(dims) < 2 or any(
@@ -108,6 +110,12 @@ class RPN(nn.Module):
                 f"RPN.from_dims: dims must be a list of at least two positive integers, got {dims!r}"
             )
         dims = [int(d) for d in dims]
+        for key in options:
+            if key not in _LAYER_KEYS:
+                raise ConfigurationError(
+                    f"RPN.from_dims: unknown option {key!r}{did_you_mean(key, _LAYER_KEYS)}; "
+                    f"valid: {', '.join(_LAYER_KEYS)}, activation, layers"
+                )
         n_layers = len(dims) - 1
         overrides = list(layers) if layers is not None else []
         if len(overrides) > n_layers:
@@ -115,23 +123,11 @@ class RPN(nn.Module):
                 f"RPN.from_dims: {len(overrides)} layer overrides given for {n_layers} layers"
             )
         overrides += [None] * (n_layers - len(overrides))
-        base = {
-            "expansion": expansion,
-            "reconciliation": reconciliation,
-            "remainder": remainder,
-            "expansion_params": dict(expansion_params or {}),
-            "reconciliation_params": dict(reconciliation_params or {}),
-            "remainder_params": dict(remainder_params or {}),
-            "heads": heads,
-            "channels": channels,
-            "head_fusion": head_fusion,
-            "channel_fusion": channel_fusion,
-            "bias": bias,
-            "init": init,
-            "output": None,
-            "head_output": None,
-        }
+        base = {k: v for k, v in head_defaults().items() if k in LAYER_HEAD_OPTIONS}
+        base.update({"heads": 1, "head_fusion": "sum", "output": None, "head_output": None})
+        base.update(options)
         built = []
+        seed_offset = 0
         for i, ov in enumerate(overrides):
             cfg = dict(base)
             if i < n_layers - 1 and activation is not None:
@@ -147,25 +143,23 @@ class RPN(nn.Module):
                 # a new component name resets that component's params unless given
                 for comp in ("expansion", "reconciliation", "remainder"):
                     if comp in ov and f"{comp}_params" not in ov:
-                        cfg[f"{comp}_params"] = {}
+                        cfg[f"{comp}_params"] = None
+            head_options = {k: cfg[k] for k in LAYER_HEAD_OPTIONS}
+            if head_options["seed"] is not None and not (ov and "seed" in ov):
+                head_options["seed"] = head_options["seed"] + seed_offset
+            num_heads = cfg["heads"]
             built.append(
                 RPNLayer(
                     dims[i],
                     dims[i + 1],
                     fusion=cfg["head_fusion"],
-                    num_heads=cfg["heads"],
+                    num_heads=num_heads,
                     output=cfg["output"],
-                    expansion=cfg["expansion"],
-                    reconciliation=cfg["reconciliation"],
-                    remainder=cfg["remainder"],
-                    expansion_params=cfg["expansion_params"],
-                    reconciliation_params=cfg["reconciliation_params"],
-                    remainder_params=cfg["remainder_params"],
-                    channels=cfg["channels"],
-                    channel_fusion=cfg["channel_fusion"],
-                    bias=cfg["bias"],
-                    init=cfg["init"],
                     head_output=cfg["head_output"],
+                    device=device,
+                    dtype=dtype,
+                    **head_options,
                 )
             )
+            seed_offset += num_heads if isinstance(num_heads, int) else 1
         return cls(built)

@@ -3,7 +3,8 @@
 Used for expansion pre/post-processing, remainder activations and head/layer
 output modules. Size-dependent modules (``layer_norm``, ``batch_norm``) given by
 bare name are created when the owning component is bound to its sizes, which
-happens when a head is constructed, never in ``forward``.
+happens when a head is constructed, never in ``forward``. :func:`module_sympy` holds the
+closed forms (sympy) of these torch modules for symbolic export, in one table.
 """
 
 from __future__ import annotations
@@ -14,9 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ConfigurationError, UnknownNameError, did_you_mean
+from .errors import ConfigurationError, NoClosedFormError, UnknownNameError, did_you_mean
 
-__all__ = ["ACTIVATIONS", "build_module", "build_module_list", "bind_module_list", "Deferred"]
+__all__ = [
+    "ACTIVATIONS",
+    "build_module",
+    "build_module_list",
+    "bind_module_list",
+    "Deferred",
+    "module_sympy",
+    "modules_sympy",
+]
 
 ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "identity": nn.Identity,
@@ -108,21 +117,131 @@ def bind_module_list(modules: nn.ModuleList, size: int) -> None:
 
 
 def _call(mod: nn.Module, x):
-    """``mod(x)``; a module whose floating state has another dtype than x runs on cast copies.
-
-    This keeps components dtype-preserving (float64 in -> float64 out) when, say, a float32
-    LayerNorm post-processes float64 features. Gradients still reach the original parameters;
-    running statistics updated in such a mixed-dtype call are not written back.
-    """
-    if isinstance(x, torch.Tensor) and x.is_floating_point():
-        state = dict(mod.named_parameters()) | dict(mod.named_buffers())
-        if any(t.is_floating_point() and t.dtype != x.dtype for t in state.values()):
-            cast = {k: t.to(x.dtype) if t.is_floating_point() else t for k, t in state.items()}
-            return torch.func.functional_call(mod, cast, (x,))
     return mod(x)
+
+
+def compact_repr(module: nn.Module, rename: Mapping[str, str] | None = None,
+                 skip: Sequence[str] = ()) -> str:
+    """``repr`` like ``nn.Module``'s, without empty containers and the ``skip`` children;
+    children named in ``rename`` are shown under the new name (e.g. κ, ψ, π)."""
+    rename = dict(rename or {})
+    lines = []
+    for name, child in module.named_children():
+        if name in skip or (isinstance(child, (nn.ModuleList, nn.Sequential)) and len(child) == 0):
+            continue
+        text = repr(child).replace("\n", "\n  ")
+        lines.append(f"({rename.get(name, name)}): {text}")
+    head = f"{type(module).__name__}({module.extra_repr()}"
+    if not lines:
+        return head + ")"
+    return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
 def apply_list(modules: nn.ModuleList, x):
     for mod in modules:
         x = _call(mod, x)
     return x
+
+
+# -- closed forms (sympy) -----------------------------------------------------------------
+# The torch modules above are not rpnkit components, so their sympy forms live here, in one
+# table. sympy is imported lazily: ``import rpnkit`` does not need it.
+def sympy_number(v: Any) -> Any:
+    """A Python/numpy number as a sympy number (integers stay exact)."""
+    import sympy
+
+    v = float(v)
+    if v == int(v) and abs(v) < 1e15:
+        return sympy.Integer(int(v))
+    return sympy.Float(v, 15)
+
+
+def sympy_sigmoid(e: Any) -> Any:
+    """σ(e) = 1 / (1 + exp(-e)) as a sympy expression."""
+    import sympy
+
+    return 1 / (1 + sympy.exp(-e))
+
+
+def float64_array(t: torch.Tensor) -> Any:
+    """A tensor as a detached float64 numpy array on the CPU."""
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def sympy_affine(weight: Any, xs: Sequence[Any], bias: Any = None, tol: float = 0.0) -> list[Any]:
+    """``weight @ xs + bias`` (numpy weight (n, k), bias (n,) or None); |entries| < tol dropped."""
+    import numpy as np
+    import sympy
+
+    out = []
+    for i in range(weight.shape[0]):
+        row = weight[i]
+        keep = np.flatnonzero(np.abs(row) >= tol)
+        terms = [sympy.Float(float(row[j]), 15) * xs[j] for j in keep]
+        if bias is not None and abs(bias[i]) >= tol:
+            terms.append(sympy.Float(float(bias[i]), 15))
+        out.append(sympy.Add(*terms))
+    return out
+
+
+def module_sympy(mod: nn.Module, xs: Sequence[Any], where: str = "") -> list[Any]:
+    """Closed form of an activation / normalisation / dropout module (eval mode) on xs.
+
+    Raises:
+        NoClosedFormError: for a module without a supported closed form (e.g. LayerNorm).
+    """
+    import numpy as np
+    import sympy
+
+    xs = list(xs)
+    if isinstance(mod, (nn.Identity, nn.Dropout)):
+        return xs
+    if isinstance(mod, nn.ReLU):
+        return [sympy.Max(0, e) for e in xs]
+    if isinstance(mod, nn.SiLU):
+        return [e * sympy_sigmoid(e) for e in xs]
+    if isinstance(mod, nn.Sigmoid):
+        return [sympy_sigmoid(e) for e in xs]
+    if isinstance(mod, nn.Tanh):
+        return [sympy.tanh(e) for e in xs]
+    if isinstance(mod, nn.Softplus):
+        beta = sympy_number(mod.beta)
+        return [sympy.log(1 + sympy.exp(beta * e)) / beta for e in xs]
+    if isinstance(mod, nn.ELU):
+        a = sympy_number(mod.alpha)
+        return [sympy.Piecewise((e, e > 0), (a * (sympy.exp(e) - 1), True)) for e in xs]
+    if isinstance(mod, nn.LeakyReLU):
+        s = sympy_number(mod.negative_slope)
+        return [sympy.Piecewise((e, e > 0), (s * e, True)) for e in xs]
+    if isinstance(mod, nn.GELU):
+        if mod.approximate == "tanh":
+            c = sympy.sqrt(2 / sympy.pi)
+            return [e / 2 * (1 + sympy.tanh(c * (e + sympy.Float(0.044715) * e**3))) for e in xs]
+        return [e / 2 * (1 + sympy.erf(e / sympy.sqrt(2))) for e in xs]
+    if isinstance(mod, (nn.Softmax, nn.LogSoftmax)) and mod.dim in (-1, 1, None):
+        ex = [sympy.exp(e) for e in xs]
+        s = sympy.Add(*ex)
+        if isinstance(mod, nn.Softmax):
+            return [v / s for v in ex]
+        return [e - sympy.log(s) for e in xs]
+    if isinstance(mod, nn.BatchNorm1d) and mod.track_running_stats and mod.running_mean is not None:
+        mean, var = float64_array(mod.running_mean), float64_array(mod.running_var)
+        scale = 1.0 / np.sqrt(var + mod.eps)
+        if mod.affine:
+            scale = scale * float64_array(mod.weight)
+            shift = float64_array(mod.bias) - mean * scale
+        else:
+            shift = -mean * scale
+        return [sympy_number(scale[i]) * e + sympy_number(shift[i]) for i, e in enumerate(xs)]
+    prefix = f"{where}: " if where else ""
+    raise NoClosedFormError(
+        f"{prefix}module {type(mod).__name__} has no closed form supported by to_sympy"
+    )
+
+
+def modules_sympy(modules: Sequence[nn.Module] | None, xs: Sequence[Any], where: str = "") -> list[Any]:
+    """Apply :func:`module_sympy` for each module in order (the symbolic :func:`apply_list`)."""
+    xs = list(xs)
+    for mod in modules or []:
+        xs = module_sympy(mod, xs, where)
+    return xs

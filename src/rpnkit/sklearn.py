@@ -3,11 +3,12 @@
 Both follow the scikit-learn estimator contract (constructor stores hyperparameters
 only; ``fit`` / ``predict`` / ``score``; ``get_params`` / ``set_params``; ``clone``;
 pickling) and pass ``sklearn.utils.estimator_checks`` (see ``tests/test_sklearn.py``).
-They carry their own compact training loop (Adam with an L2 penalty, AdamW or
-full-batch L-BFGS; full batch for small data or shuffled minibatches; optional early
-stopping on an internal validation split that restores the best weights), seeded by
-``random_state`` without touching the global torch RNG. Small CPU problems run on one
-intra-op thread during ``fit``/``predict`` (the previous setting is restored after).
+They train through rpnkit's one training loop, :func:`rpnkit.training.fit` (Adam with an
+L2 penalty, AdamW or full-batch L-BFGS; full batch for small data or shuffled
+minibatches; optional early stopping on an internal validation split that restores the
+best weights), seeded by ``random_state`` without touching the global torch RNG, and
+write no files. Small CPU problems run on one intra-op thread during ``fit``/``predict``
+(the previous setting is restored after).
 
 The network is ``RPN.from_dims([n_features, *dims, n_outputs], ...)`` built from the
 ``expansion`` / ``reconciliation`` / ``remainder`` names and their ``*_params``, or one
@@ -29,14 +30,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
@@ -53,12 +57,20 @@ except ImportError:  # pragma: no cover - scikit-learn < 1.6
 
 from .errors import ConfigurationError
 from .model import RPN
+from .spec import HEAD_FIELDS
 
 __all__ = ["RPNClassifier", "RPNRegressor"]
 
 logger = logging.getLogger(__name__)
 
 _LOSSES = ("log_loss", "hinge")
+
+#: Estimator parameters that are not head options: network shape, classic model, training.
+_NON_HEAD_PARAMS = (
+    "dims", "activation", "model", "model_params", "loss", "max_epochs", "batch_size", "lr",
+    "weight_decay", "optimizer", "early_stopping", "validation_fraction", "n_iter_no_change",
+    "tol", "random_state", "device", "dtype", "standardize", "verbose",
+)  # fmt: skip
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -167,25 +179,33 @@ class _RPNEstimatorBase(BaseEstimator):
             return {"d": 2, "symmetric": True}
         return {}
 
+    def _head_options(self) -> dict[str, Any]:
+        """The head options (:data:`_HEAD_OPTIONS`) for ``RPN.from_dims``."""
+        opts = {k: getattr(self, k) for k in _HEAD_OPTIONS}
+        for k in opts:
+            if k.endswith("_params"):
+                opts[k] = dict(opts[k] or {})
+        opts["expansion_params"] = self._expansion_params()
+        return opts
+
+    def _ignored_with_model(self) -> list[str]:
+        """RPN options set to non-default values although ``model`` builds its own layers."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        out = []
+        for k in (*_HEAD_OPTIONS, "activation"):
+            default = defaults[k].default
+            value = getattr(self, k)
+            if value is not default and value != default:
+                out.append(f"{k}={value!r}")
+        return out
+
     def _build_network(self, n_in: int, n_out: int) -> nn.Module:
         widths = [n_in, *_as_tuple_dims(self.dims), n_out]
         if self.model is not None:
             from .models import build_model
 
             return build_model(self.model, dims=widths, **dict(self.model_params or {}))
-        if self.model_params:
-            raise ConfigurationError("model_params given without a model name")
-        return RPN.from_dims(
-            widths,
-            expansion=self.expansion,
-            reconciliation=self.reconciliation,
-            remainder=self.remainder,
-            expansion_params=self._expansion_params(),
-            reconciliation_params=dict(self.reconciliation_params or {}),
-            remainder_params=dict(self.remainder_params or {}),
-            bias=self.bias,
-            activation=self.activation,
-        )
+        return RPN.from_dims(widths, **self._head_options(), activation=self.activation)
 
     def _check_hparams(self) -> None:
         def positive_int(name: str) -> None:
@@ -214,13 +234,28 @@ class _RPNEstimatorBase(BaseEstimator):
             )
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if not (isinstance(self.tol, (int, float)) and not isinstance(self.tol, bool)
+                and math.isfinite(self.tol) and self.tol >= 0):
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
+        if self.model is None and self.model_params:
+            raise ConfigurationError("model_params given without a model name")
+        if self.model is not None:
+            ignored = self._ignored_with_model()
+            if ignored:
+                raise ConfigurationError(
+                    f"{type(self).__name__}(model={self.model!r}): {', '.join(ignored)} would be "
+                    f"ignored, because model {self.model!r} builds its own layers; pass the "
+                    "model's options in model_params, or drop model to build an RPN from "
+                    "these components"
+                )
 
     @property
     def _torch_dtype(self) -> torch.dtype:
         return torch.float64 if self.dtype == "float64" else torch.float32
 
-    # -- training loop -------------------------------------------------------------
-    def _loss_fn(self):
+    # -- training ------------------------------------------------------------------
+    def _loss_name(self) -> str:
+        """Name of the training loss in :data:`rpnkit.training.LOSSES`."""
         raise NotImplementedError
 
     def _split_validation(self, X: np.ndarray, y: np.ndarray, seed: int):
@@ -249,110 +284,83 @@ class _RPNEstimatorBase(BaseEstimator):
             return X
         return (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
 
+    def _train_config(self, n_train: int) -> dict[str, Any]:
+        """The ``train:`` spec (:class:`~rpnkit.config.TrainConfig`) of these hyperparameters."""
+        if self.optimizer == "lbfgs":
+            batch = n_train  # L-BFGS is a full-batch method
+            optimizer = {"name": "lbfgs", "lr": 1.0, "max_iter": 20, "history_size": 20,
+                         "tolerance_grad": 1e-10, "tolerance_change": 1e-14}
+        else:
+            batch = min(n_train, 1024 if self.batch_size == "auto" else int(self.batch_size))
+            optimizer = {"name": self.optimizer, "lr": float(self.lr)}
+        optimizer["weight_decay"] = float(self.weight_decay)
+        return {
+            "epochs": int(self.max_epochs),
+            "batch_size": max(1, batch),
+            "optimizer": optimizer,
+            "scheduler": "none",
+            "loss": self._loss_name(),
+            # stop after n_iter_no_change epochs without a relative improvement by tol of
+            # the validation loss (early_stopping=True) or else of the training loss
+            "early_stopping": int(self.n_iter_no_change),
+            "tol": float(self.tol),
+            "dtype": self.dtype,
+        }
+
     def _fit_network(self, X: np.ndarray, y: np.ndarray, n_out: int) -> None:
+        from .training.engine import fit
+
         self._check_hparams()
         X = self._fit_input_scaling(X)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(0, 2**31 - 1))
         device = _resolve_device(self.device)
-        dtype = self._torch_dtype
-        X_val = y_val = None
+        data: dict[str, Any] = {"train": (X, y)}
         if self.early_stopping and len(X) >= 4:
-            X, X_val, y, y_val = self._split_validation(X, y, seed)
-        y_dtype = torch.long if self._task == "classification" else dtype
+            X_tr, X_val, y_tr, y_val = self._split_validation(X, y, seed)
+            data = {"train": (X_tr, y_tr), "val": (X_val, y_val)}
+        cfg = self._train_config(len(data["train"][0]))
+        name = type(self).__name__
 
-        def tensors(a, b):
-            return (torch.tensor(a, dtype=dtype, device=device),
-                    torch.tensor(b, dtype=y_dtype, device=device))
+        def log_epoch(epoch: int, rec: dict[str, Any]) -> None:
+            val = rec.get("val_loss")
+            logger.info("%s epoch %d: train loss %.6g%s", name, epoch, rec["train_loss"],
+                        f", validation loss {val:.6g}" if val is not None else "")
 
-        Xt, yt = tensors(X, y)
-        if X_val is not None:
-            Xv, yv = tensors(X_val, y_val)
-        n = Xt.shape[0]
-        bs = min(n, 1024 if self.batch_size == "auto" else int(self.batch_size))
         cuda_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices), _small_work_threads(device, Xt.numel()):
+        with torch.random.fork_rng(devices=cuda_devices), _small_work_threads(device, X.size):
             torch.manual_seed(seed)
-            net = self._build_network(X.shape[1], n_out).to(device=device, dtype=dtype)
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            loss_fn = self._loss_fn()
-            lbfgs = self.optimizer == "lbfgs"
-            if lbfgs:
-                bs = n  # L-BFGS is a full-batch method
-                trainable = [p for p in net.parameters() if p.requires_grad]
-                opt = torch.optim.LBFGS(
-                    trainable, lr=1.0, max_iter=20, history_size=20,
-                    line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14,
-                )
-                wd = float(self.weight_decay)
-
-                def closure():
-                    opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(net(Xt), yt)
-                    if wd:
-                        loss = loss + 0.5 * wd * sum((p * p).sum() for p in trainable)
-                    loss.backward()
-                    return loss
-            else:
-                opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-                opt = opt_cls(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            best, best_state, stall = math.inf, None, 0
-            self.loss_curve_, self.validation_scores_ = [], []
-            epoch = 0
-            for epoch in range(1, int(self.max_epochs) + 1):
-                net.train()
-                if bs >= n:
-                    batches = [None]
-                else:
-                    perm = torch.randperm(n, generator=gen).to(device)
-                    batches = list(perm.split(bs))
-                total = 0.0
-                if lbfgs:
-                    total = float(opt.step(closure).detach())
-                    batches = []
-                for idx in batches:
-                    xb, yb = (Xt, yt) if idx is None else (Xt[idx], yt[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(net(xb), yb)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * (xb.shape[0] / n)
-                if not math.isfinite(total):
-                    raise FloatingPointError(
-                        f"{type(self).__name__}: training loss became {total} at epoch {epoch}; "
-                        "lower lr or standardise the inputs"
-                    )
-                self.loss_curve_.append(total)
-                if X_val is not None:
-                    net.eval()
-                    with torch.no_grad():
-                        monitored = float(loss_fn(net(Xv), yv))
-                    self.validation_scores_.append(monitored)
-                else:
-                    monitored = total
-                if self.verbose:
-                    logger.info(
-                        "%s epoch %d: train loss %.6g%s", type(self).__name__, epoch, total,
-                        f", validation loss {monitored:.6g}" if X_val is not None else "",
-                    )
-                if not math.isfinite(best) or monitored < best - self.tol * abs(best) - 1e-12:
-                    best, stall = monitored, 0
-                    if X_val is not None:
-                        best_state = copy.deepcopy(net.state_dict())
-                else:
-                    stall += 1
-                    if stall >= self.n_iter_no_change:
-                        break
-            if best_state is not None:
-                net.load_state_dict(best_state)
+            net = self._build_network(X.shape[1], n_out)
+            result = fit(net, data, cfg, seed=seed, device=device, progress=bool(self.verbose),
+                         on_epoch_end=log_epoch if self.verbose else None, restore_best=True,
+                         task=self._task)
+        stopped = result.stopped or {}
+        if stopped.get("cause") == "non_finite":
+            raise FloatingPointError(
+                f"{name}: training loss became NaN/inf at epoch {stopped['epoch']}; "
+                "lower lr or standardise the inputs"
+            )
+        if self.early_stopping and stopped.get("cause") != "early_stopping":
+            warnings.warn(
+                f"{name}: max_epochs={self.max_epochs} reached and the "
+                f"{'validation' if 'val' in data else 'training'} loss was still improving; "
+                "increase max_epochs",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         net.eval()
-        if device.type == "cpu" and dtype != torch.float64:
+        if device.type == "cpu" and self._torch_dtype != torch.float64:
             # float64 inference on the CPU: predictions do not depend on the batch
             # composition (float32 GEMM results can), at negligible cost for tabular data
             net = net.to(torch.float64)
         self.model_ = net
-        self.n_iter_ = epoch
-        self.best_loss_ = best
+        self.n_iter_ = result.epochs_run
+        self.loss_curve_ = [h["train_loss"] for h in result.history]
+        self.validation_scores_ = [h["val_loss"] for h in result.history if "val_loss" in h]
+        if "val" in data and result.best.get("value") is not None:
+            self.best_loss_ = float(result.best["value"])
+        else:
+            self.best_loss_ = min(self.loss_curve_, default=math.inf)
 
     def _forward(self, X: np.ndarray) -> np.ndarray:
         net = self.model_
@@ -385,6 +393,13 @@ class _RPNEstimatorBase(BaseEstimator):
         return tags
 
 
+#: The estimators' head options forwarded to ``RPN.from_dims``: the parameters of the
+#: estimators that are :data:`rpnkit.spec.HEAD_FIELDS` (in that order).
+_HEAD_OPTIONS: tuple[str, ...] = tuple(
+    f for f in HEAD_FIELDS if f in inspect.signature(_RPNEstimatorBase.__init__).parameters
+)
+
+
 class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
     """RPN classifier with the scikit-learn estimator contract.
 
@@ -410,7 +425,9 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
     model : str, optional
         Name of a classic model of :mod:`rpnkit.models` (``naive_bayes``, ``pgm``,
         ``kan``, ``kernel_svm``, ``mlp``, ``rpn``) used instead of the components above;
-        ``model_params`` are its keyword arguments.
+        ``model_params`` are its keyword arguments. The model builds its own layers, so
+        ``fit`` raises a ``ConfigurationError`` (a ``ValueError``) when any of
+        ``expansion`` ... ``activation`` is also set to a non-default value.
     max_epochs, batch_size, lr, weight_decay, optimizer :
         Training loop: at most ``max_epochs`` passes; ``batch_size="auto"`` is full
         batch up to 1024 samples, else shuffled minibatches of 1024. ``optimizer="adam"``
@@ -420,9 +437,11 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         search, ``lr`` unused) on the loss plus ``weight_decay/2·‖θ‖²``.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop when
-        the validation loss has not improved for ``n_iter_no_change`` epochs and
-        restore the best weights. Without it, training stops when the training loss
-        has not improved by ``tol`` (relative) for ``n_iter_no_change`` epochs.
+        the validation loss has not improved by ``tol`` (relative) for
+        ``n_iter_no_change`` epochs and restore the best weights; a
+        ``ConvergenceWarning`` is emitted when ``max_epochs`` is reached first. Without
+        it, training stops when the training loss has not improved by ``tol``
+        (relative) for ``n_iter_no_change`` epochs.
     random_state : int, RandomState or None
         Seeds initialisation, shuffling and the validation split.
     device : str, default="cpu"
@@ -434,8 +453,8 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         ``model_`` then sees ``(X - x_mean_) / x_scale_`` and
         :func:`rpnkit.symbolic.to_sympy` folds the scaling back into the formula.
     verbose : int
-        When non-zero, log the loss of every epoch at INFO level on the
-        ``rpnkit.sklearn`` logger (library code never prints).
+        When non-zero, show a tqdm progress bar on stderr (when it is a terminal) and
+        log the loss of every epoch at INFO level on the ``rpnkit.sklearn`` logger.
 
     Attributes
     ----------
@@ -504,10 +523,8 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         )
         self.loss = loss
 
-    def _loss_fn(self):
-        if self.loss == "hinge":
-            return nn.MultiMarginLoss()
-        return nn.CrossEntropyLoss()
+    def _loss_name(self) -> str:
+        return "hinge" if self.loss == "hinge" else "cross_entropy"
 
     def fit(self, X, y):
         """Fit the network on (X, y); y holds arbitrary class labels."""
@@ -655,8 +672,8 @@ class RPNRegressor(RegressorMixin, _RPNEstimatorBase):
         self._fit_network(X, (Y - self.y_mean_) / self.y_scale_, self.n_outputs_)
         return self
 
-    def _loss_fn(self):
-        return nn.MSELoss()
+    def _loss_name(self) -> str:
+        return "mse"
 
     def predict(self, X) -> np.ndarray:
         """Predicted targets, shape (n,) for 1-D training targets else (n, n_outputs)."""

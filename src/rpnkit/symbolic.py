@@ -3,7 +3,12 @@
 An RPN whose components all have closed forms is an explicit formula: every head is
 ``fuse_c(ψ(w^c) κ(x)) + b + π(x)`` with a known κ, the dense ψ(w) from
 ``reconcile(w, n, D)`` and a known π. :func:`to_sympy` writes that formula out, one
-sympy expression per output, for
+sympy expression per output. Each component gives its own closed form —
+:meth:`Expansion.sympy <rpnkit.expansion.Expansion.sympy>` (κ's D expressions, pre/post-
+processing included), :meth:`Remainder.sympy <rpnkit.remainder.Remainder.sympy>` (π's n
+expressions) and :func:`rpnkit.modules.module_sympy` (the torch activation / normalisation
+modules); this module only walks model → layers → heads → components and the fusions, and
+reads fitted estimators and pipelines. Built in are
 
 * expansions: identity, linear, reciprocal (as a ``Piecewise``), taylor (incl.
   symmetric), chebyshev, legendre, hermite, laguerre, jacobi, fourier, trigonometric,
@@ -23,15 +28,15 @@ scaling are folded in; the classifier gives one logit per class), and so is a sc
 / ``MinMaxScaler`` / ``MaxAbsScaler`` steps followed by such an estimator: the formula
 is then in the raw input features. The model is read as in eval mode.
 
-Components without a closed form (``bspline``, LayerNorm, ...) raise
-:class:`NoClosedFormError` naming the component and where it sits.
+A user-defined expansion exports when it overrides ``_sympy(xs)`` (or ``sympy(xs)``), a
+user-defined remainder when it overrides ``sympy(xs, tol)``. Components without a closed
+form (``bspline``, LayerNorm, ...) raise :class:`NoClosedFormError` (defined in
+:mod:`rpnkit.errors`) naming the component and where it sits.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,263 +44,43 @@ import sympy
 import torch
 from torch import nn
 
-from . import expansion as E
-from .errors import ConfigurationError
+from .errors import ConfigurationError, NoClosedFormError
 from .head import RPNHead
 from .layer import RPNLayer
 from .model import RPN
-from .remainder.remainders import (
-    ConstantRemainder,
-    IdentityRemainder,
-    LinearRemainder,
-    ZeroRemainder,
-)
+from .modules import float64_array, modules_sympy, sympy_affine, sympy_number
 
 __all__ = ["to_sympy", "NoClosedFormError"]
 
 Exprs = list[sympy.Expr]
 
 
-class NoClosedFormError(ConfigurationError):
-    """A component of the model has no closed-form symbolic expression."""
-
-
-def _num(v: float) -> sympy.Expr:
-    v = float(v)
-    if v == int(v) and abs(v) < 1e15:
-        return sympy.Integer(int(v))
-    return sympy.Float(v, 15)
-
-
-def _affine(W: np.ndarray, xs: Exprs, b: np.ndarray | None, tol: float) -> Exprs:
-    out = []
-    for i in range(W.shape[0]):
-        row = W[i]
-        terms = [sympy.Float(float(row[j]), 15) * xs[j] for j in np.flatnonzero(np.abs(row) >= tol)]
-        if b is not None and abs(b[i]) >= tol:
-            terms.append(sympy.Float(float(b[i]), 15))
-        out.append(sympy.Add(*terms))
-    return out
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float64).numpy()
-
-
-def _sigmoid(e: sympy.Expr) -> sympy.Expr:
-    return 1 / (1 + sympy.exp(-e))
-
-
-# -- modules (activations, normalisation) ----------------------------------------------
-def _apply_modules(mods: Sequence[nn.Module] | None, xs: Exprs, where: str) -> Exprs:
-    for mod in mods or []:
-        xs = _apply_module(mod, xs, where)
-    return xs
-
-
-def _apply_module(mod: nn.Module, xs: Exprs, where: str) -> Exprs:
-    if isinstance(mod, (nn.Identity, nn.Dropout)):
-        return xs
-    if isinstance(mod, nn.ReLU):
-        return [sympy.Max(0, e) for e in xs]
-    if isinstance(mod, nn.SiLU):
-        return [e * _sigmoid(e) for e in xs]
-    if isinstance(mod, nn.Sigmoid):
-        return [_sigmoid(e) for e in xs]
-    if isinstance(mod, nn.Tanh):
-        return [sympy.tanh(e) for e in xs]
-    if isinstance(mod, nn.Softplus):
-        beta = _num(mod.beta)
-        return [sympy.log(1 + sympy.exp(beta * e)) / beta for e in xs]
-    if isinstance(mod, nn.ELU):
-        a = _num(mod.alpha)
-        return [sympy.Piecewise((e, e > 0), (a * (sympy.exp(e) - 1), True)) for e in xs]
-    if isinstance(mod, nn.LeakyReLU):
-        s = _num(mod.negative_slope)
-        return [sympy.Piecewise((e, e > 0), (s * e, True)) for e in xs]
-    if isinstance(mod, nn.GELU):
-        if mod.approximate == "tanh":
-            c = sympy.sqrt(2 / sympy.pi)
-            return [e / 2 * (1 + sympy.tanh(c * (e + sympy.Float(0.044715) * e**3))) for e in xs]
-        return [e / 2 * (1 + sympy.erf(e / sympy.sqrt(2))) for e in xs]
-    if isinstance(mod, (nn.Softmax, nn.LogSoftmax)) and mod.dim in (-1, 1, None):
-        ex = [sympy.exp(e) for e in xs]
-        s = sympy.Add(*ex)
-        if isinstance(mod, nn.Softmax):
-            return [v / s for v in ex]
-        return [e - sympy.log(s) for e in xs]
-    if isinstance(mod, nn.BatchNorm1d) and mod.track_running_stats and mod.running_mean is not None:
-        mean, var = _np(mod.running_mean), _np(mod.running_var)
-        scale = 1.0 / np.sqrt(var + mod.eps)
-        if mod.affine:
-            scale = scale * _np(mod.weight)
-            shift = _np(mod.bias) - mean * scale
-        else:
-            shift = -mean * scale
-        return [_num(scale[i]) * e + _num(shift[i]) for i, e in enumerate(xs)]
-    raise NoClosedFormError(
-        f"{where}: module {type(mod).__name__} has no closed form supported by to_sympy"
-    )
-
-
-# -- expansions --------------------------------------------------------------------------
-def _orthogonal(kappa: Any, xs: Exprs) -> Exprs:
-    out = []
-    for x in xs:
-        prev, cur = sympy.Integer(1), kappa.p1(x)
-        polys = [cur]
-        for k in range(2, kappa.d + 1):
-            prev, cur = cur, kappa.step(k, x, cur, prev)
-            polys.append(cur)
-        out.extend(sympy.expand(p) for p in polys)
-    return out
-
-
-def _expand_core(kappa: E.Expansion, xs: Exprs, where: str) -> Exprs:
-    m = len(xs)
-    if isinstance(kappa, E.Identity):
-        return list(xs)
-    if isinstance(kappa, E.Linear):
-        return [_num(kappa.c) * x for x in xs]
-    if isinstance(kappa, E.Reciprocal):
-        eps = _num(kappa.eps)
-        return [
-            sympy.Piecewise((1 / x, sympy.Abs(x) >= eps), (-1 / eps, x < 0), (1 / eps, True))
-            for x in xs
-        ]
-    if isinstance(kappa, E.Taylor):
-        blocks: Exprs = []
-        if kappa.symmetric:
-            for k in range(1, kappa.d + 1):
-                for idx in itertools.combinations_with_replacement(range(m), k):
-                    blocks.append(sympy.Mul(*[xs[i] for i in idx]))
-            return blocks
-        p = list(xs)
-        blocks.extend(p)
-        for _ in range(2, kappa.d + 1):
-            p = [a * c for a in p for c in xs]
-            blocks.extend(p)
-        return blocks
-    if isinstance(kappa, (E.Chebyshev, E.Legendre, E.Hermite, E.Laguerre, E.Jacobi)):
-        return _orthogonal(kappa, xs)
-    if isinstance(kappa, E.Fourier):
-        out = []
-        for j in range(1, kappa.N + 1):
-            f = 2 * sympy.pi * j / _num(kappa.P)
-            out.extend(sympy.cos(f * x) for x in xs)
-            out.extend(sympy.sin(f * x) for x in xs)
-        return out
-    if isinstance(kappa, E.Trigonometric):
-        return [*map(sympy.sin, xs), *map(sympy.cos, xs), *map(sympy.tan, xs)]
-    if isinstance(kappa, E.Hyperbolic):
-        return [*map(sympy.sinh, xs), *map(sympy.cosh, xs), *map(sympy.tanh, xs)]
-    if isinstance(kappa, E.ArcTrigonometric):
-        u = [_sigmoid(x) for x in xs]
-        c = sympy.Float(0.99)
-        return [*(sympy.asin(c * v) for v in u), *(sympy.acos(c * v) for v in u),
-                *map(sympy.atan, u)]
-    if isinstance(kappa, E.ArcHyperbolic):
-        u = [_sigmoid(x) for x in xs]
-        return [*map(sympy.asinh, u), *(sympy.acosh(v + sympy.Float(1.01)) for v in u),
-                *(sympy.atanh(sympy.Float(0.99) * v) for v in u)]
-    if isinstance(kappa, (E.GaussianRBF, E.InverseQuadraticRBF)):
-        centres = _np(kappa.centres)
-        eps = _num(kappa.eps)
-        out = []
-        for x in xs:
-            for c in centres:
-                z = eps * (x - _num(c))
-                out.append(sympy.exp(-(z**2)) if isinstance(kappa, E.GaussianRBF) else 1 / (1 + z**2))
-        return out
-    if isinstance(kappa, E.NaiveNormal):
-        s = _num(kappa.scale)
-        const = _num(-math.log(kappa.scale) - 0.5 * math.log(2 * math.pi))
-        return [-((x - _num(kappa.loc)) / s) ** 2 / 2 + const for x in xs]
-    if isinstance(kappa, E.NaiveLaplace):
-        return [-sympy.Abs(x - _num(kappa.loc)) / _num(kappa.scale) + _num(-math.log(2 * kappa.scale))
-                for x in xs]
-    if isinstance(kappa, E.NaiveCauchy):
-        return [_num(-math.log(math.pi * kappa.scale))
-                - sympy.log(1 + ((x - _num(kappa.loc)) / _num(kappa.scale)) ** 2) for x in xs]
-    if isinstance(kappa, (E.NaiveGamma, E.NaiveExponential, E.NaiveChi2)):
-        us = [sympy.Float(0.99) * _sigmoid(x) + sympy.Float(0.001) for x in xs]
-        if isinstance(kappa, E.NaiveGamma):
-            k, r = kappa.concentration, kappa.rate
-            return [_num(k * math.log(r) - math.lgamma(k)) + _num(k - 1) * sympy.log(u) - _num(r) * u
-                    for u in us]
-        if isinstance(kappa, E.NaiveExponential):
-            return [_num(math.log(kappa.rate)) - _num(kappa.rate) * u for u in us]
-        h = kappa.df / 2
-        return [_num(h - 1) * sympy.log(u) - u / 2 + _num(-h * math.log(2) - math.lgamma(h))
-                for u in us]
-    if isinstance(kappa, (E.Combinatorial, E.CombinatorialNormal)):
-        out = []
-        for r in range(1, min(kappa.d, m) + 1):
-            for idx in itertools.combinations(range(m), r):
-                if isinstance(kappa, E.Combinatorial):
-                    out.append(sympy.Mul(*[xs[i] for i in idx]))
-                else:
-                    out.append(_num(-0.5 * r * math.log(2 * math.pi))
-                               - sympy.Add(*[xs[i] ** 2 for i in idx]) / 2)
-        return out
-    if isinstance(kappa, E.Nested):
-        for i, sub in enumerate(kappa.expansions):
-            xs = _expansion_exprs(sub, xs, f"{where} > nested[{i}]")
-        return xs
-    if isinstance(kappa, E.Extended):
-        out = []
-        for i, sub in enumerate(kappa.expansions):
-            out.extend(_expansion_exprs(sub, xs, f"{where} > extended[{i}]"))
-        return out
-    name = getattr(kappa, "registry_name", type(kappa).__name__)
-    raise NoClosedFormError(
-        f"{where}: expansion {name!r} ({type(kappa).__name__}) has no closed form; to_sympy "
-        "supports identity, linear, reciprocal, taylor, the orthogonal polynomial families, "
-        "fourier, trigonometric, hyperbolic, arc_*, gaussian/inverse_quadratic RBF, naive_*, "
-        "combinatorial(_normal), nested and extended"
-    )
-
-
-def _expansion_exprs(kappa: E.Expansion, xs: Exprs, where: str) -> Exprs:
-    xs = _apply_modules(kappa.preprocess, xs, f"{where} preprocess")
-    out = _expand_core(kappa, xs, where)
-    return _apply_modules(kappa.postprocess, out, f"{where} postprocess")
+def _located(where: str, fn: Callable[..., Exprs], *args: Any) -> Exprs:
+    """``fn(*args)``, with ``where`` (layer / head) put in front of a NoClosedFormError."""
+    try:
+        return list(fn(*args))
+    except NoClosedFormError as exc:
+        raise NoClosedFormError(f"{where}: {exc}") from None
 
 
 # -- heads, layers, models ---------------------------------------------------------------
-def _remainder_exprs(pi: nn.Module, xs: Exprs, n: int, tol: float, where: str) -> Exprs:
-    from .models.classic import KANBaseRemainder
-
-    w = f"{where}: remainder"
-    act = [pi.activation] if getattr(pi, "activation", None) is not None else []
-    if isinstance(pi, ZeroRemainder):
-        return [sympy.Integer(0)] * n
-    if isinstance(pi, ConstantRemainder):
-        return [_num(pi.c)] * n
-    if isinstance(pi, IdentityRemainder):
-        return _apply_modules(act, list(xs), w)
-    if isinstance(pi, KANBaseRemainder):
-        b = _np(pi.bias) if pi.bias is not None else None
-        return _affine(_np(pi.weight), _apply_modules(act, list(xs), w), b, tol)
-    if isinstance(pi, LinearRemainder):
-        b = _np(pi.bias) if pi.bias is not None else None
-        return _apply_modules(act, _affine(_np(pi.weight), xs, b, tol), w)
-    name = getattr(pi, "registry_name", type(pi).__name__)
-    raise NoClosedFormError(f"{w} {name!r} ({type(pi).__name__}) has no closed form")
-
-
 def _head_exprs(head: RPNHead, xs: Exprs, tol: float, where: str) -> Exprs:
-    kx = _expansion_exprs(head.expansion, xs, f"{where}: expansion")
+    kx = _located(where, head.expansion.sympy, list(xs))
     with torch.no_grad():
-        Ws = _np(head.reconciled_weights())  # (C, n, D)
+        Ws = float64_array(head.reconciled_weights())  # (C, n, D)
+    if len(kx) != Ws.shape[-1]:
+        raise ConfigurationError(
+            f"{where}: {type(head.expansion).__name__}.sympy gave {len(kx)} expressions, "
+            f"expected D={Ws.shape[-1]} (one per column of κ(x))"
+        )
     W = Ws.sum(axis=0)
     if head.channel_fusion == "mean":
         W = W / Ws.shape[0]
-    b = _np(head.bias) if head.bias is not None else None
-    y = _affine(W, kx, b, tol)
-    rem = _remainder_exprs(head.remainder, xs, head.n, tol, where)
+    b = float64_array(head.bias) if head.bias is not None else None
+    y = sympy_affine(W, kx, b, tol)
+    rem = _located(where, head.remainder.sympy, list(xs), tol)
     y = [a + r for a, r in zip(y, rem)]
-    return _apply_modules(head.output, y, f"{where}: output")
+    return modules_sympy(head.output, y, f"{where}: output")
 
 
 def _layer_exprs(layer: RPNLayer, xs: Exprs, tol: float, where: str) -> Exprs:
@@ -308,8 +93,9 @@ def _layer_exprs(layer: RPNLayer, xs: Exprs, tol: float, where: str) -> Exprs:
         y = [e for o in outs for e in o]
         if layer.fusion_linear is not None:
             lin = layer.fusion_linear
-            y = _affine(_np(lin.weight), y, _np(lin.bias) if lin.bias is not None else None, tol)
-    return _apply_modules(layer.output, y, f"{where}: output")
+            bias = float64_array(lin.bias) if lin.bias is not None else None
+            y = sympy_affine(float64_array(lin.weight), y, bias, tol)
+    return modules_sympy(layer.output, y, f"{where}: output")
 
 
 def _module_exprs(module: nn.Module, xs: Exprs, tol: float) -> Exprs:
@@ -341,11 +127,11 @@ def _transformer_exprs(name: str, step: Any, xs: Exprs) -> Exprs:
     if isinstance(step, StandardScaler):
         mean = step.mean_ if step.with_mean else np.zeros(len(xs))
         scale = step.scale_ if step.with_std and step.scale_ is not None else np.ones(len(xs))
-        return [(x - _num(mu)) / _num(s) for x, mu, s in zip(xs, mean, scale)]
+        return [(x - sympy_number(mu)) / sympy_number(s) for x, mu, s in zip(xs, mean, scale)]
     if isinstance(step, MinMaxScaler):
-        return [x * _num(s) + _num(mn) for x, s, mn in zip(xs, step.scale_, step.min_)]
+        return [x * sympy_number(s) + sympy_number(mn) for x, s, mn in zip(xs, step.scale_, step.min_)]
     if isinstance(step, MaxAbsScaler):
-        return [x / _num(s) for x, s in zip(xs, step.scale_)]
+        return [x / sympy_number(s) for x, s in zip(xs, step.scale_)]
     raise NoClosedFormError(
         f"pipeline step {name!r} ({type(step).__name__}) has no closed form supported by "
         "to_sympy (supported: StandardScaler, MinMaxScaler, MaxAbsScaler, 'passthrough')"
@@ -431,7 +217,7 @@ def to_sympy(
     for name, step in steps:
         xs = _transformer_exprs(name, step, xs)
     if getattr(obj, "standardize", False) and hasattr(obj, "x_mean_"):
-        xs = [(x - _num(mu)) / _num(sd) for x, mu, sd in zip(xs, obj.x_mean_, obj.x_scale_)]
+        xs = [(x - sympy_number(mu)) / sympy_number(sd) for x, mu, sd in zip(xs, obj.x_mean_, obj.x_scale_)]
     was_training = module.training
     module.eval()
     try:
@@ -439,5 +225,5 @@ def to_sympy(
     finally:
         module.train(was_training)
     if scale is not None:
-        ys = [_num(scale[i]) * y + _num(shift[i]) for i, y in enumerate(ys)]
+        ys = [sympy_number(scale[i]) * y + sympy_number(shift[i]) for i, y in enumerate(ys)]
     return [_prune(y, tol, expand) for y in ys]

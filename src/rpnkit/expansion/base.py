@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
-from ..modules import apply_list, bind_module_list, build_module_list
+from ..modules import apply_list, bind_module_list, build_module_list, compact_repr
+from .layout import Segment, dense
 
 __all__ = ["Expansion", "check_positive_int"]
 
@@ -67,6 +68,18 @@ class Expansion(nn.Module):
         self.m = m
         bind_module_list(self.preprocess, m)
         bind_module_list(self.postprocess, self.calculate_D(m))
+        self.bind_tables(m)
+
+    def bind_tables(self, m: int) -> None:
+        """Create index tables for width m as non-persistent buffers (override; see
+        :meth:`table`). Called once by :meth:`bind`, i.e. when a head is built."""
+
+    def table(self, name: str, m: int, make) -> Tensor:
+        """Index table ``name`` for width ``m``: the buffer bound at construction when m is the
+        bound width, else ``make(m)`` (a standalone call on a new width, eager only)."""
+        if self.m == m and name in self._buffers:
+            return self._buffers[name]
+        return make(m)
 
     # -- evaluation ------------------------------------------------------------
     def expand(self, x: Tensor) -> Tensor:
@@ -94,12 +107,74 @@ class Expansion(nn.Module):
         out = self.expand(x)
         return apply_list(self.postprocess, out)
 
+    # -- structure ---------------------------------------------------------------
+    def layout(self, m: int) -> list[Segment]:
+        """The segments κ(x) is made of for input width ``m`` (see :mod:`.layout`).
+
+        Post-processing acts on the whole output, so an expansion with post-processing is one
+        dense segment; otherwise the class's :meth:`_layout` decides (default: one dense
+        segment). Pre-processing keeps the width, so it never changes the layout.
+        """
+        if len(self.postprocess) > 0:
+            return [dense(self.calculate_D(m), f"{self.registry_name} (postprocess: materialised)")]
+        return self._layout(int(m))
+
+    def segment_inputs(self, x: Tensor) -> list[Tensor]:
+        """The tensors of :meth:`layout`'s segments for a batch x (B, m), in order.
+
+        A dense segment's tensor is its (B, width) block; a power/sympower segment's tensor is
+        its base z (B, m). Pre-processing runs once here.
+        """
+        if len(self.postprocess) > 0:
+            return [self(x)]
+        x = apply_list(self.preprocess, self.check_input(x))
+        return self._segment_inputs(x)
+
+    def _layout(self, m: int) -> list[Segment]:
+        """Layout of the core expansion (no pre/post); override to expose structure."""
+        return [dense(self.calculate_D(m), self.registry_name)]
+
+    def _segment_inputs(self, z: Tensor) -> list[Tensor]:
+        """Segment tensors of the core expansion for pre-processed input z."""
+        return [self.expand(z)]
+
     def has_processing(self) -> bool:
         return len(self.preprocess) > 0 or len(self.postprocess) > 0
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
 
+    def __repr__(self) -> str:
+        return compact_repr(self)
+
     def hparams(self) -> dict[str, Any]:
         """Hyperparameters (for repr, configs and symbolic export)."""
         return {}
+
+    # -- closed form -------------------------------------------------------------
+    def sympy(self, xs: list[Any]) -> list[Any]:
+        """κ as sympy expressions: the D expressions of κ(x) for input expressions ``xs``.
+
+        Applies the pre-processing, the class's :meth:`_sympy`, then the post-processing
+        (modules with a closed form, see :func:`rpnkit.modules.module_sympy`); the result is
+        in κ's column order. A user expansion gets symbolic export by overriding
+        :meth:`_sympy` (or this method, which then also owns pre/post-processing).
+
+        Raises:
+            NoClosedFormError: naming the expansion (or module) that has no closed form.
+        """
+        from ..modules import modules_sympy
+
+        name = f"expansion {self.registry_name!r}"
+        xs = modules_sympy(self.preprocess, xs, f"{name} preprocess")
+        out = self._sympy(xs)
+        return modules_sympy(self.postprocess, out, f"{name} postprocess")
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        """Closed form of the core expansion (no pre/post) for pre-processed ``xs``."""
+        from ..errors import NoClosedFormError
+
+        raise NoClosedFormError(
+            f"expansion {self.registry_name!r} ({type(self).__name__}) has no closed form: "
+            f"{type(self).__name__} defines no sympy form (override _sympy(xs) or sympy(xs))"
+        )

@@ -23,6 +23,9 @@ class Identity(Expansion):
     def expand(self, x: Tensor) -> Tensor:
         return x
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        return list(xs)
+
 
 @EXPANSIONS.register("reciprocal")
 class Reciprocal(Expansion):
@@ -43,6 +46,17 @@ class Reciprocal(Expansion):
         safe = torch.where(x.abs() < self.eps, sign * self.eps, x)
         return 1.0 / safe
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_number
+
+        eps = sympy_number(self.eps)
+        return [
+            sympy.Piecewise((1 / x, sympy.Abs(x) >= eps), (-1 / eps, x < 0), (1 / eps, True))
+            for x in xs
+        ]
+
 
 @EXPANSIONS.register("linear")
 class Linear(Expansion):
@@ -60,3 +74,9 @@ class Linear(Expansion):
 
     def expand(self, x: Tensor) -> Tensor:
         return self.c * x
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        from ..modules import sympy_number
+
+        c = sympy_number(self.c)
+        return [c * x for x in xs]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from .base import Expansion
+from .layout import Segment
 
 __all__ = ["Nested", "Extended"]
 
@@ -62,6 +63,21 @@ class Nested(Expansion):
             x = e(x)
         return x
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        for e in self.expansions:
+            xs = e.sympy(xs)
+        return xs
+
+    def _layout(self, m: int) -> list[Segment]:
+        for e in self.expansions[:-1]:
+            m = e.calculate_D(m)
+        return self.expansions[-1].layout(m)
+
+    def _segment_inputs(self, z: Tensor) -> list[Tensor]:
+        for e in self.expansions[:-1]:
+            z = e(z)
+        return self.expansions[-1].segment_inputs(z)
+
 
 @EXPANSIONS.register("extended")
 class Extended(Expansion):
@@ -83,3 +99,12 @@ class Extended(Expansion):
 
     def expand(self, x: Tensor) -> Tensor:
         return torch.cat([e(x) for e in self.expansions], dim=1)
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        return [y for e in self.expansions for y in e.sympy(xs)]
+
+    def _layout(self, m: int) -> list[Segment]:
+        return [seg for e in self.expansions for seg in e.layout(m)]
+
+    def _segment_inputs(self, z: Tensor) -> list[Tensor]:
+        return [t for e in self.expansions for t in e.segment_inputs(z)]

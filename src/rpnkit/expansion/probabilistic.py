@@ -57,6 +57,13 @@ class NaiveNormal(_LocScale):
         z = (x - self.loc) / self.scale
         return -0.5 * z * z - math.log(self.scale) - 0.5 * _LOG_2PI
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        from ..modules import sympy_number
+
+        s = sympy_number(self.scale)
+        const = sympy_number(-math.log(self.scale) - 0.5 * _LOG_2PI)
+        return [-((x - sympy_number(self.loc)) / s) ** 2 / 2 + const for x in xs]
+
 
 @EXPANSIONS.register("naive_laplace")
 class NaiveLaplace(_LocScale):
@@ -64,6 +71,15 @@ class NaiveLaplace(_LocScale):
 
     def expand(self, x):
         return -(x - self.loc).abs() / self.scale - math.log(2 * self.scale)
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_number
+
+        loc, scale = sympy_number(self.loc), sympy_number(self.scale)
+        const = sympy_number(-math.log(2 * self.scale))
+        return [-sympy.Abs(x - loc) / scale + const for x in xs]
 
 
 @EXPANSIONS.register("naive_cauchy")
@@ -74,10 +90,28 @@ class NaiveCauchy(_LocScale):
         z = (x - self.loc) / self.scale
         return -math.log(math.pi * self.scale) - torch.log1p(z * z)
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_number
+
+        loc, scale = sympy_number(self.loc), sympy_number(self.scale)
+        const = sympy_number(-math.log(math.pi * self.scale))
+        return [const - sympy.log(1 + ((x - loc) / scale) ** 2) for x in xs]
+
 
 def _positive(x: Tensor) -> Tensor:
     """u = 0.99·σ(x) + 0.001, mapping R onto the positive support (0.001, 0.991)."""
     return 0.99 * torch.sigmoid(x) + 0.001
+
+
+def _positive_sympy(xs: list[Any]) -> list[Any]:
+    """:func:`_positive` on sympy expressions."""
+    import sympy
+
+    from ..modules import sympy_sigmoid
+
+    return [sympy.Float(0.99) * sympy_sigmoid(x) + sympy.Float(0.001) for x in xs]
 
 
 @EXPANSIONS.register("naive_gamma")
@@ -108,6 +142,16 @@ class NaiveGamma(_Naive):
         k, r = self.concentration, self.rate
         return k * math.log(r) - math.lgamma(k) + (k - 1) * torch.log(u) - r * u
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_number
+
+        k, r = self.concentration, self.rate
+        const = sympy_number(k * math.log(r) - math.lgamma(k))
+        return [const + sympy_number(k - 1) * sympy.log(u) - sympy_number(r) * u
+                for u in _positive_sympy(xs)]
+
 
 @EXPANSIONS.register("naive_exponential")
 class NaiveExponential(_Naive):
@@ -122,6 +166,12 @@ class NaiveExponential(_Naive):
 
     def expand(self, x):
         return math.log(self.rate) - self.rate * _positive(x)
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        from ..modules import sympy_number
+
+        const, rate = sympy_number(math.log(self.rate)), sympy_number(self.rate)
+        return [const - rate * u for u in _positive_sympy(xs)]
 
 
 @EXPANSIONS.register("naive_chi2")
@@ -139,6 +189,15 @@ class NaiveChi2(_Naive):
         h = self.df / 2
         u = _positive(x)
         return (h - 1) * torch.log(u) - u / 2 - h * math.log(2) - math.lgamma(h)
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_number
+
+        h = self.df / 2
+        const = sympy_number(-h * math.log(2) - math.lgamma(h))
+        return [sympy_number(h - 1) * sympy.log(u) - u / 2 + const for u in _positive_sympy(xs)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -159,11 +218,15 @@ class _Subsets(Expansion):
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return sum(comb(int(m), r) for r in range(1, self.d + 1))
 
+    def bind_tables(self, m: int) -> None:
+        for r in range(1, min(self.d, m) + 1):
+            self.register_buffer(f"subsets_{r}", subset_indices(m, r), persistent=False)
+
     def subset_blocks(self, x: Tensor) -> list[Tensor]:
         m = x.shape[1]
         out = []
         for r in range(1, min(self.d, m) + 1):
-            idx = subset_indices(m, r).to(x.device)
+            idx = self.table(f"subsets_{r}", m, lambda m: subset_indices(m, r)).to(x.device)
             out.append(self.reduce(x[:, idx], r))
         return out
 
@@ -172,6 +235,18 @@ class _Subsets(Expansion):
 
     def expand(self, x: Tensor) -> Tensor:
         return torch.cat(self.subset_blocks(x), dim=1)
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        m = len(xs)
+        return [
+            self._sympy_reduce([xs[i] for i in idx], r)
+            for r in range(1, min(self.d, m) + 1)
+            for idx in itertools.combinations(range(m), r)  # the order of subset_indices
+        ]
+
+    def _sympy_reduce(self, terms: list[Any], r: int) -> Any:
+        """:meth:`reduce` on the sympy expressions of one r-subset."""
+        raise NotImplementedError
 
 
 @EXPANSIONS.register("combinatorial")
@@ -185,6 +260,11 @@ class Combinatorial(_Subsets):
     def reduce(self, xs, r):
         return xs.prod(dim=-1)
 
+    def _sympy_reduce(self, terms, r):
+        import sympy
+
+        return sympy.Mul(*terms)
+
 
 @EXPANSIONS.register("combinatorial_normal")
 class CombinatorialNormal(_Subsets):
@@ -192,3 +272,10 @@ class CombinatorialNormal(_Subsets):
 
     def reduce(self, xs, r):
         return -0.5 * r * _LOG_2PI - 0.5 * (xs * xs).sum(dim=-1)
+
+    def _sympy_reduce(self, terms, r):
+        import sympy
+
+        from ..modules import sympy_number
+
+        return sympy_number(-0.5 * r * _LOG_2PI) - sympy.Add(*[t**2 for t in terms]) / 2

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from .base import Expansion, check_finite_number, check_positive_int
+from .layout import Segment, dense
 
 __all__ = ["GaussianRBF", "InverseQuadraticRBF", "BSpline"]
 
@@ -60,6 +61,14 @@ class _RBF(Expansion):
         z = self.eps * (x.unsqueeze(-1) - c)
         return self.phi(z).reshape(x.shape[0], -1)
 
+    def _sympy_z(self, xs: list[Any]) -> list[Any]:
+        """ε(x_i - c_k) as sympy expressions, feature-major (the arguments of φ)."""
+        from ..modules import float64_array, sympy_number
+
+        eps = sympy_number(self.eps)
+        centres = float64_array(self.centres)
+        return [eps * (x - sympy_number(c)) for x in xs for c in centres]
+
 
 @EXPANSIONS.register("gaussian_rbf")
 class GaussianRBF(_RBF):
@@ -68,6 +77,11 @@ class GaussianRBF(_RBF):
     def phi(self, z):
         return torch.exp(-(z * z))
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        return [sympy.exp(-(z**2)) for z in self._sympy_z(xs)]
+
 
 @EXPANSIONS.register("inverse_quadratic_rbf")
 class InverseQuadraticRBF(_RBF):
@@ -75,6 +89,9 @@ class InverseQuadraticRBF(_RBF):
 
     def phi(self, z):
         return 1.0 / (1.0 + z * z)
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        return [1 / (1 + z**2) for z in self._sympy_z(xs)]
 
 
 @EXPANSIONS.register("bspline")
@@ -122,3 +139,53 @@ class BSpline(Expansion):
 
     def expand(self, x: Tensor) -> Tensor:
         return self.basis(x).reshape(x.shape[0], -1)
+
+    def _layout(self, m: int) -> list[Segment]:
+        if self.d >= 1:
+            return [dense(self.calculate_D(m), "bspline (local, d+1 non-zeros)")]
+        return [dense(self.calculate_D(m), "bspline")]
+
+    def _segment_inputs(self, z: Tensor) -> list[Tensor]:
+        return [self.local_basis(z) if self.d >= 1 else self.expand(z)]
+
+    def local_basis(self, x: Tensor) -> Tensor:
+        """The same basis as :meth:`expand` (d >= 1), evaluated locally: (B, m·(t+d)).
+
+        On knot interval j (u = (x − k₀)/h, j = ⌊u⌋, f = u − j) only the d+1 bases j−d … j
+        are non-zero; their values follow the uniform Cox–de Boor recursion on f alone
+        (``N_k ← ((f + p − k) N_{k−1} + (k + 1 − f) N_k) / p``): O(d²) ops on (B, m) tensors
+        instead of O(d) ops on (B, m, t+2d) tensors, then one scatter. Continuous at the knots
+        for d >= 1, so it equals the recursion there too. A NaN or ±inf feature gives NaN in
+        all of its bases, as the recursion does.
+        """
+        d, t = self.d, self.t
+        knots = self.knots.to(device=x.device, dtype=x.dtype)
+        k0 = knots[0]
+        h = (knots[-1] - knots[0]) / (knots.numel() - 1)
+        n_int = t + 2 * d  # knot intervals
+        u = (x - k0) / h
+        j = torch.floor(u)
+        f = u - j
+        vals = [torch.ones_like(x)]
+        for p in range(1, d + 1):
+            new = []
+            for k in range(p + 1):
+                term = (f + (p - k)) * vals[k - 1] if k >= 1 else None
+                if k < p:
+                    right = ((k + 1) - f) * vals[k]
+                    term = right if term is None else term + right
+                new.append(term / p)
+            vals = new
+        width = t + d
+        b, m = x.shape
+        # NaN/inf floor to garbage indices: clamp them into range, NaN is restored below
+        first = torch.nan_to_num(j, nan=0.0).clamp(-d - 1, n_int).to(torch.long) - d
+        bases = first.unsqueeze(-1) + torch.arange(d + 1, device=x.device)  # (B, m, d+1)
+        col = bases + (torch.arange(m, device=x.device) * width).view(1, m, 1)
+        dummy = m * width  # out-of-range bases go to one discarded slot
+        col = torch.where((bases >= 0) & (bases < width), col, torch.full_like(col, dummy))
+        buf = x.new_zeros(b, dummy + 1).scatter(
+            1, col.reshape(b, -1), torch.stack(vals, -1).reshape(b, -1)
+        )
+        out = buf[:, :dummy].view(b, m, width) + (x - x).unsqueeze(-1)  # NaN where x is not finite
+        return out.reshape(b, dummy)

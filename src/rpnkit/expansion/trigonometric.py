@@ -41,6 +41,18 @@ class Fourier(Expansion):
         arg = (2 * math.pi / self.P) * j.view(1, -1, 1) * x.unsqueeze(1)  # (B, N, m)
         return torch.stack([torch.cos(arg), torch.sin(arg)], dim=2).reshape(x.shape[0], -1)
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_number
+
+        out = []
+        for j in range(1, self.N + 1):
+            f = 2 * sympy.pi * j / sympy_number(self.P)
+            out.extend(sympy.cos(f * x) for x in xs)
+            out.extend(sympy.sin(f * x) for x in xs)
+        return out
+
 
 class _Blocks(Expansion):
     """Block-major expansion [f_1(x) | f_2(x) | f_3(x)] (D = 3m)."""
@@ -62,6 +74,11 @@ class Trigonometric(_Blocks):
     def blocks(self, x):
         return [torch.sin(x), torch.cos(x), torch.tan(x)]
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        return [*map(sympy.sin, xs), *map(sympy.cos, xs), *map(sympy.tan, xs)]
+
 
 @EXPANSIONS.register("hyperbolic")
 class Hyperbolic(_Blocks):
@@ -69,6 +86,11 @@ class Hyperbolic(_Blocks):
 
     def blocks(self, x):
         return [torch.sinh(x), torch.cosh(x), torch.tanh(x)]
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        return [*map(sympy.sinh, xs), *map(sympy.cosh, xs), *map(sympy.tanh, xs)]
 
 
 @EXPANSIONS.register("arc_trigonometric")
@@ -79,6 +101,16 @@ class ArcTrigonometric(_Blocks):
         u = torch.sigmoid(x)
         return [torch.asin(0.99 * u), torch.acos(0.99 * u), torch.atan(u)]
 
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_sigmoid
+
+        u = [sympy_sigmoid(x) for x in xs]
+        c = sympy.Float(0.99)
+        return [*(sympy.asin(c * v) for v in u), *(sympy.acos(c * v) for v in u),
+                *map(sympy.atan, u)]
+
 
 @EXPANSIONS.register("arc_hyperbolic")
 class ArcHyperbolic(_Blocks):
@@ -87,3 +119,12 @@ class ArcHyperbolic(_Blocks):
     def blocks(self, x):
         u = torch.sigmoid(x)
         return [torch.asinh(u), torch.acosh(u + 1.01), torch.atanh(0.99 * u)]
+
+    def _sympy(self, xs: list[Any]) -> list[Any]:
+        import sympy
+
+        from ..modules import sympy_sigmoid
+
+        u = [sympy_sigmoid(x) for x in xs]
+        return [*map(sympy.asinh, u), *(sympy.acosh(v + sympy.Float(1.01)) for v in u),
+                *(sympy.atanh(sympy.Float(0.99) * v) for v in u)]

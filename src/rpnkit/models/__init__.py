@@ -2,7 +2,8 @@
 
 ``build_model(name, **params)`` is the entry point used by configs
 (``model: {name: kan, dims: [...]}``). Registered names: ``rpn`` (generic
-:meth:`RPN.from_dims`), ``mlp``, ``kan``, ``kernel_svm``, ``naive_bayes``, ``pgm``.
+:meth:`RPN.from_dims`), ``mlp``, ``kan``, ``kernel_svm``, ``naive_bayes``, ``pgm`` and
+``torch_mlp`` (a plain PyTorch MLP baseline, :class:`TorchMLP`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from ..errors import ConfigurationError, did_you_mean
 from ..model import RPN
 from ..registry import Registry
+from .baselines import TorchMLP
 from .classic import DISTRIBUTIONS, KAN, KERNELS, MLP, PGM, KANBaseRemainder, KernelSVM, NaiveBayes
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "NaiveBayes",
     "PGM",
     "KANBaseRemainder",
+    "TorchMLP",
     "KERNELS",
     "DISTRIBUTIONS",
 ]
@@ -44,6 +47,7 @@ MODELS.register("kan")(KAN)
 MODELS.register("kernel_svm")(KernelSVM)
 MODELS.register("naive_bayes")(NaiveBayes)
 MODELS.register("pgm")(PGM)
+MODELS.register("torch_mlp")(TorchMLP)
 
 
 def build_model(name: str, **params: Any) -> nn.Module:

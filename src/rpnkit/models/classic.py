@@ -102,12 +102,21 @@ class KANBaseRemainder(LinearRemainder):
     def hparams(self) -> dict[str, Any]:
         return {"bias": self.use_bias, "activation": type(self.activation).__name__}
 
+    def activation_width(self) -> int:
+        return int(self.m)  # the activation acts on the inputs
+
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         y = self._act(x) @ self.weight.transpose(0, 1)
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
+        from ..modules import sympy_affine
+
+        weight, bias = self._weights_sympy()
+        return sympy_affine(weight, self._act_sympy(list(xs)), bias, tol)
 
 
 class KAN(RPN):

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
+from . import forms
 
 __all__ = ["Reconciliation", "check_int", "divisors"]
 
@@ -43,9 +44,11 @@ class Reconciliation(nn.Module):
         super().__init__()
         self.n: int | None = None
         self.D: int | None = None
-        # True while the sizes come from a standalone reconcile() call rather than from a
-        # head (or an explicit bind / loaded state): such a binding may move to new sizes.
-        self._implicit_binding = False
+        #: seed for size-dependent random state when the component has no ``seed`` of its
+        #: own; set by the head before binding (drawn from torch's generator otherwise).
+        self.bound_seed: int | None = None
+        #: ``device`` / ``dtype`` for state created at binding (set by the head).
+        self.factory_kwargs: dict[str, Any] = {}
 
     def hparams(self) -> dict[str, Any]:
         return {}
@@ -63,32 +66,37 @@ class Reconciliation(nn.Module):
         check_int("D", D, type(self).__name__)
 
     def bind(self, n: int, D: int) -> None:  # noqa: N803
-        """Bind to an (n, D) matrix; subclasses with size-dependent state create it here."""
+        """Bind to an (n, D) matrix, once; subclasses create size-dependent state here."""
         self.check_sizes(n, D)
         if self.n is not None and (self.n, self.D) != (n, D):
-            if not self._implicit_binding:
-                raise ConfigurationError(
-                    f"{type(self).__name__} is already bound to n={self.n}, D={self.D}; cannot "
-                    f"rebind to n={n}, D={D}. Give each head its own reconciliation instance"
-                )
-            self.reset_state()
-        self._implicit_binding = False
+            raise ConfigurationError(
+                f"{type(self).__name__} is already bound to n={self.n}, D={self.D}; cannot "
+                f"rebind to n={n}, D={D}. Give each head its own reconciliation instance"
+            )
         self.n, self.D = int(n), int(D)
 
-    def reset_state(self) -> None:
-        """Drop size-dependent state (subclasses that have some override this)."""
-        self.n = self.D = None
+    def generator(self) -> torch.Generator:
+        """A CPU generator for size-dependent random state: the component's own ``seed`` if it
+        has one, else the head's seed, else a seed drawn from torch's global generator."""
+        seed = getattr(self, "seed", None)
+        if seed is None:
+            if self.bound_seed is None:
+                self.bound_seed = int(torch.randint(0, 2**62, (1,)).item())
+            seed = self.bound_seed
+        return torch.Generator().manual_seed(int(seed))
 
     def ensure_bound(self, n: int, D: int) -> None:  # noqa: N803
-        """Bind on first standalone use; a standalone binding follows later sizes (fresh,
-        seeded state), while a head's binding is fixed."""
-        if self.n is None or (self._implicit_binding and (self.n, self.D) != (n, D)):
-            self.bind(n, D)
-            self._implicit_binding = True
-        elif (self.n, self.D) != (n, D):
+        """Raise unless bound to (n, D): size-dependent state is never created lazily."""
+        if self.n is None:
+            raise ConfigurationError(
+                f"{type(self).__name__} has size-dependent state that is created when it is "
+                f"bound: build an RPNHead with it, or call .bind(n, D) once before "
+                f"reconcile(w, n={n}, D={D})"
+            )
+        if (self.n, self.D) != (n, D):
             raise ValueError(
                 f"{type(self).__name__} is bound to n={self.n}, D={self.D}, but was asked for "
-                f"n={n}, D={D}"
+                f"n={n}, D={D}; build a new instance for other sizes"
             )
 
     def check_w(self, w: Tensor, n: int, D: int) -> None:  # noqa: N803
@@ -102,6 +110,17 @@ class Reconciliation(nn.Module):
     def factor_shapes(self, n: int, D: int) -> list[tuple[int, ...]]:  # noqa: N803
         """Shapes of the pieces w is cut into, in order (SPEC §7 layout, row-major)."""
         raise NotImplementedError(f"{type(self).__name__} has no factorised layout")
+
+    def form(self) -> forms.Form:
+        """The algebraic form of W (:mod:`.forms`); the contraction's fast path follows it.
+
+        Default: :class:`~.forms.Opaque` (κ(x) is built and :meth:`apply` is used).
+        """
+        return forms.Opaque()
+
+    def form_factors(self, w: Tensor, n: int, D: int) -> list[Tensor]:  # noqa: N803
+        """The matrices the form's indices refer to; default: :meth:`factors`."""
+        return self.factors(w, n, D)
 
     def factors(self, w: Tensor, n: int, D: int) -> list[Tensor]:  # noqa: N803
         """Cut w into its factors (one ``torch.split``, so the backward is one cat)."""

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigurationError
 from ..registry import RECONCILIATIONS
+from . import forms
 from .base import Reconciliation
 
 __all__ = ["IdentityReconciliation", "Masking", "Constant", "Zero", "One", "ConstantEye"]
@@ -21,6 +22,9 @@ class IdentityReconciliation(Reconciliation):
 
     def calculate_l(self, n, D):  # noqa: N803
         return int(n) * int(D)
+
+    def form(self):
+        return forms.Dense()
 
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
@@ -37,12 +41,12 @@ class IdentityReconciliation(Reconciliation):
 class Masking(Reconciliation):
     """W = M ⊙ reshape(w, n×D), M a fixed seeded Bernoulli(p) 0/1 mask (buffer ``mask``)."""
 
-    def __init__(self, p: float = 0.5, seed: int = 0) -> None:
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         super().__init__()
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
             raise ConfigurationError(f"Masking: keep ratio p must be in [0, 1], got {p!r}")
         self.p = float(p)
-        self.seed = int(seed)
+        self.seed = None if seed is None else int(seed)
         self.register_buffer("mask", None)
 
     def hparams(self) -> dict[str, Any]:
@@ -51,17 +55,15 @@ class Masking(Reconciliation):
     def calculate_l(self, n, D):  # noqa: N803
         return int(n) * int(D)
 
+    def form(self):
+        return forms.Dense()
+
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
         if self.mask is None or tuple(self.mask.shape) != (n, D):
-            g = torch.Generator().manual_seed(self.seed)
-            self.mask = (torch.rand(n, D, generator=g, dtype=torch.float64) < self.p).to(
-                torch.get_default_dtype()
-            )
-
-    def reset_state(self) -> None:
-        super().reset_state()
-        self.mask = None
+            keep = torch.rand(n, D, generator=self.generator(), dtype=torch.float64) < self.p
+            dtype = self.factory_kwargs.get("dtype") or torch.get_default_dtype()
+            self.mask = keep.to(device=self.factory_kwargs.get("device"), dtype=dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "mask"
@@ -89,6 +91,9 @@ class _Fixed(Reconciliation):
 
     homogeneity = None
 
+    def factor_shapes(self, n, D):  # noqa: N803
+        return []
+
     def calculate_l(self, n, D):  # noqa: N803
         return 0
 
@@ -106,6 +111,9 @@ class Constant(_Fixed):
     def hparams(self) -> dict[str, Any]:
         return {"c": self.c}
 
+    def form(self):
+        return forms.Fixed("constant", self.c)
+
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         return torch.full((n, D), self.c, dtype=w.dtype, device=w.device)
@@ -120,6 +128,9 @@ class Constant(_Fixed):
 @RECONCILIATIONS.register("zero")
 class Zero(_Fixed):
     """W = 0 (l = 0)."""
+
+    def form(self):
+        return forms.Fixed("zero")
 
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
@@ -136,6 +147,9 @@ class Zero(_Fixed):
 class One(_Fixed):
     """W = 1_{n×D} (l = 0)."""
 
+    def form(self):
+        return forms.Fixed("constant", 1.0)
+
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         return torch.ones(n, D, dtype=w.dtype, device=w.device)
@@ -150,6 +164,9 @@ class One(_Fixed):
 @RECONCILIATIONS.register("constant_eye")
 class ConstantEye(_Fixed):
     """W = I_{n×D} (ones on the main diagonal; l = 0)."""
+
+    def form(self):
+        return forms.Fixed("eye")
 
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..modules import apply_list
 from ..registry import RECONCILIATIONS
+from . import forms
 from .base import Reconciliation, check_int
 
 __all__ = ["HyperNet"]
@@ -39,18 +39,21 @@ class HyperNet(Reconciliation):
 
     homogeneity = None
 
-    def __init__(self, l: int = 64, hidden: int = 128, frozen: bool = True, seed: int = 0) -> None:  # noqa: E741
+    def __init__(
+        self, l: int = 64, hidden: int = 128, frozen: bool = True, seed: int | None = None  # noqa: E741
+    ) -> None:
         super().__init__()
         self.l = check_int("l", l, "HyperNet")
         self.hidden = check_int("hidden", hidden, "HyperNet")
         self.frozen = bool(frozen)
-        self.seed = int(seed)
-        g = torch.Generator().manual_seed(self.seed)
-        self.net = nn.Sequential(_seeded_linear(self.l, self.hidden, g), nn.Sigmoid())
-        self._freeze()
+        self.seed = None if seed is None else int(seed)
+        self.net = nn.Sequential()  # Linear(l, hidden), Sigmoid, Linear(hidden, nD): built at bind
 
     def hparams(self) -> dict[str, Any]:
         return {"l": self.l, "hidden": self.hidden, "frozen": self.frozen, "seed": self.seed}
+
+    def form(self):
+        return forms.Dense()
 
     def _freeze(self) -> None:
         if self.frozen:
@@ -62,35 +65,42 @@ class HyperNet(Reconciliation):
 
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
-        if len(self.net) == 2:
-            g = torch.Generator().manual_seed(self.seed + 1)
-            first = self.net[0].weight  # follow an earlier .to() / .double() of the module
+        if len(self.net) == 0:
+            g = self.generator()
             # sigmoid outputs have E[h²] ≈ 1/4, so this bound gives W an RMS ≈ 1/√(3D):
             # the scale nn.Linear gives a D-input layer (SPEC §5), whatever `hidden` is.
             bound = 1.0 / math.sqrt(int(D) * (self.hidden / 4 + 1))
-            out = _seeded_linear(self.hidden, int(n) * int(D), g, bound)
-            self.net.append(out.to(device=first.device, dtype=first.dtype))
+            fk = self.factory_kwargs
+            self.net.append(_seeded_linear(self.l, self.hidden, g).to(**fk))
+            self.net.append(nn.Sigmoid())
+            self.net.append(_seeded_linear(self.hidden, int(n) * int(D), g, bound).to(**fk))
             self._freeze()
 
-    def reset_state(self) -> None:
-        super().reset_state()
-        while len(self.net) > 2:
-            del self.net[-1]
+    def reset_parameters(self) -> None:
+        """Redraw the hypernetwork from its seed (the head's code z is the head's parameter)."""
+        if len(self.net):
+            n, D = self.n, self.D  # noqa: N806
+            dev, dt = self.net[0].weight.device, self.net[0].weight.dtype
+            self.net = nn.Sequential()
+            self.factory_kwargs = {"device": dev, "dtype": dt}
+            self.n = None
+            self.bind(n, D)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "net.2.weight"
-        if len(self.net) == 2 and key in state_dict:
-            out = state_dict[key].shape[0]
-            first = self.net[0].weight
-            self.net.append(nn.Linear(self.hidden, out, device=first.device, dtype=first.dtype))
+        key0, key2 = prefix + "net.0.weight", prefix + "net.2.weight"
+        if len(self.net) == 0 and key0 in state_dict and key2 in state_dict:
+            like = state_dict[key0]
+            self.net.append(nn.Linear(self.l, self.hidden, device=like.device, dtype=like.dtype))
+            self.net.append(nn.Sigmoid())
+            self.net.append(nn.Linear(self.hidden, state_dict[key2].shape[0], device=like.device,
+                                      dtype=like.dtype))
             self._freeze()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         self.ensure_bound(n, D)
-        # evaluated in w's dtype (a float32 net on a float64 code computes in float64)
-        return apply_list(self.net, w).reshape(n, D)
+        return self.net(w).reshape(n, D)
 
     def describe_apply(self, n, D):  # noqa: N803
         return "hypernet: evaluate the hypernetwork, then one GEMM with the n×D matrix"

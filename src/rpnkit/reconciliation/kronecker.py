@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..registry import RECONCILIATIONS
+from . import forms
 from .base import Reconciliation, check_int, divisors
 from .lowrank import _lowrank_frobenius_sq
 
@@ -63,6 +64,9 @@ class DuplicatedPadding(_Kron):
     def factor_shapes(self, n, D):  # noqa: N803
         return [self.st(n, D)]
 
+    def form(self):
+        return forms.Kronecker(self.p, self.q, a=(), b=(0,))
+
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         s, t = self.st(n, D)
@@ -91,6 +95,9 @@ class HM(_Kron):
 
     def factor_shapes(self, n, D):  # noqa: N803
         return [(self.p, self.q), self.st(n, D)]
+
+    def form(self):
+        return forms.Kronecker(self.p, self.q, a=(0,), b=(1,))
 
     def reconcile(self, w, n, D):  # noqa: N803
         a, b = self.factors(w, n, D)
@@ -135,6 +142,9 @@ class LPHM(_Kron):
         s, t = self.st(n, D)
         return [(self.p, self.q), (s, self.r), (t, self.r)]
 
+    def form(self):
+        return forms.Kronecker(self.p, self.q, a=(0,), b=(1, 2))
+
     def reconcile(self, w, n, D):  # noqa: N803
         a, sm, tm = self.factors(w, n, D)
         return torch.kron(a, sm @ tm.transpose(0, 1))
@@ -177,6 +187,9 @@ class DualLPHM(_Kron):
         s, t = self.st(n, D)
         r = self.r
         return [(self.p, r), (self.q, r), (s, r), (t, r)]
+
+    def form(self):
+        return forms.Kronecker(self.p, self.q, a=(0, 1), b=(2, 3))
 
     def reconcile(self, w, n, D):  # noqa: N803
         pm, qm, sm, tm = self.factors(w, n, D)

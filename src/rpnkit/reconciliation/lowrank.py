@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ..registry import RECONCILIATIONS
+from . import forms
 from .base import Reconciliation, check_int
 
 __all__ = ["LowRank", "RandomMatrixAdaption"]
@@ -36,6 +37,9 @@ class LowRank(Reconciliation):
     def factor_shapes(self, n, D):  # noqa: N803
         return [(n, self.r), (D, self.r)]
 
+    def form(self):
+        return forms.LowRank(left=0, right=1)
+
     def reconcile(self, w, n, D):  # noqa: N803
         a, b = self.factors(w, n, D)
         return a @ b.transpose(0, 1)
@@ -61,10 +65,10 @@ class RandomMatrixAdaption(Reconciliation):
 
     homogeneity = 2
 
-    def __init__(self, r: int = 2, seed: int = 0) -> None:
+    def __init__(self, r: int = 2, seed: int | None = None) -> None:
         super().__init__()
         self.r = check_int("r", r, "RandomMatrixAdaption")
-        self.seed = int(seed)
+        self.seed = None if seed is None else int(seed)
         self.register_buffer("A", None)
         self.register_buffer("B", None)
 
@@ -77,14 +81,11 @@ class RandomMatrixAdaption(Reconciliation):
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
         if self.A is None or tuple(self.A.shape) != (n, self.r):
-            g = torch.Generator().manual_seed(self.seed)
-            dtype = torch.get_default_dtype()
-            self.A = torch.randn(n, self.r, generator=g, dtype=torch.float64).to(dtype)
-            self.B = torch.randn(D, self.r, generator=g, dtype=torch.float64).to(dtype)
-
-    def reset_state(self) -> None:
-        super().reset_state()
-        self.A = self.B = None
+            g = self.generator()
+            fk = {"device": self.factory_kwargs.get("device"),
+                  "dtype": self.factory_kwargs.get("dtype") or torch.get_default_dtype()}
+            self.A = torch.randn(n, self.r, generator=g, dtype=torch.float64).to(**fk)
+            self.B = torch.randn(D, self.r, generator=g, dtype=torch.float64).to(**fk)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.A is None and prefix + "A" in state_dict and prefix + "B" in state_dict:
@@ -95,6 +96,14 @@ class RandomMatrixAdaption(Reconciliation):
 
     def factor_shapes(self, n, D):  # noqa: N803
         return [(n,), (self.r,)]
+
+    def form(self):
+        return forms.LowRank(left=0, right=1)
+
+    def form_factors(self, w, n, D):  # noqa: N803
+        """W = L Rᵀ with L = diag(λ₁) A diag(λ₂) (n×r) and R = B (D×r, fixed)."""
+        lam1, lam2, a, b = self._parts(w, n, D)
+        return [lam1.unsqueeze(1) * a * lam2, b]
 
     def _parts(self, w, n, D):  # noqa: N803
         lam1, lam2 = self.factors(w, n, D)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
-from ..modules import _call, build_module
+from ..modules import Deferred, _call, build_module
 from ..registry import REMAINDERS
 
 __all__ = ["Remainder", "ZeroRemainder", "ConstantRemainder", "IdentityRemainder", "LinearRemainder"]
@@ -27,6 +27,8 @@ class Remainder(nn.Module):
         self.m: int | None = None
         self.n: int | None = None
         self.activation = build_module(activation) if activation is not None else None
+        #: ``device`` / ``dtype`` for parameters created at binding (set by the head).
+        self.factory_kwargs: dict[str, Any] = {}
 
     def hparams(self) -> dict[str, Any]:
         return {}
@@ -49,6 +51,14 @@ class Remainder(nn.Module):
                 f"width), got m={m}, n={n}; use remainder 'linear' or 'zero' instead"
             )
         self.m, self.n = int(m), int(n)
+        if isinstance(self.activation, Deferred):
+            # a size-dependent activation (layer_norm, batch_norm) acts on the n outputs
+            # (the KAN base remainder applies it to the m inputs)
+            self.activation = self.activation.materialise(self.activation_width())
+
+    def activation_width(self) -> int:
+        """Width the activation sees (the output width n by default)."""
+        return int(self.n)
 
     def _check(self, x: Tensor) -> None:
         if self.n is None and self.needs_square and x.dim() == 2:
@@ -67,6 +77,29 @@ class Remainder(nn.Module):
     def _act(self, y: Tensor) -> Tensor:
         return _call(self.activation, y) if self.activation is not None else y
 
+    # -- closed form ---------------------------------------------------------------
+    def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
+        """π as sympy expressions: the n outputs for input expressions ``xs`` (eval mode).
+
+        ``tol``: learned weights with absolute value below it are dropped.
+
+        Raises:
+            NoClosedFormError: naming the remainder (or its activation) without a closed form.
+        """
+        from ..errors import NoClosedFormError
+
+        raise NoClosedFormError(
+            f"remainder {self.registry_name!r} ({type(self).__name__}) has no closed form: "
+            f"{type(self).__name__} defines no sympy(xs, tol) method"
+        )
+
+    def _act_sympy(self, ys: list[Any]) -> list[Any]:
+        """The activation's closed form on sympy expressions (identity when there is none)."""
+        from ..modules import modules_sympy
+
+        act = [self.activation] if self.activation is not None else []
+        return modules_sympy(act, ys, f"remainder {self.registry_name!r} activation")
+
 
 @REMAINDERS.register("zero")
 class ZeroRemainder(Remainder):
@@ -78,6 +111,11 @@ class ZeroRemainder(Remainder):
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         return x.new_zeros(x.shape[0], self.n)
+
+    def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
+        import sympy
+
+        return [sympy.Integer(0)] * self.n
 
 
 @REMAINDERS.register("constant")
@@ -97,6 +135,11 @@ class ConstantRemainder(Remainder):
         self._check(x)
         return x.new_full((x.shape[0], self.n), self.c)
 
+    def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
+        from ..modules import sympy_number
+
+        return [sympy_number(self.c)] * self.n
+
 
 @REMAINDERS.register("identity")
 class IdentityRemainder(Remainder):
@@ -107,6 +150,9 @@ class IdentityRemainder(Remainder):
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         return self._act(x)
+
+    def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
+        return self._act_sympy(list(xs))
 
 
 @REMAINDERS.register("linear")
@@ -129,10 +175,21 @@ class LinearRemainder(Remainder):
     def bind(self, m: int, n: int) -> None:
         super().bind(m, n)
         if self.weight is None:
-            bound = 1.0 / math.sqrt(m)
-            self.weight = nn.Parameter(torch.empty(n, m).uniform_(-bound, bound))
+            self.weight = nn.Parameter(torch.empty(n, m, **self.factory_kwargs))
             if self.use_bias:
-                self.bias = nn.Parameter(torch.zeros(n))
+                self.bias = nn.Parameter(torch.empty(n, **self.factory_kwargs))
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """W' uniform(±1/√m) like ``nn.Linear``, b' zeros, and the activation's own reset."""
+        if self.weight is not None:
+            bound = 1.0 / math.sqrt(self.weight.shape[1])
+            with torch.no_grad():
+                self.weight.uniform_(-bound, bound)
+                if self.bias is not None:
+                    self.bias.zero_()
+        if self.activation is not None and hasattr(self.activation, "reset_parameters"):
+            self.activation.reset_parameters()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.weight is None and prefix + "weight" in state_dict:
@@ -146,3 +203,16 @@ class LinearRemainder(Remainder):
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
         return self._act(y)
+
+    def _weights_sympy(self) -> tuple[Any, Any]:
+        """(weight, bias or None) as float64 numpy arrays, for :meth:`sympy`."""
+        from ..modules import float64_array
+
+        bias = float64_array(self.bias) if self.bias is not None else None
+        return float64_array(self.weight), bias
+
+    def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
+        from ..modules import sympy_affine
+
+        weight, bias = self._weights_sympy()
+        return self._act_sympy(sympy_affine(weight, xs, bias, tol))

@@ -76,22 +76,55 @@ class SGD:
         return torch.optim.SGD(params, **self.kw)
 
 
+class _L2LBFGS(torch.optim.LBFGS):
+    """torch's L-BFGS minimising ``loss + weight_decay/2·‖θ‖²`` (an L2 penalty)."""
+
+    def __init__(self, params, weight_decay: float = 0.0, **kw) -> None:
+        super().__init__(params, **kw)
+        self.weight_decay = float(weight_decay)
+
+    def step(self, closure):  # type: ignore[override]
+        wd = self.weight_decay
+        if not wd:
+            return super().step(closure)
+        params = [p for group in self.param_groups for p in group["params"]]
+
+        def penalised():
+            loss = closure()
+            if not torch.isfinite(loss):
+                return loss
+            with torch.no_grad():
+                penalty = sum((p * p).sum() for p in params)
+                for p in params:
+                    if p.grad is None:
+                        p.grad = wd * p.detach().clone()
+                    else:
+                        p.grad.add_(p, alpha=wd)
+            return loss + 0.5 * wd * penalty
+
+        return super().step(penalised)
+
+
 @OPTIMIZERS.register("lbfgs")
 class LBFGS:
-    """L-BFGS (full batch; one optimizer step per epoch, with strong-Wolfe line search)."""
+    """L-BFGS (full batch; one optimizer step per epoch, with strong-Wolfe line search).
+
+    ``weight_decay`` adds the L2 penalty ``weight_decay/2·‖θ‖²`` to the minimised loss.
+    """
 
     def __init__(self, lr: float = 1.0, max_iter: int = 20, history_size: int = 100,
                  line_search: str | None = "strong_wolfe", tolerance_grad: float = 1e-7,
-                 tolerance_change: float = 1e-9) -> None:
+                 tolerance_change: float = 1e-9, weight_decay: float = 0.0) -> None:
         if line_search not in (None, "strong_wolfe"):
             raise ConfigurationError(f"lbfgs line_search must be null or 'strong_wolfe', got {line_search!r}")
         self.kw = {"lr": _pos("lr", lr), "max_iter": int(max_iter),
                    "history_size": int(history_size), "line_search_fn": line_search,
                    "tolerance_grad": _pos("tolerance_grad", tolerance_grad, True),
-                   "tolerance_change": _pos("tolerance_change", tolerance_change, True)}
+                   "tolerance_change": _pos("tolerance_change", tolerance_change, True),
+                   "weight_decay": _pos("weight_decay", weight_decay, True)}
 
     def __call__(self, params) -> torch.optim.Optimizer:
-        return torch.optim.LBFGS(params, **self.kw)
+        return _L2LBFGS(params, **self.kw)
 
 
 # ----------------------------------------------------------------------------- schedulers
@@ -177,6 +210,20 @@ class CrossEntropy:
 
     def __call__(self) -> nn.Module:
         return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+
+
+@LOSSES.register("hinge")
+class Hinge:
+    """Multi-class hinge loss on one score per class (the SVM objective; the summed
+    Weston-Watkins margins of ``torch.nn.MultiMarginLoss``)."""
+
+    task = "classification"
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = _pos("margin", margin)
+
+    def __call__(self) -> nn.Module:
+        return nn.MultiMarginLoss(margin=self.margin)
 
 
 class _BCE(nn.Module):

@@ -1,11 +1,16 @@
 """The training loop: seeded, resumable, with validation-only model selection.
 
-:func:`fit` trains a model on a :class:`~rpnkit.data.DataBundle`. It selects the best
-epoch and applies early stopping on the **validation** split only (the test split is
-evaluated once, at the end). A non-finite training loss stops the run and restores
-the last good weights. When an interrupt flag is raised (SIGINT/SIGTERM, see
-:func:`handle_signals`) the complete training state is saved and
-:class:`TrainingInterrupted` is raised; :func:`fit` with ``resume=`` continues
+:func:`fit` is the one training loop of rpnkit: run folders (``rpnkit train``) and the
+scikit-learn estimators both train through it. It trains a model on a
+:class:`~rpnkit.data.DataBundle` or on in-memory arrays/tensors (see :func:`as_bundle`)
+following a :class:`~rpnkit.config.TrainConfig` (optimizer, scheduler and loss by
+registry name, batch size, early stopping ...) and writes nothing unless a
+``checkpoint_path`` is given. It selects the best epoch and applies early stopping on
+the **validation** split only (the test split is evaluated once, at the end); without a
+validation split, early stopping watches the training loss instead. A non-finite
+training loss stops the run and restores the last good weights. When an interrupt flag
+is raised (SIGINT/SIGTERM, see :func:`handle_signals`) the complete training state is
+saved and :class:`TrainingInterrupted` is raised; :func:`fit` with ``resume=`` continues
 bit-for-bit on CPU.
 """
 
@@ -20,15 +25,17 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
-from ..config import TrainConfig
+from ..config import TrainConfig, _format_error
 from ..data import DataBundle
 from ..errors import ConfigurationError
 from .components import (
@@ -43,6 +50,8 @@ from .components import (
 __all__ = [
     "fit",
     "evaluate",
+    "as_bundle",
+    "train_config",
     "FitResult",
     "InterruptFlag",
     "TrainingInterrupted",
@@ -178,6 +187,113 @@ class FitResult:
         return out
 
 
+_SPLITS = ("train", "val", "test")
+
+
+def _n_rows(a: Any) -> int:
+    return int(a.shape[0])
+
+
+def _empty_like(a: Any) -> Any:
+    return a[:0]
+
+
+def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataBundle:
+    """A :class:`~rpnkit.data.DataBundle` from in-memory data (a bundle is returned as is).
+
+    ``data`` is ``(X, y)`` (a training split only) or a mapping
+    ``{"train": (X, y), "val": (X, y), "test": (X, y)}`` (``val`` and ``test`` optional).
+    ``X`` and ``y`` are numpy arrays or torch tensors (tensors are kept as they are, e.g.
+    already on the GPU). ``task`` is ``"regression"`` or ``"classification"``; by default
+    integer or boolean targets mean classification. Class targets are integers
+    ``0..k-1``; regression targets of shape ``(N,)`` become ``(N, 1)``. Nothing is
+    standardised.
+    """
+    if isinstance(data, DataBundle):
+        return data
+    if isinstance(data, Mapping):
+        unknown = set(data) - set(_SPLITS)
+        if unknown or "train" not in data:
+            raise ConfigurationError(
+                f"in-memory data: expected a mapping with a 'train' entry and optional 'val' / "
+                f"'test' entries, got keys {sorted(map(str, data))}"
+            )
+        splits = {k: data[k] for k in _SPLITS if data.get(k) is not None}
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        splits = {"train": data}
+    else:
+        raise ConfigurationError(
+            f"fit: data must be a DataBundle, an (X, y) pair or a mapping of splits, "
+            f"got {type(data).__name__}"
+        )
+    xs: dict[str, Any] = {}
+    ys: dict[str, Any] = {}
+    for split, pair in splits.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ConfigurationError(f"in-memory data: split {split!r} must be an (X, y) pair")
+        x, y = pair
+        x = x if isinstance(x, Tensor) else np.asarray(x)
+        y = y if isinstance(y, Tensor) else np.asarray(y)
+        if x.ndim < 2 or _n_rows(x) != _n_rows(y):
+            raise ConfigurationError(
+                f"in-memory data: split {split!r} needs X of shape (N, features...) and y with "
+                f"N rows, got X {tuple(x.shape)} and y {tuple(y.shape)}"
+            )
+        xs[split], ys[split] = x, y
+    y_tr = ys["train"]
+    if task is None:
+        integral = (not torch.is_floating_point(y_tr)) if isinstance(y_tr, Tensor) else (
+            y_tr.dtype.kind in "biu")
+        task = "classification" if integral else "regression"
+    if task not in ("regression", "classification"):
+        raise ConfigurationError(f"task must be 'regression' or 'classification', got {task!r}")
+    classes = None
+    if task == "classification":
+        k = 0
+        for split, y in ys.items():
+            if y.ndim != 1:
+                raise ConfigurationError(
+                    f"in-memory data: class targets must be 1-D, split {split!r} has shape "
+                    f"{tuple(y.shape)}"
+                )
+            if _n_rows(y):
+                lo, hi = int(y.min()), int(y.max())
+                if lo < 0:
+                    raise ConfigurationError("in-memory data: class targets must be integers >= 0")
+                k = max(k, hi + 1)
+        classes = [str(c) for c in range(max(k, 2))]
+    else:
+        ys = {s: (y.reshape(-1, 1) if y.ndim == 1 else y) for s, y in ys.items()}
+    for split in _SPLITS:
+        if split not in xs:
+            xs[split], ys[split] = _empty_like(xs["train"]), _empty_like(ys["train"])
+    n_out = 1 if task == "classification" else int(ys["train"].shape[1])
+    return DataBundle(
+        name=name,
+        task=task,
+        x=xs,
+        y=ys,
+        feature_names=[f"x{i}" for i in range(int(np.prod(xs["train"].shape[1:])))],
+        target_names=[f"y{i}" for i in range(n_out)],
+        classes=classes,
+    )
+
+
+def train_config(cfg: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
+    """``cfg`` as a :class:`~rpnkit.config.TrainConfig` (``None``: the defaults; a mapping is
+    validated like the ``train:`` section of a YAML config)."""
+    if cfg is None:
+        return TrainConfig()
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    if isinstance(cfg, Mapping):
+        try:
+            return TrainConfig.model_validate(dict(cfg))
+        except ValidationError as exc:
+            raise ConfigurationError(f"train: {_format_error(exc)}") from None
+    raise ConfigurationError(f"train config must be a TrainConfig or a mapping, got {type(cfg).__name__}")
+
+
 def _tensors(bundle: DataBundle, split: str, device, dtype, loss: str):
     x = torch.as_tensor(bundle.x[split], dtype=dtype, device=device)
     y_np = bundle.y[split]
@@ -204,8 +320,14 @@ def evaluate(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     batch_size: int = 8192,
+    loss_params: Mapping[str, Any] | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
-    """Loss and metrics of ``model`` on one split (in the targets' original scale)."""
+    """Loss and metrics of ``model`` on one split (metrics in the targets' original scale).
+
+    The loss is ``loss_fn`` when given (the training loss object, so that options such as
+    ``label_smoothing`` count), else loss ``loss`` built with ``loss_params``.
+    """
     if bundle.size(split) == 0:
         return {}
     was_training = model.training
@@ -213,7 +335,8 @@ def evaluate(
     try:
         x, y = _tensors(bundle, split, torch.device(device), dtype, loss)
         out = _outputs(model, x, batch_size)
-        loss_fn = LOSSES.build(loss)()
+        if loss_fn is None:
+            loss_fn = LOSSES.build(loss, **dict(loss_params or {}))()
         res = {"loss": float(loss_fn(out, y))}
         names = metrics or default_metrics(bundle.task)
         if bundle.task == "regression" and bundle.y_std is not None:
@@ -236,8 +359,8 @@ def _finite(v: float) -> bool:
 
 def fit(
     model: nn.Module,
-    bundle: DataBundle,
-    cfg: TrainConfig,
+    bundle: DataBundle | tuple | Mapping[str, Any],
+    cfg: TrainConfig | Mapping[str, Any] | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
@@ -246,21 +369,46 @@ def fit(
     interrupt: InterruptFlag | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     checkpoint_extra: dict[str, Any] | None = None,
+    restore_best: bool = False,
+    task: str | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``bundle`` following ``cfg``; see the module docstring."""
+    """Train ``model`` on ``bundle`` following ``cfg``; see the module docstring.
+
+    Args:
+        model: the module to train (moved to ``device`` and ``cfg.dtype``).
+        bundle: a :class:`~rpnkit.data.DataBundle`, or in-memory data for
+            :func:`as_bundle` (``(X, y)`` or ``{"train": (X, y), "val": (X, y)}``; ``task``
+            is passed on to it).
+        cfg: a :class:`~rpnkit.config.TrainConfig` or a mapping in its YAML form
+            (``{"epochs": 50, "optimizer": {"name": "adamw", "lr": 1e-3}, "loss": "mse"}``);
+            ``None`` for the defaults.
+        seed: seeds the minibatch shuffling (the model's initialisation is the caller's).
+        progress: show a tqdm progress bar (on stderr, when it is a terminal).
+        checkpoint_path: where the training state is saved on interrupts and every
+            ``cfg.checkpoint_every`` epochs; ``None`` writes no file at all.
+        restore_best: end with the best-on-validation weights loaded into ``model``
+            (default: the final weights; ``FitResult.best_state`` holds the best ones).
+    """
     t_start = time.perf_counter()
+    cfg = train_config(cfg)
+    bundle = as_bundle(bundle, task)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     lname = loss_name(cfg, bundle.task)
     loss_params = cfg.loss.params() if cfg.loss is not None else {}
     loss_fn = LOSSES.build(lname, **loss_params)()
+    loss_task = getattr(LOSSES.get(lname), "task", "regression")
+    if loss_task != bundle.task:
+        raise ConfigurationError(f"loss {lname!r} is for {loss_task} but the data is {bundle.task}")
     metrics = check_metrics(cfg.metrics, bundle.task) if cfg.metrics else default_metrics(bundle.task)
     monitor = cfg.monitor
     if monitor != "loss" and monitor not in metrics:
         raise ConfigurationError(
             f"train.monitor {monitor!r} is neither 'loss' nor one of the metrics {metrics}"
         )
-    higher_better = monitor in ("r2", "accuracy", "f1")
+    has_val = bundle.size("val") > 0
+    # without a validation split, early stopping watches the training loss
+    higher_better = has_val and monitor in ("r2", "accuracy", "f1")
     interrupt = interrupt if interrupt is not None else InterruptFlag()
 
     model.to(device=device, dtype=dtype)
@@ -271,7 +419,6 @@ def fit(
 
     x_tr, y_tr = _tensors(bundle, "train", device, dtype, lname)
     n = x_tr.shape[0]
-    has_val = bundle.size("val") > 0
     full_batch = (cfg.batch_size is None and n <= cfg.full_batch_max) or (
         cfg.batch_size is not None and cfg.batch_size >= n
     )
@@ -399,7 +546,7 @@ def fit(
                 nonfinite = True  # e.g. an L-BFGS line search that left the weights NaN/inf
             if nonfinite:
                 stopped = {"reason": "non-finite training loss", "epoch": epoch + 1,
-                           "restored_epoch": epoch}
+                           "restored_epoch": epoch, "cause": "non_finite"}
                 logger.warning("training loss became NaN/inf in epoch %d; stopping and keeping "
                                "the weights of epoch %d", epoch + 1, epoch)
                 model.load_state_dict(last_good)
@@ -412,20 +559,24 @@ def fit(
                 scheduler.step()
             rec: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
             if has_val:
-                val = evaluate(model, bundle, "val", lname, metrics, device, dtype, cfg.eval_batch_size)
+                val = evaluate(model, bundle, "val", lname, metrics, device, dtype,
+                               cfg.eval_batch_size, loss_fn=loss_fn)
                 rec.update({f"val_{k}": v for k, v in val.items()})
                 value = val.get(monitor)
-                if value is not None and math.isfinite(value):
-                    better = best_value is None or (
-                        value > best_value if higher_better else value < best_value
-                    )
-                    if better:
-                        best_value = value
+            else:
+                value = train_loss
+            if value is not None and math.isfinite(value):
+                sign = 1.0 if higher_better else -1.0
+                better = best_value is None or sign * (value - best_value) > 0
+                significant = best_value is None or (
+                    sign * (value - best_value) > cfg.tol * abs(best_value)
+                )
+                bad_epochs = 0 if significant else bad_epochs + 1
+                if better:
+                    best_value = value
+                    if has_val:
                         best_state = _clone_state(model)
                         best = {"epoch": epoch + 1, "monitor": f"val_{monitor}", "value": value}
-                        bad_epochs = 0
-                    else:
-                        bad_epochs += 1
             history.append(rec)
             last_good = _clone_state(model)
             if bar is not None:
@@ -436,9 +587,11 @@ def fit(
                 bar.update(1)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, rec)
-            if cfg.early_stopping is not None and has_val and bad_epochs >= cfg.early_stopping:
-                stopped = {"reason": f"early stopping (no val_{monitor} improvement for "
-                                     f"{cfg.early_stopping} epochs)", "epoch": epoch + 1}
+            if cfg.early_stopping is not None and bad_epochs >= cfg.early_stopping:
+                watched = f"val_{monitor}" if has_val else "train_loss"
+                stopped = {"reason": f"early stopping (no {watched} improvement for "
+                                     f"{cfg.early_stopping} epochs)", "epoch": epoch + 1,
+                           "cause": "early_stopping"}
                 logger.info("early stopping at epoch %d", epoch + 1)
                 break
             if interrupt:
@@ -456,13 +609,15 @@ def fit(
                 "note": "no validation split: the best model is the final model"}
         best_state = None
     dev_args = (device, dtype, cfg.eval_batch_size)
-    final = {s: evaluate(model, bundle, s, lname, metrics, *dev_args) for s in ("train", "val", "test")}
+    final = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, loss_fn=loss_fn)
+             for s in _SPLITS}
     if best_state is not None:
         final_state = _clone_state(model)
         model.load_state_dict(best_state)
-        best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args)
-                        for s in ("train", "val", "test")}
-        model.load_state_dict(final_state)
+        best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, loss_fn=loss_fn)
+                        for s in _SPLITS}
+        if not restore_best:
+            model.load_state_dict(final_state)
     else:
         best_metrics = copy.deepcopy(final)
     return FitResult(

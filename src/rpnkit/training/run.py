@@ -33,7 +33,6 @@ from ..config import ModelConfig, RunConfig, dump_config, parse_config, read_yam
 from ..data import DataBundle, load_data
 from ..errors import ConfigurationError
 from ..models import build_model
-from . import baselines as _baselines  # noqa: F401  (registers torch_mlp)
 from .engine import (
     FitResult,
     InterruptFlag,
@@ -293,10 +292,11 @@ def eval_run(run_dir: Path, device: str | None = None, which: str = "final") -> 
     prep.model.to(device=prep.device, dtype=dtype)
     prep.model.load_state_dict(payload["state_dict"])
     metrics = cfg.train.metrics or None
+    loss_params = cfg.train.loss.params() if cfg.train.loss is not None else None
     with num_threads(prep.threads):
         res = {
             s: evaluate(prep.model, prep.bundle, s, prep.loss, metrics, prep.device, dtype,
-                        cfg.train.eval_batch_size)
+                        cfg.train.eval_batch_size, loss_params=loss_params)
             for s in ("test", "val", "train")
         }
     return _jsonable({**res, "epoch": payload.get("epoch"), "checkpoint": name})

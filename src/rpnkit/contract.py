@@ -1,0 +1,539 @@
+"""The contraction ``fuse_c κ(X) ψ(w^c)ᵀ`` of a head, planned once at construction.
+
+The dense definition materialises κ(X) (B×D) and ψ(w) (n×D); both are often far larger
+than the work needed. This module combines what the components *declare* – the
+expansion's layout (:mod:`rpnkit.expansion.layout`: dense, tensor-power and
+symmetric-power segments) and the reconciliation's algebraic form
+(:mod:`rpnkit.reconciliation.forms`: dense, low-rank, Kronecker, fixed, opaque) – into the
+cheapest exact product. It imports no concrete component class: a subclass, or a
+component written outside rpnkit, gets the same fast path as the built-in one whose
+layout/form it declares.
+
+:class:`Contraction` is an ``nn.Module`` built in :class:`~rpnkit.RPNHead`'s ``__init__``.
+Its path, and every index table the path needs (symmetric monomial columns, Kronecker
+correlation lags and windows), are decided there and held as non-persistent buffers, so
+``.to()``, ``torch.compile(fullgraph=True)``, DataParallel and DDP need no special case and
+``head.plan()`` prints exactly what runs. ``forward`` is straight tensor code.
+
+Paths (``head.plan()`` names one):
+
+``dense-bilinear``
+    Dense form (W is the parameter): x^{⊗k} is contracted with the reshaped weight (one
+    GEMM, then one reduction per further index) instead of being formed.
+``lowrank-bilinear``
+    W = L Rᵀ: ``(κ R) Lᵀ`` with ``κ R`` contracted blockwise as bilinear forms (symmetric
+    blocks scatter R's rows into the ordered layout).
+``kron-structured``
+    W = A ⊗ B: ``y = vec(A K Bᵀ)`` with K = κ reshaped q×t; ``H = K R`` is accumulated
+    segment by segment, degree-2 blocks through the correlation lags that occur (GEMM with
+    a gathered window, or FFT when many lags occur); when κ reshaped is rank one per sample
+    (q = m + 1), ``y = (A x̃) ⊗ (R x)``.
+``rowsum`` / ``eye-prefix`` / ``zero``
+    closed forms of the fixed matrices (rowsum of x^{⊗k} is (Σx)^k).
+``materialised-κ``
+    κ(X) is built, then the form is applied factorised (or ``apply`` for opaque forms).
+    Always exact for every pair.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+
+from .expansion.layout import Segment, monomial_indices
+from .reconciliation import forms
+
+__all__ = ["Contraction", "materialised_product", "tensor_power", "FORCE_FFT", "use_fft"]
+
+#: Kronecker correlation method for heads built from now on: None chooses by cost,
+#: True/False forces FFT / direct GEMM (for tests and benchmarks).
+FORCE_FFT: bool | None = None
+
+#: Batch size the FFT-vs-GEMM choice is made for (both costs are nearly linear in it).
+NOMINAL_BATCH = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# primitives (pure tensor code)
+# ---------------------------------------------------------------------------------------------
+def tensor_power(lead: Tensor, z: Tensor, k: int) -> Tensor:
+    """lead ⊗ z^{⊗(k-1)} (row-major), shape (B, m_lead·m^{k-1})."""
+    b = z.shape[0]
+    p = lead
+    for _ in range(k - 1):
+        p = (p.unsqueeze(2) * z.unsqueeze(1)).reshape(b, -1)
+    return p
+
+
+def _with_one(z: Tensor) -> Tensor:
+    return torch.cat([z.new_ones(z.shape[0], 1), z], dim=1)
+
+
+def _power_left(z: Tensor, lead: Tensor, k: int, width: int, ws: Tensor) -> Tensor:
+    """Σ_I (lead ⊗ z^{⊗(k-1)})[b, I] ws[o, I] for ws (n, width), any row stride: (B, n)."""
+    b, m = z.shape
+    n = ws.shape[0]
+    rest = width // m
+    if ws.is_contiguous() or ws.stride(1) == 1 and ws.stride(0) == width:
+        u = (z @ ws.reshape(n * rest, m).t()).view(b, n, rest)  # (B, n, rest)
+        for _ in range(k - 2):
+            u = (u.view(b, n, -1, m) * z[:, None, None, :]).sum(-1)
+        return (u * lead[:, None, :]).sum(-1)
+    u = torch.matmul(z, ws.reshape(n, rest, m).transpose(1, 2))  # (n, B, rest)
+    for _ in range(k - 2):
+        u = (u.reshape(n, b, -1, m) * z[None, :, None, :]).sum(-1)
+    return (u * lead[None]).sum(-1).t()
+
+
+def _power_right(z: Tensor, lead: Tensor, k: int, rseg: Tensor) -> Tensor:
+    """Σ_I (lead ⊗ z^{⊗(k-1)})[b, I] rseg[I, c] for rseg (width, c): (B, c)."""
+    b, m = z.shape
+    c = rseg.shape[1]
+    u = lead @ rseg.reshape(lead.shape[1], -1)  # (B, m^{k-1} c): contracts the first index
+    for _ in range(k - 1):
+        u = (u.reshape(b, m, -1) * z.unsqueeze(2)).sum(1)
+    return u.reshape(b, c)
+
+
+def _lag_pairs(m_lead: int, m: int, off: int, t: int, q: int):
+    """Pairs (row i, α, lag slot) with lag o = off + α m − i t in (−m, t), plus the lags.
+
+    Entry (i, c) of K holds lead_α z_β for off + α m + β = i t + c; for fixed (i, α) the sum
+    over β is the correlation of R with z at lag o. Computed once, at construction.
+    """
+    alpha = np.arange(m_lead, dtype=np.int64)
+    start = off + alpha * m  # flat position of lead_α z_0
+    lo = np.maximum((start - t) // t + 1, 0)  # smallest i with i t + t > start
+    hi = np.minimum((start + m - 1) // t, q - 1)  # largest i with i t <= start + m - 1
+    cnt = np.maximum(hi - lo + 1, 0)
+    a_idx = np.repeat(alpha, cnt)
+    first = np.repeat(lo, cnt)
+    within = np.arange(a_idx.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    rows = first + within
+    lags = off + a_idx * m - rows * t
+    uniq, slot = np.unique(lags, return_inverse=True)
+    return rows, a_idx, slot.reshape(-1), uniq
+
+
+def use_fft(b: int, m: int, t: int, n_lags: int, c: int) -> tuple[bool, int]:
+    """(FFT cheaper than the direct GEMM?, FFT size) for one degree-2 Kronecker segment."""
+    size = 1 << max(1, int(math.ceil(math.log2(m + t - 1))))
+    if FORCE_FFT is not None:
+        return FORCE_FFT, size
+    direct = b * m * n_lags * c + n_lags * m * c
+    fft = 3 * (b * c + b + c) * size * math.log2(size) + b * c * size
+    return fft * 2 < direct, size
+
+
+def _long(a) -> Tensor:
+    return torch.as_tensor(np.asarray(a), dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------------------------
+# the planned contraction
+# ---------------------------------------------------------------------------------------------
+class Contraction(nn.Module):
+    """``fuse_c κ(X) ψ(w^c)ᵀ`` for one head, by the path chosen at construction.
+
+    Args:
+        layout: the expansion's segments (``expansion.layout(m)``).
+        form: the reconciliation's form (``reconciliation.form()``).
+        n, D: output width and expansion width.
+        factor_shapes: ``reconciliation.factor_shapes(n, D)`` (used by Kronecker forms).
+        channels, channel_fusion: as in :class:`~rpnkit.RPNHead`.
+        names: (expansion name, reconciliation name) for :meth:`describe`.
+    """
+
+    def __init__(
+        self,
+        layout: list[Segment],
+        form: forms.Form,
+        n: int,
+        D: int,  # noqa: N803
+        factor_shapes: list[tuple[int, ...]] | None = None,
+        channels: int = 1,
+        channel_fusion: str = "sum",
+        names: tuple[str, str] = ("κ", "ψ"),
+    ) -> None:
+        super().__init__()
+        if sum(s.width for s in layout) != D:
+            raise ValueError(
+                f"expansion layout covers {sum(s.width for s in layout)} columns, but D={D}"
+            )
+        self.n, self.D = int(n), int(D)
+        self.form = form
+        self.channels = int(channels)
+        self.mean = channel_fusion == "mean" and channels > 1
+        self.names = names
+        offsets, off = [], 0
+        for s in layout:
+            offsets.append(off)
+            off += s.width
+        # plain tuples: (kind, width, m, k, tilde, offset, label)
+        self.segs = tuple(
+            (s.kind, s.width, s.m, s.k, s.tilde, o, s.label) for s, o in zip(layout, offsets)
+        )
+        self.path, self.reason = self._choose()
+        for i, (kind, _w, m, k, *_rest) in enumerate(self.segs):
+            if kind == "sympower":
+                idx = monomial_indices(m, k)  # (C, k)
+                pos = torch.zeros(idx.shape[0], dtype=torch.long)
+                for j in range(k):
+                    pos = pos * m + idx[:, j]
+                self.register_buffer(f"cols{i}", idx.t().contiguous(), persistent=False)
+                self.register_buffer(f"pos{i}", pos, persistent=False)
+        self.kron: dict | None = None
+        if isinstance(form, forms.Kronecker):
+            self._plan_kron(factor_shapes or [])
+
+    # -- planning ------------------------------------------------------------------------------
+    def _choose(self) -> tuple[str, str]:
+        form, n = self.form, self.n
+        kinds = [s[0] for s in self.segs]
+        if isinstance(form, forms.Fixed):
+            path = {"zero": "zero", "constant": "rowsum", "eye": "eye-prefix"}[form.which]
+            return path, "closed form of a fixed matrix, ψ(w) never formed"
+        if all(k == "dense" for k in kinds):
+            return "materialised-κ", (
+                "κ has no structure to exploit (no tensor-power blocks, or post-processing on "
+                "its output): κ(x) is built and ψ is applied in its factorised form"
+            )
+        if isinstance(form, forms.Dense):
+            if "power" not in kinds:
+                return "materialised-κ", (
+                    "symmetric monomials are gathered directly (B×C, C = unique monomials) and "
+                    "multiplied by the n×C weight: fewer flops than any bilinear form over a "
+                    "full m×m weight"
+                )
+            m_min = min(s[2] for s in self.segs if s[0] == "power")
+            if n >= m_min:
+                return "materialised-κ", (
+                    f"n={n} >= m={m_min}: a bilinear form would hold a B×n×m intermediate, "
+                    "no smaller than the B×m² block it avoids, so κ(x) is built (same GEMM flops)"
+                )
+            return "dense-bilinear", (
+                "ψ(w) is the n×D parameter itself; x^{⊗k} is contracted with the reshaped "
+                "weight (symmetric blocks: unique monomials gathered, then one GEMM)"
+            )
+        if isinstance(form, forms.LowRank):
+            return "lowrank-bilinear", "(κR)Lᵀ with κR contracted blockwise as bilinear forms"
+        if isinstance(form, forms.Kronecker):
+            if any(s[0] == "power" and s[3] == 2 for s in self.segs):
+                return "kron-structured", (
+                    "H = K R built per segment; x⊗x blocks via the correlation lags that occur"
+                )
+            return "materialised-κ", (
+                "Kronecker ψ only exploits ordered degree-2 blocks; κ(x) is built and "
+                "vec(A K Bᵀ) is applied"
+            )
+        return "materialised-κ", (
+            f"no algebraic form declared by reconciliation {self.names[1]!r}: κ(x) is built "
+            "and its apply() is used"
+        )
+
+    def _plan_kron(self, shapes: list[tuple[int, ...]]) -> None:
+        form = self.form
+        q = form.q
+        t = self.D // q
+        b_idx = form.b
+        c = shapes[b_idx[0]][0] if len(b_idx) == 1 else shapes[b_idx[1]][1]
+        info = {"q": q, "t": t, "segs": {}, "rank_one": False}
+        if self.path == "kron-structured":
+            for i, (kind, _w, m, k, tilde, off, _label) in enumerate(self.segs):
+                if kind != "power" or k != 2:
+                    continue
+                m_lead = m + 1 if tilde else m
+                rows, a_idx, slot, lags = _lag_pairs(m_lead, m, off, t, q)
+                fft, size = use_fft(NOMINAL_BATCH, m, t, len(lags), c)
+                win = lags.reshape(-1, 1) + np.arange(m).reshape(1, -1)
+                win = np.where((win >= 0) & (win < t), win, t)  # t: the zero row
+                for name, arr in (("rows", rows), ("aidx", a_idx), ("slot", slot),
+                                  ("lags", lags), ("win", win)):
+                    self.register_buffer(f"k{i}_{name}", _long(arr), persistent=False)
+                info["segs"][i] = {"n_lags": len(lags), "fft": fft, "size": size, "m": m}
+            if len(self.segs) == 1 and 0 in info["segs"]:
+                kind, _w, m, k, tilde, off, _label = self.segs[0]
+                rows, a_idx, _slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
+                info["rank_one"] = bool(
+                    len(lags) == 1 and (m + 1 if tilde else m) == q and len(rows) == q
+                    and (rows == a_idx).all()
+                )
+                info["lag0"] = bool(info["rank_one"] and int(lags[0]) == 0 and t == m)
+        self.kron = info
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _lead(self, i: int, z: Tensor) -> Tensor:
+        return _with_one(z) if self.segs[i][4] else z
+
+    def _dense(self, i: int, v: Tensor) -> Tensor:
+        """Segment i as a (B, width) block (materialised for power segments)."""
+        kind, _w, _m, k, *_ = self.segs[i]
+        if kind == "dense":
+            return v
+        if kind == "power":
+            return tensor_power(self._lead(i, v), v, k)
+        cols = getattr(self, f"cols{i}")
+        out = v.index_select(1, cols[0])
+        for j in range(1, k):
+            out = out * v.index_select(1, cols[j])
+        return out
+
+    def materialise(self, inputs: list[Tensor]) -> Tensor:
+        parts = [self._dense(i, v) for i, v in enumerate(inputs)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _dense_left(self, inputs: list[Tensor], w_mat: Tensor) -> Tensor:
+        """κ(X) W̃ᵀ for a dense (n, D) matrix W̃ without forming power blocks."""
+        widths = [s[1] for s in self.segs]
+        parts = [w_mat] if len(widths) == 1 else torch.split(w_mat, widths, dim=1)
+        y = None
+        for i, (v, ws) in enumerate(zip(inputs, parts)):
+            kind, width, _m, k, *_ = self.segs[i]
+            if kind == "power":
+                part = _power_left(v, self._lead(i, v), k, width, ws)
+            else:
+                part = self._dense(i, v) @ ws.t()
+            y = part if y is None else y + part
+        return y
+
+    def _right(self, inputs: list[Tensor], r_mat: Tensor) -> Tensor:
+        """κ(X) R for a (D, c) matrix R without forming power blocks."""
+        widths = [s[1] for s in self.segs]
+        parts = [r_mat] if len(widths) == 1 else torch.split(r_mat, widths, dim=0)
+        y = None
+        for i, (v, rs) in enumerate(zip(inputs, parts)):
+            kind, _width, m, k, *_ = self.segs[i]
+            if kind == "power":
+                part = _power_right(v, self._lead(i, v), k, rs.contiguous())
+            elif kind == "sympower":
+                full = rs.new_zeros(m**k, rs.shape[1]).index_copy(0, getattr(self, f"pos{i}"), rs)
+                part = _power_right(v, v, k, full)
+            else:
+                part = v @ rs
+            y = part if y is None else y + part
+        return y
+
+    def _rowsum(self, inputs: list[Tensor]) -> Tensor:
+        y = None
+        for i, v in enumerate(inputs):
+            kind, _w, _m, k, *_ = self.segs[i]
+            if kind == "power":
+                part = self._lead(i, v).sum(1, keepdim=True) * v.sum(1, keepdim=True) ** (k - 1)
+            else:
+                part = self._dense(i, v).sum(dim=1, keepdim=True)
+            y = part if y is None else y + part
+        return y
+
+    def _prefix(self, inputs: list[Tensor], cols: int) -> Tensor:
+        parts = []
+        for i, v in enumerate(inputs):
+            kind, width, m, k, tilde, off, _ = self.segs[i]
+            if off >= cols:
+                break
+            take = min(width, cols - off)
+            if kind == "power":
+                m_lead = m + 1 if tilde else m
+                rows = -(-take // (width // m_lead))
+                p = self._lead(i, v)[:, :rows]  # only the rows of the first factor needed
+                for _ in range(k - 1):
+                    p = (p.unsqueeze(2) * v.unsqueeze(1)).reshape(p.shape[0], -1)
+                parts.append(p[:, :take])
+            else:
+                parts.append(self._dense(i, v)[:, :take])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _kron_h(self, inputs: list[Tensor], r: Tensor) -> Tensor:
+        """H = K R, (B, q, c) with K = κ(X) reshaped (q, t) per sample and R (t, c)."""
+        q, t = self.kron["q"], self.kron["t"]
+        b = inputs[0].shape[0]
+        c = r.shape[1]
+        h = None
+        for i, v in enumerate(inputs):
+            kind, width, m, _k, _tilde, off, _ = self.segs[i]
+            seg = self.kron["segs"].get(i)
+            if seg is not None:
+                rows = getattr(self, f"k{i}_rows")
+                vals = self._lag_values(i, v, r, seg)
+                part = v.new_zeros(b, q, c).index_add(1, rows, vals)
+            else:
+                dv = self._dense(i, v)
+                i0, i1 = off // t, (off + width - 1) // t
+                vp = F.pad(dv, (off - i0 * t, (i1 + 1) * t - (off + width))).reshape(b, -1, t)
+                part = F.pad(vp @ r, (0, 0, i0, q - 1 - i1))
+            h = part if h is None else h + part
+        return h
+
+    def _lag_values(self, i: int, z: Tensor, r: Tensor, seg: dict) -> Tensor:
+        """(B, P, c): lead_α(b) · corr(R, z_b)[lag] for every (row, α) pair of segment i."""
+        b, m = z.shape
+        c = r.shape[1]
+        lags = getattr(self, f"k{i}_lags")
+        if seg["fft"] and z.dtype in (torch.float32, torch.float64):  # no bf16/fp16 FFTs
+            size = seg["size"]
+            # corr[o] = Σ_β R[o+β] z[β] = (R * flip(z))[o + m - 1]
+            rf = torch.fft.rfft(r.t(), n=size, dim=-1)  # (c, F)
+            zf = torch.fft.rfft(z.flip(1), n=size, dim=-1)  # (B, F)
+            corr = torch.fft.irfft(zf.unsqueeze(1) * rf.unsqueeze(0), n=size, dim=-1)
+            cl = corr.index_select(2, lags + (m - 1)).transpose(1, 2)  # (B, n_lags, c)
+        else:
+            rz = torch.cat([r, r.new_zeros(1, c)], dim=0)
+            win = rz[getattr(self, f"k{i}_win")]  # (L, m, c)
+            cl = (z @ win.permute(1, 0, 2).reshape(m, -1)).reshape(b, -1, c)
+        lead = self._lead(i, z).index_select(1, getattr(self, f"k{i}_aidx")).unsqueeze(2)
+        if seg["n_lags"] == 1:
+            return lead * cl
+        return lead * cl.index_select(1, getattr(self, f"k{i}_slot"))
+
+    def _kron_apply(self, inputs: list[Tensor], fs: list[Tensor]) -> Tensor:
+        form = self.form
+        b = inputs[0].shape[0]
+        if len(form.b) == 1:
+            r_mat, post = fs[form.b[0]].t(), None
+        else:
+            r_mat, post = fs[form.b[1]], fs[form.b[0]].t()
+        if self.kron["rank_one"]:
+            # K = u vᵀ per sample, so A K Bᵀ = (A u)(B v)ᵀ: e.g. (A x̃) ⊗ (B x) for q = m+1
+            z = inputs[0]
+            u = self._lead(0, z)
+            if self.kron["lag0"]:
+                v = z @ r_mat
+            else:
+                rz = torch.cat([r_mat, r_mat.new_zeros(1, r_mat.shape[1])], dim=0)
+                v = z @ rz[self.k0_win[0]]
+            if len(form.a) == 0:
+                au = u.sum(dim=1, keepdim=True).expand(-1, form.p)
+            elif len(form.a) == 1:
+                au = u @ fs[form.a[0]].t()
+            else:
+                au = (u @ fs[form.a[1]]) @ fs[form.a[0]].t()
+            g = au.unsqueeze(2) * v.unsqueeze(1)  # (B, p, c)
+        else:
+            h = self._kron_h(inputs, r_mat)
+            if len(form.a) == 0:
+                g = h.sum(dim=1, keepdim=True).expand(-1, form.p, -1)
+            elif len(form.a) == 1:
+                g = torch.matmul(fs[form.a[0]], h)
+            else:
+                g = torch.matmul(fs[form.a[0]], torch.matmul(fs[form.a[1]].t(), h))
+        if post is not None:
+            g = g @ post
+        return g.reshape(b, self.n)
+
+    def _one(self, inputs: list[Tensor], kx: Tensor | None, wc: Tensor, rec) -> Tensor:
+        path, form, n, d = self.path, self.form, self.n, self.D
+        if path == "dense-bilinear":
+            return self._dense_left(inputs, rec.reconcile(wc, n, d))
+        if path == "lowrank-bilinear":
+            fs = rec.form_factors(wc, n, d)
+            return self._right(inputs, fs[form.right]) @ fs[form.left].t()
+        if path == "kron-structured":
+            return self._kron_apply(inputs, rec.form_factors(wc, n, d))
+        # materialised κ
+        if isinstance(form, forms.Dense):
+            return kx @ rec.reconcile(wc, n, d).t()
+        if isinstance(form, forms.LowRank):
+            fs = rec.form_factors(wc, n, d)
+            return (kx @ fs[form.right]) @ fs[form.left].t()
+        if isinstance(form, forms.Kronecker):
+            return self._kron_apply([kx], rec.form_factors(wc, n, d))
+        return rec.apply(kx, wc, n, d)
+
+    def forward(self, inputs: list[Tensor], w: Tensor, rec: nn.Module) -> Tensor:
+        """``inputs``: ``expansion.segment_inputs(x)``; ``w``: (channels, l); ``rec``: ψ."""
+        path, n = self.path, self.n
+        b = inputs[0].shape[0]
+        # fixed matrices: every channel gives the same product (sum: C times it, mean: it)
+        times = 1.0 if self.mean else float(self.channels)
+        if path == "zero":
+            anchor = sum(v.sum() for v in inputs) * 0.0  # keeps pre-processing in the graph
+            return inputs[0].new_zeros(b, n) + anchor
+        if path == "rowsum":
+            return (self.form.c * times * self._rowsum(inputs)).expand(-1, n)
+        if path == "eye-prefix":
+            k = min(n, self.D)
+            out = self._prefix(inputs, k)
+            if n > k:
+                out = torch.cat([out, out.new_zeros(b, n - k)], dim=1)
+            return out * times if self.channels > 1 and not self.mean else out
+        kx = None
+        if path == "materialised-κ":
+            kx = self.materialise(inputs)
+            if isinstance(self.form, forms.Kronecker):
+                # one dense segment spanning κ: reuse the Kronecker H = K R machinery
+                return self._fuse([self._kron_dense(kx, wc, rec) for wc in self._channels(w)])
+        return self._fuse([self._one(inputs, kx, wc, rec) for wc in self._channels(w)])
+
+    def _kron_dense(self, kx: Tensor, wc: Tensor, rec) -> Tensor:
+        form = self.form
+        fs = rec.form_factors(wc, self.n, self.D)
+        q, t = form.q, self.D // form.q
+        k = kx.reshape(kx.shape[0], q, t)
+        if len(form.b) == 1:
+            h = k @ fs[form.b[0]].t()
+        else:
+            h = k @ fs[form.b[1]]
+        if len(form.a) == 0:
+            g = h.sum(dim=1, keepdim=True).expand(-1, form.p, -1)
+        elif len(form.a) == 1:
+            g = torch.matmul(fs[form.a[0]], h)
+        else:
+            g = torch.matmul(fs[form.a[0]], torch.matmul(fs[form.a[1]].t(), h))
+        if len(form.b) == 2:
+            g = g @ fs[form.b[0]].t()
+        return g.reshape(kx.shape[0], self.n)
+
+    def _channels(self, w: Tensor) -> list[Tensor]:
+        # one channel: a view (its backward is free; unbind's stacks an l-sized gradient)
+        return [w.view(-1)] if self.channels == 1 else list(w.unbind(0))
+
+    def _fuse(self, parts: list[Tensor]) -> Tensor:
+        y = parts[0]
+        for p in parts[1:]:
+            y = y + p
+        return y / len(parts) if self.mean else y
+
+    # -- description ------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """The stored plan: path, segments, why, and the Kronecker method per segment."""
+        segs = []
+        for kind, width, *_rest, label in self.segs:
+            segs.append(f"{label}[{width}, never formed]" if kind == "power" and
+                        self.path != "materialised-κ" else f"{label}[{width}]")
+        lines = [
+            f"path: {self.path}",
+            f"κ = {self.names[0]} (D={self.D}) as {' | '.join(segs)}",
+            f"ψ = {self.names[1]} ({self.form.kind} form): {self.reason}",
+        ]
+        if self.kron is not None and self.path == "kron-structured":
+            for i, seg in self.kron["segs"].items():
+                label, off = self.segs[i][6], self.segs[i][5]
+                if self.kron["rank_one"]:
+                    how = ("aligned: K = x̃ xᵀ is rank one per sample, y = vec((A x̃)(R x)ᵀ), "
+                           "no q×t block formed")
+                else:
+                    via = f"one FFT correlation (size {seg['size']})" if seg["fft"] else "one GEMM"
+                    how = f"rows straddle the blocks: {seg['n_lags']} correlation lags via {via}"
+                lines.append(f"  {label} at offset {off} with q={self.kron['q']}, "
+                             f"t={self.kron['t']}: {how}")
+        fusion = "mean" if self.mean else "sum"
+        lines.append(f"{self.channels} channel(s), {fusion} fusion")
+        return "\n".join(lines)
+
+    def extra_repr(self) -> str:
+        return f"path={self.path!r}"
+
+
+def materialised_product(head, x: Tensor) -> Tensor:
+    """The dense definition ``fuse_c κ(X) ψ(w^c)ᵀ``: κ(X) (B×D) and ψ(w^c) (n×D) are built."""
+    x = head.check_input(x)
+    kx = head.expansion(x)
+    rec = head.reconciliation
+    parts = [kx @ rec.reconcile(head.w[c], head.n, head.D).t() for c in range(head.channels)]
+    y = parts[0]
+    for p in parts[1:]:
+        y = y + p
+    return y / len(parts) if head.channel_fusion == "mean" and len(parts) > 1 else y

@@ -1,0 +1,76 @@
+"""Algebraic forms a reconciliation ψ can declare (:meth:`Reconciliation.form`).
+
+The form says what W = ψ(w) *is*, in terms of the pieces of w that
+:meth:`Reconciliation.factor_shapes` declares (``form_factors(w, n, D)``, by default those
+pieces themselves, in order). :mod:`rpnkit.contract` turns a form and an expansion's layout
+into the cheapest exact product; it never looks at the reconciliation's class, so a subclass
+inherits its parent's form and fast path, and a reconciliation written outside rpnkit gets a
+fast path by declaring a form.
+
+``Opaque``
+    nothing known: κ(x) is built and ``reconcile``/``apply`` are used (the default).
+``Dense``
+    W = ``reconcile(w, n, D)`` is cheap to form (it is the parameter, or a small function
+    of it) – identity, masking, hypernet.
+``LowRank(left, right)``
+    W = F_left F_rightᵀ with F_left (n, r), F_right (D, r).
+``Kronecker(p, q, a, b)``
+    W = A ⊗ B with A (p, q), B (n/p, D/q). ``a`` / ``b`` name the factors: ``()`` is all
+    ones, ``(i,)`` is F_i itself, ``(i, j)`` is F_i F_jᵀ.
+``Fixed(kind, c)``
+    a constant matrix with l = 0: ``"zero"``, ``"constant"`` (c·1), ``"eye"`` (I_{n×D}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Form", "Opaque", "Dense", "LowRank", "Kronecker", "Fixed"]
+
+
+@dataclass(frozen=True)
+class Form:
+    """Base of the declared algebraic forms."""
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__.lower()
+
+
+@dataclass(frozen=True)
+class Opaque(Form):
+    pass
+
+
+@dataclass(frozen=True)
+class Dense(Form):
+    pass
+
+
+@dataclass(frozen=True)
+class LowRank(Form):
+    left: int = 0
+    right: int = 1
+
+
+@dataclass(frozen=True)
+class Kronecker(Form):
+    p: int
+    q: int
+    a: tuple[int, ...] = (0,)
+    b: tuple[int, ...] = (1,)
+
+    def __post_init__(self) -> None:
+        for name, idx in (("a", self.a), ("b", self.b)):
+            if len(idx) > 2 or (name == "b" and len(idx) == 0):
+                raise ValueError(f"Kronecker form: bad factor indices {name}={idx}")
+
+
+@dataclass(frozen=True)
+class Fixed(Form):
+    which: str = "zero"
+    c: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.which not in ("zero", "constant", "eye"):
+            raise ValueError(f"Fixed form: which must be zero/constant/eye, got {self.which!r}")

@@ -1,0 +1,105 @@
+"""HeadSpec: the one definition of a head's options.
+
+Every front door builds heads from a :class:`HeadSpec`: :class:`~rpnkit.RPNHead` (its
+keyword arguments *are* the spec's fields), :meth:`RPN.from_dims` and its per-layer
+overrides, the YAML ``model:`` section and the scikit-learn estimators. A new head option
+is added here, once; the others read :data:`HEAD_FIELDS` / :func:`head_defaults`.
+
+Layer-level options (number of heads, head fusion, layer output modules) live beside it in
+:data:`LAYER_FIELDS`, so that ``from_dims`` overrides and configs accept exactly
+``HEAD_FIELDS + LAYER_FIELDS``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigurationError, did_you_mean
+
+__all__ = ["HeadSpec", "HEAD_FIELDS", "LAYER_FIELDS", "head_defaults", "check_head_options"]
+
+
+@dataclass
+class HeadSpec:
+    """Options of one RPN head ``fuse_c(κ(x) ψ(w^c)ᵀ) [+ b] + π(x)``.
+
+    Attributes:
+        expansion / reconciliation / remainder: component modules, registry names, or
+            ``{"name": ..., **params}`` mappings (SPEC §2–§4). Defaults: identity,
+            identity, zero – a plain linear map.
+        expansion_params / reconciliation_params / remainder_params: keyword arguments used
+            when the component is given by name. Modules inside them (e.g.
+            ``preprocess: [nn.LayerNorm(3)]``) are deep-copied for every head, so heads never
+            share weights silently.
+        channels: number C of parameter vectors w^0..w^{C-1} sharing κ, ψ and π.
+        channel_fusion: ``"sum"`` (the model's definition) or ``"mean"``.
+        bias: add a learnable bias b ∈ R^n (zeros at init).
+        init: initialisation scheme name (:mod:`rpnkit.init`).
+        output: module(s) applied to the head output (activation, norm, dropout), as modules
+            or names (``"relu"``, ``"layer_norm"``, ...).
+        seed: seed of the head's random state (masks, fixed random matrices, hypernets) for
+            components that were not given a seed of their own. ``None`` (default) draws it
+            from torch's global generator, so the heads of a layer differ and
+            ``torch.manual_seed`` reproduces them.
+    """
+
+    expansion: Any = "identity"
+    reconciliation: Any = "identity"
+    remainder: Any = "zero"
+    expansion_params: Mapping[str, Any] | None = None
+    reconciliation_params: Mapping[str, Any] | None = None
+    remainder_params: Mapping[str, Any] | None = None
+    channels: int = 1
+    channel_fusion: str = "sum"
+    bias: bool = False
+    init: str = "default"
+    output: Any = None
+    seed: int | None = None
+    _extra: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_options(cls, owner: str = "RPNHead", **options: Any) -> HeadSpec:
+        """Build from keyword options, rejecting unknown keys with a "did you mean"."""
+        check_head_options(options, owner)
+        return cls(**options)
+
+    def fresh(self) -> HeadSpec:
+        """A copy whose module-valued options (also inside ``*_params``) are deep copies."""
+        return dataclasses.replace(
+            self,
+            **{f: copy.deepcopy(getattr(self, f)) for f in HEAD_FIELDS},
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in HEAD_FIELDS}
+
+    def build(self, m: int, n: int, **factory: Any):
+        """An :class:`~rpnkit.RPNHead` with these options (fresh component copies)."""
+        from .head import RPNHead
+
+        return RPNHead(m, n, **self.fresh().as_dict(), **factory)
+
+
+#: Head options, in RPNHead's positional order after (m, n).
+HEAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HeadSpec) if not f.name.startswith("_"))
+
+#: Layer options accepted next to the head options (``RPN.from_dims``, configs).
+LAYER_FIELDS: tuple[str, ...] = ("heads", "head_fusion", "output", "head_output")
+
+
+def head_defaults() -> dict[str, Any]:
+    """Default value of every head option."""
+    return {f.name: f.default for f in fields(HeadSpec) if f.name in HEAD_FIELDS}
+
+
+def check_head_options(options: Mapping[str, Any], owner: str) -> None:
+    for key in options:
+        if key not in HEAD_FIELDS:
+            raise ConfigurationError(
+                f"{owner}: unknown head option {key!r}{did_you_mean(key, HEAD_FIELDS)}; "
+                f"valid: {', '.join(HEAD_FIELDS)}"
+            )
