@@ -126,7 +126,7 @@ def test_gradients_reach_every_head():
         ({"heads": [nn.Linear(3, 2)]}, "expected RPNHead"),
         ({"heads": [rpnkit.RPNHead(4, 2)]}, r"head 0 takes m=4.*m=3"),
         ({"heads": [rpnkit.RPNHead(3, 2), rpnkit.RPNHead(3, 3)]}, r"head widths \[2, 3\]"),
-        ({"heads": [rpnkit.RPNHead(3, 1)], "fusion": "concat"}, "sum to 2"),
+        ({"heads": [rpnkit.RPNHead(3, 1)], "fusion": "concat"}, r"sum 1\); pass n=1"),
         ({"heads": [rpnkit.RPNHead(3, 2)], "channels": 2}, "given together with built heads"),
         ({"chanels": 2}, "did you mean 'channels'"),
         ({"num_heads": 0}, "num_heads"),
@@ -145,22 +145,25 @@ def test_dtype_and_state_dict_round_trip():
                                    remainder="linear")
     layer = make()
     x = _x()
-    assert layer(x).dtype == torch.float64
-    assert layer(x.float()).dtype == torch.float32
-    fresh = make()
+    assert layer(x).dtype == torch.float32  # the parameters decide
+    assert layer.double()(x.float()).dtype == torch.float64
+    fresh = make().double()
     fresh.load_state_dict(layer.state_dict())
     torch.testing.assert_close(fresh(x), layer(x))
     assert isinstance(layer.plan(), str)
 
 
-def test_concat_of_equal_width_heads_outputs_h_times_n():
+def test_concat_n_is_always_the_layer_output_width():
     heads = _heads()  # three heads of width 2
-    layer = rpnkit.RPNLayer(3, 2, heads=heads, fusion="concat", output="layer_norm").double()
+    layer = rpnkit.RPNLayer(3, 6, heads=heads, fusion="concat", output="layer_norm").double()
     assert layer.n == 6
     assert layer.output[0].normalized_shape == (6,)
     x = _x()
     assert layer(x).shape == (5, 6)
     nxt = rpnkit.RPNLayer(6, 1)
     assert rpnkit.RPN([layer, nxt]).dims == [3, 6, 1]
-    with pytest.raises(ConfigurationError, match="sum to 5"):
-        rpnkit.RPNLayer(3, 5, heads=_heads(), fusion="concat")
+    with pytest.raises(ConfigurationError, match=r"heads are \[2, 2, 2\] wide \(sum 6\); pass n=6"):
+        rpnkit.RPNLayer(3, 2, heads=_heads(), fusion="concat")
+    built = rpnkit.RPNLayer(3, 6, num_heads=3, fusion="concat")  # built heads split n
+    assert [h.n for h in built.heads] == [2, 2, 2]
+    assert built.n == 6

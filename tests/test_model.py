@@ -126,7 +126,7 @@ def test_state_dict_round_trip_and_device_dtype_moves(tmp_path):
     torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
     model.double()
     assert all(t.dtype == torch.float64 for t in model.state_dict().values())
-    torch.testing.assert_close(model(x.double()), fresh(x.double()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(x.double()), fresh(x).double(), rtol=1e-5, atol=1e-6)
 
 
 def test_training_reduces_the_loss():

@@ -153,3 +153,113 @@ def test_internal_standardisation_and_lbfgs():
     assert reg.score(X, y) > 0.999
     raw = RPNRegressor(random_state=0, standardize=False, optimizer="adam", max_epochs=20).fit(X, y)
     np.testing.assert_array_equal(raw.x_scale_, np.ones(2))
+
+
+# --- one training loop, options, warnings ----------------------------------------------
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimators_train_through_the_engine(monkeypatch, tmp_path):
+    import rpnkit.training.engine as engine
+
+    calls = []
+    real_fit = engine.fit
+
+    def spy(model, data, cfg=None, **kw):
+        calls.append((data, cfg, kw))
+        return real_fit(model, data, cfg, **kw)
+
+    monkeypatch.setattr(engine, "fit", spy)
+    monkeypatch.chdir(tmp_path)
+    X, y = make_classification(120, 4, random_state=0)
+    RPNClassifier(random_state=0, max_epochs=5, early_stopping=True, loss="hinge").fit(X, y)
+    RPNRegressor(random_state=0, max_epochs=5).fit(X, y.astype(float))
+    assert len(calls) == 2
+    (data, cfg, kw), (rdata, rcfg, _) = calls
+    assert set(data) == {"train", "val"}
+    assert kw["task"] == "classification"
+    assert cfg["loss"] == "hinge"
+    assert cfg["epochs"] == 5
+    assert cfg["early_stopping"] == 20
+    assert rcfg["optimizer"]["name"] == "lbfgs"
+    assert rcfg["loss"] == "mse"
+    assert set(rdata) == {"train"}
+    assert list(tmp_path.iterdir()) == []  # no run folder, no checkpoint
+
+
+def test_verbose_logs_every_epoch(caplog):
+    import logging
+
+    X, y = make_classification(60, 3, n_informative=2, n_redundant=0, random_state=0)
+    with caplog.at_level(logging.INFO, logger="rpnkit.sklearn"):
+        RPNClassifier(random_state=0, max_epochs=4, n_iter_no_change=100, verbose=1).fit(X, y)
+    lines = [r.getMessage() for r in caplog.records if r.name == "rpnkit.sklearn"]
+    assert len(lines) == 4
+    assert "epoch 4: train loss" in lines[-1]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rpnkit.sklearn"):
+        RPNClassifier(random_state=0, max_epochs=4).fit(X, y)
+    assert not [r for r in caplog.records if r.name == "rpnkit.sklearn"]
+
+
+def test_convergence_warning_with_early_stopping():
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = make_classification(200, 4, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="max_epochs=3"):
+        clf = RPNClassifier(random_state=0, max_epochs=3, early_stopping=True).fit(X, y)
+    assert clf.n_iter_ == 3
+    assert len(clf.validation_scores_) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        # converged: stopped early
+        clf = RPNClassifier(random_state=0, max_epochs=300, early_stopping=True,
+                            n_iter_no_change=2, tol=0.5).fit(X, y)
+        assert clf.n_iter_ < 300
+        # without early stopping there is nothing to warn about
+        RPNClassifier(random_state=0, max_epochs=3).fit(X, y)
+
+
+def test_early_stopping_restores_best_validation_weights():
+    X, y = make_classification(300, 6, random_state=2)
+    clf = RPNClassifier(random_state=3, early_stopping=True, max_epochs=60, n_iter_no_change=5,
+                        lr=0.5).fit(X, y)
+    assert clf.best_loss_ == pytest.approx(min(clf.validation_scores_))
+    assert len(clf.loss_curve_) == clf.n_iter_
+
+
+def test_model_with_component_options_is_an_error():
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match=r"expansion='fourier'.*ignored") as info:
+        RPNClassifier(model="kan", expansion="fourier").fit(X, y)
+    assert "model_params" in str(info.value)
+    with pytest.raises(ValueError, match=r"bias=False, activation='relu'"):
+        RPNRegressor(model="mlp", bias=False, activation="relu").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="reconciliation_params"):
+        RPNClassifier(model="kan", reconciliation_params={"r": 2}).fit(X, y)
+    # the defaults and the model's own options are fine
+    RPNClassifier(model="kan", model_params={"grid": 3}, max_epochs=2).fit(X, y)
+
+
+def test_estimator_head_options_are_head_fields(monkeypatch):
+    from rpnkit import RPN
+    from rpnkit.sklearn import _HEAD_OPTIONS, _NON_HEAD_PARAMS
+    from rpnkit.spec import HEAD_FIELDS
+
+    for est in (RPNClassifier(), RPNRegressor()):
+        head_params = set(est.get_params()) - set(_NON_HEAD_PARAMS)
+        assert head_params <= set(HEAD_FIELDS), head_params - set(HEAD_FIELDS)
+        assert head_params == set(_HEAD_OPTIONS)
+    seen = {}
+    real = RPN.from_dims.__func__
+
+    def spy(cls, dims, **kw):
+        seen.update(kw)
+        return real(cls, dims, **kw)
+
+    monkeypatch.setattr(RPN, "from_dims", classmethod(spy))
+    X, y = load_iris(return_X_y=True)
+    RPNClassifier(expansion="identity", bias=False, max_epochs=1).fit(X, y)
+    assert set(seen) == {*_HEAD_OPTIONS, "activation"}
+    assert seen["expansion"] == "identity"
+    assert seen["bias"] is False

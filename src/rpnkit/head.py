@@ -128,7 +128,7 @@ class RPNHead(nn.Module):
         ):
             raise ConfigurationError(f"RPNHead: seed must be a non-negative integer or None, "
                                      f"got {spec.seed!r}")
-        self.channel_fusion = spec.channel_fusion
+        self._channel_fusion = spec.channel_fusion
         factory = {"device": device, "dtype": dtype}
         self.expansion: Expansion = _component(
             spec.expansion, spec.expansion_params, EXPANSIONS, Expansion, "expansion"
@@ -164,7 +164,7 @@ class RPNHead(nn.Module):
         else:  # nothing to learn: an empty buffer keeps `head.w` and the dtype policy
             self.register_buffer("w", torch.empty(self.channels, 0, **factory))
         self.bias = nn.Parameter(torch.zeros(self.n, **factory)) if spec.bias else None
-        self.output = build_module_list(copy.deepcopy(spec.output))
+        self.output = build_module_list(spec.output)
         bind_module_list(self.output, self.n)
         self.contraction = Contraction(
             self.expansion.layout(self.m),
@@ -180,6 +180,20 @@ class RPNHead(nn.Module):
         self._init_w(spec.init)
         if device is not None or dtype is not None:
             self.to(**{k: v for k, v in factory.items() if v is not None})
+
+    @property
+    def channel_fusion(self) -> str:
+        return self._channel_fusion
+
+    @channel_fusion.setter
+    def channel_fusion(self, value: str) -> None:
+        if value not in CHANNEL_FUSIONS:
+            raise ConfigurationError(
+                f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got {value!r}"
+            )
+        self._channel_fusion = value
+        if "contraction" in self._modules:
+            self.contraction.mean = value == "mean" and self.channels > 1
 
     # -- parameters ----------------------------------------------------------
     def reset_parameters(self, init: str | None = None) -> None:

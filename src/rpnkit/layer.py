@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,7 +120,7 @@ class RPNLayer(nn.Module):
         self.fusion_linear: nn.Linear | None = None
         if fusion == "linear":
             self.fusion_linear = nn.Linear(sum(widths), self.n, bias=False, **factory)
-        self.output = build_module_list(copy.deepcopy(output))
+        self.output = build_module_list(output)
         bind_module_list(self.output, self.n)
         self._reset_fusion()
         if device is not None or dtype is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -154,7 +155,7 @@ class RPN(nn.Module):
                     dims[i + 1],
                     fusion=cfg["head_fusion"],
                     num_heads=num_heads,
-                    output=cfg["output"],
+                    output=copy.deepcopy(cfg["output"]),  # every layer owns its modules
                     head_output=cfg["head_output"],
                     device=device,
                     dtype=dtype,

@@ -341,10 +341,11 @@ class _RPNEstimatorBase(BaseEstimator):
                 "lower lr or standardise the inputs"
             )
         if self.early_stopping and stopped.get("cause") != "early_stopping":
+            watched = "validation" if "val" in data else "training"
             warnings.warn(
-                f"{name}: max_epochs={self.max_epochs} reached and the "
-                f"{'validation' if 'val' in data else 'training'} loss was still improving; "
-                "increase max_epochs",
+                f"{name}: max_epochs={self.max_epochs} reached before early stopping converged "
+                f"(the {watched} loss had not stalled for n_iter_no_change="
+                f"{self.n_iter_no_change} epochs); increase max_epochs",
                 ConvergenceWarning,
                 stacklevel=3,
             )

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rpnkit
+from rpnkit.errors import ConfigurationError
 
 SPEC_NAMES = [
     "identity", "masking", "duplicated_padding", "lorr", "hm", "lphm", "dual_lphm",
@@ -130,12 +131,16 @@ def test_rebinding_to_other_sizes_is_an_error():
         psi.reconcile(torch.zeros((N + 1) * D), N + 1, D)
 
 
-def test_standalone_reconcile_binds_on_first_use():
-    psi = rpnkit.build_reconciliation("masking")
-    w = torch.randn(12)
-    W = psi.reconcile(w, 3, 4)  # noqa: N806
-    assert psi.mask.shape == (3, 4)
-    torch.testing.assert_close(W, psi.mask * w.reshape(3, 4))
+@pytest.mark.parametrize("name", ["masking", "random_matrix_adaption", "hypernet"])
+def test_standalone_reconcile_never_binds_lazily(name):
+    """Size-dependent state (and hypernet parameters) exists before any optimizer does."""
+    psi = rpnkit.build_reconciliation(name, **BUILD.get(name, {}))
+    w = _w(psi, 3, 4, dtype=torch.float32)
+    with pytest.raises(ConfigurationError, match=r"bind\(n, D\)"):
+        psi.reconcile(w, 3, 4)
+    assert list(psi.parameters()) == []  # nothing created by the failed call
+    psi.bind(3, 4)
+    assert psi.reconcile(w, 3, 4).shape == (3, 4)
 
 
 @pytest.mark.parametrize(
@@ -211,16 +216,12 @@ def test_init_of_a_huge_factorised_head_never_builds_the_matrix(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["masking", "random_matrix_adaption", "hypernet"])
-def test_standalone_instances_follow_new_sizes_but_head_bound_ones_do_not(name):
+def test_bound_instances_refuse_other_sizes(name):
     psi = rpnkit.build_reconciliation(name, **BUILD.get(name, {}))
-    for n, d in [(2, 3), (4, 6), (2, 3)]:
-        w = _w(psi, n, d, dtype=torch.float32)
-        W = psi.reconcile(w, n, d)  # noqa: N806
-        assert W.shape == (n, d)
-        fresh = rpnkit.build_reconciliation(name, **BUILD.get(name, {}))
-        torch.testing.assert_close(W, fresh.reconcile(w, n, d))  # same seeded state
-    head = rpnkit.RPNHead(3, 5, reconciliation=psi)  # a head may take it over at its sizes
+    head = rpnkit.RPNHead(3, 5, reconciliation=psi)
     assert (psi.n, psi.D) == (5, 3)
     with pytest.raises(ValueError, match="bound to n=5, D=3"):
-        psi.reconcile(_w(psi, 2, 3), 2, 3)
+        psi.reconcile(_w(psi, 2, 3, dtype=torch.float32), 2, 3)
+    with pytest.raises(ConfigurationError, match="already bound"):
+        psi.bind(2, 3)
     assert head(torch.randn(2, 3)).shape == (2, 5)

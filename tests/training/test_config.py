@@ -160,3 +160,29 @@ def test_sample_count_is_bounded(base_config):
     base_config["data"]["n_samples"] = 10**12
     with pytest.raises(ConfigurationError, match="n_samples"):
         prepare(parse_config(base_config))
+
+
+def test_model_keys_come_from_the_head_spec(base_config):
+    from rpnkit.config import _RPN_FIELDS, ModelConfig
+    from rpnkit.spec import HEAD_FIELDS, LAYER_FIELDS, head_defaults
+
+    assert set(_RPN_FIELDS) == {*HEAD_FIELDS, *LAYER_FIELDS, "activation", "layers"}
+    assert set(_RPN_FIELDS) <= set(ModelConfig.model_fields)
+    fields = ModelConfig.model_fields
+    for key, default in head_defaults().items():
+        if default is not None:  # the *_params default to {} (same meaning as None)
+            assert fields[key].get_default(call_default_factory=True) == default, key
+    # new head / layer options (seed, output) are accepted and passed on when set
+    base_config["model"].update(seed=7, output="relu", channels=2)
+    mc = parse_config(base_config).model
+    kw = mc.build_kwargs()
+    assert kw["seed"] == 7
+    assert kw["output"] == "relu"
+    assert kw["channels"] == 2
+    assert "head_output" not in kw
+    assert "heads" not in kw
+    again = parse_config(read_yaml(dump_config(parse_config(base_config)))).model
+    assert again.build_kwargs() == kw
+    base_config["model"]["sed"] = 1
+    with pytest.raises(ConfigurationError, match="did you mean 'seed'"):
+        parse_config(base_config)

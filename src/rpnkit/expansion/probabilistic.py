@@ -226,7 +226,7 @@ class _Subsets(Expansion):
         m = x.shape[1]
         out = []
         for r in range(1, min(self.d, m) + 1):
-            idx = self.table(f"subsets_{r}", m, lambda m: subset_indices(m, r)).to(x.device)
+            idx = self.table(f"subsets_{r}", m, lambda m, r=r: subset_indices(m, r)).to(x.device)
             out.append(self.reduce(x[:, idx], r))
         return out
 

@@ -100,7 +100,14 @@ class HyperNet(Reconciliation):
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
         self.ensure_bound(n, D)
-        return self.net(w).reshape(n, D)
+        net_dtype = self.net[0].weight.dtype
+        return self.net(w.to(net_dtype)).to(w.dtype).reshape(n, D)
+
+    def ensure_bound(self, n, D):  # noqa: N803
+        # loaded from a state dict into an unbound instance: the output layer fixes n·D
+        if self.n is None and len(self.net) == 3 and self.net[2].out_features == n * D:
+            self.n, self.D = int(n), int(D)
+        super().ensure_bound(n, D)
 
     def describe_apply(self, n, D):  # noqa: N803
         return "hypernet: evaluate the hypernetwork, then one GEMM with the n×D matrix"

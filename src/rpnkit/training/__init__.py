@@ -1,4 +1,7 @@
-"""Training engine, run folders and the registries of optimizers, schedulers, losses, metrics."""
+"""Training engine, run folders and the registries of optimizers, schedulers, losses, metrics.
+
+:func:`fit` is the one training loop (run folders and the scikit-learn estimators use it);
+it also trains on in-memory arrays or tensors (:func:`as_bundle`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from .engine import (
     FitResult,
     InterruptFlag,
     TrainingInterrupted,
+    as_bundle,
     evaluate,
     fit,
     handle_signals,
@@ -25,6 +29,7 @@ __all__ = [
     "InterruptFlag",
     "Prepared",
     "TrainingInterrupted",
+    "as_bundle",
     "baselines",
     "build_from_config",
     "compute_metrics",
