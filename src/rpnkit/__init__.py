@@ -7,14 +7,16 @@ README). Components are ``nn.Module`` classes, also available by registry name.
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from . import expansion, reconciliation, remainder
-from .errors import ConfigurationError, UnknownNameError
+from .errors import ConfigurationError, UnknownNameError, did_you_mean
 from .head import RPNHead
 from .layer import RPNLayer
 from .model import RPN
 from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
+from .spec import HeadSpec
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,7 @@ __all__ = [
     "RPN",
     "RPNHead",
     "RPNLayer",
+    "HeadSpec",
     "ConfigurationError",
     "UnknownNameError",
     "build_expansion",
@@ -50,10 +53,31 @@ def build_remainder(name: str, **params: Any) -> remainder.Remainder:
     return REMAINDERS.build(name, **params)
 
 
-def list_components() -> dict[str, list[str]]:
-    """Registered component names: ``{"expansion": [...], "reconciliation": [...], "remainder": [...]}``."""
-    return {
-        "expansion": EXPANSIONS.names(),
-        "reconciliation": RECONCILIATIONS.names(),
-        "remainder": REMAINDERS.names(),
-    }
+def list_components(kind: str | None = None, filter: str | None = None):  # noqa: A002
+    """Registered component names, sorted.
+
+    ``list_components()`` gives ``{"expansion": [...], "reconciliation": [...],
+    "remainder": [...]}``; ``kind="expansion"`` gives that kind's list only; ``filter`` is a
+    shell-style pattern (``"*rbf*"``, ``"naive_*"``) or a plain substring.
+    """
+    registries = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS,
+                  "remainder": REMAINDERS}
+
+    def names(reg) -> list[str]:
+        out = sorted(reg.names())
+        if filter is None:
+            return out
+        if not isinstance(filter, str):
+            raise ConfigurationError(f"filter must be a string pattern, got {filter!r}")
+        if any(ch in filter for ch in "*?["):
+            return [nm for nm in out if fnmatch.fnmatchcase(nm, filter)]
+        return [nm for nm in out if filter in nm]
+
+    if kind is None:
+        return {k: names(reg) for k, reg in registries.items()}
+    if kind not in registries:
+        raise UnknownNameError(
+            f"unknown component kind {kind!r}{did_you_mean(kind, list(registries))}; "
+            f"valid: {', '.join(registries)}"
+        )
+    return names(registries[kind])

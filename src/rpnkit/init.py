@@ -80,7 +80,7 @@ def init_rpn_weights(w: Tensor, psi: Reconciliation, n: int, D: int, scheme: str
         raise ConfigurationError(f"init scheme must be a name, got {scheme!r}")
     family, std = target_scale(scheme, n, D)
     channels, ell = w.shape
-    if ell == 0:
+    if ell == 0 or w.is_meta:  # nothing to draw (meta tensors hold no values)
         return
     if family == "zeros":
         w.zero_()

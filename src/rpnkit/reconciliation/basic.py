@@ -61,9 +61,13 @@ class Masking(Reconciliation):
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
         if self.mask is None or tuple(self.mask.shape) != (n, D):
-            keep = torch.rand(n, D, generator=self.generator(), dtype=torch.float64) < self.p
             dtype = self.factory_kwargs.get("dtype") or torch.get_default_dtype()
-            self.mask = keep.to(device=self.factory_kwargs.get("device"), dtype=dtype)
+            device = self.factory_kwargs.get("device")
+            if device is not None and torch.device(device).type == "meta":
+                self.mask = torch.empty(n, D, device=device, dtype=dtype)  # shapes only
+                return
+            keep = torch.rand(n, D, generator=self.generator(), dtype=torch.float64) < self.p
+            self.mask = keep.to(device=device, dtype=dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "mask"
