@@ -27,8 +27,8 @@ TOL = 1e-10
 # (bspline, nested), fixed random buffers (random_matrix_adaption), masks, hypernet.
 DEFAULT = [
     ("taylor-identity", "inductor"),
-    ("bspline-identity", "inductor"),
-    ("extended-lorr", "inductor"),  # extended = [bspline | taylor d=2]
+    ("bspline-identity", "aot_eager"),
+    ("extended-lorr", "aot_eager"),  # extended = [bspline | taylor d=2]
     ("taylor-hm", "aot_eager"),
     ("taylor-dual_lphm", "aot_eager"),
     ("taylor_sym-lorr", "aot_eager"),

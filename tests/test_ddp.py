@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import os
 import socket
 import time
 import traceback
@@ -126,7 +125,7 @@ def _worker(rank: int, world: int, port: int, case_ids: list[str], out_dir: str)
             problems: list[str] = []
             try:
                 run_case(cid, rank, problems)
-            except Exception as e:  # noqa: BLE001 - reported back to the test
+            except Exception as e:  # reported back to the test
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 msg = msg if len(msg) <= 200 else msg[:200] + " ..."
                 problems.append(f"{type(e).__name__}: {msg}")
@@ -134,7 +133,7 @@ def _worker(rank: int, world: int, port: int, case_ids: list[str], out_dir: str)
                 result["failures"][cid] = problems
             result["done"].append(cid)
         dist.barrier()
-    except Exception:  # noqa: BLE001
+    except Exception:  # reported back to the test
         result["fatal"] = traceback.format_exc()
     finally:
         result["seconds"] = time.perf_counter() - t0
@@ -151,16 +150,8 @@ def run_group(case_ids: list[str], out_dir: Path) -> list[dict]:
         ctx.Process(target=_worker, args=(r, WORLD, port, case_ids, str(out_dir)), daemon=True)
         for r in range(WORLD)
     ]
-    env_threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        for p in procs:
-            p.start()
-    finally:
-        if env_threads is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env_threads
+    for p in procs:
+        p.start()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))

@@ -63,3 +63,17 @@ def test_update_and_main(tmp_path, capsys):
     assert capsys.readouterr().out == catalog.render_catalog()
     with pytest.raises(ValueError, match="markers"):
         catalog.replace_block("no markers here", "x")
+
+
+def test_one_file_component_example_runs(tmp_path):
+    """The README's "Adding a component in one file" example takes the low-rank fast path."""
+    import subprocess
+    import sys
+
+    section = _readme().split("### Adding a component in one file", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "path: lowrank-bilinear"

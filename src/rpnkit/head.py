@@ -146,10 +146,9 @@ class RPNHead(nn.Module):
                 f"RPNHead: expansion {self.expansion.registry_name!r} gives D={self.D} features "
                 f"for m={self.m}; it needs D >= 1"
             )
-        self.seed = (
-            int(spec.seed) if spec.seed is not None
-            else int(torch.randint(0, 2**62, (1,)).item())
-        )
+        # random state is drawn only by components that have some (masks, random matrices,
+        # hypernets): from their own seed, else this one, else torch's global generator
+        self.seed = None if spec.seed is None else int(spec.seed)
         self.expansion.bind(self.m)
         rec = self.reconciliation
         if rec.bound_seed is None:
