@@ -116,6 +116,11 @@ def _worker(rank: int, world: int, port: int, case_ids: list[str], out_dir: str)
     torch.set_default_dtype(torch.float64)
     result: dict = {"rank": rank, "failures": {}, "done": [], "seconds": None, "fatal": None}
     t0 = time.perf_counter()
+
+    def save() -> None:  # after every case, so that a hang still leaves partial results
+        result["seconds"] = time.perf_counter() - t0
+        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+
     try:
         dist.init_process_group(
             "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
@@ -132,12 +137,12 @@ def _worker(rank: int, world: int, port: int, case_ids: list[str], out_dir: str)
             if problems:
                 result["failures"][cid] = problems
             result["done"].append(cid)
+            save()
         dist.barrier()
     except Exception:  # reported back to the test
         result["fatal"] = traceback.format_exc()
     finally:
-        result["seconds"] = time.perf_counter() - t0
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
+        save()
         if dist.is_initialized():
             dist.destroy_process_group()
 

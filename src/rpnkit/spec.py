@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigurationError, did_you_mean
@@ -59,7 +59,6 @@ class HeadSpec:
     init: str = "default"
     output: Any = None
     seed: int | None = None
-    _extra: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_options(cls, owner: str = "RPNHead", **options: Any) -> HeadSpec:
@@ -85,7 +84,7 @@ class HeadSpec:
 
 
 #: Head options, in RPNHead's positional order after (m, n).
-HEAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HeadSpec) if not f.name.startswith("_"))
+HEAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HeadSpec))
 
 #: Layer options accepted next to the head options (``RPN.from_dims``, configs).
 LAYER_FIELDS: tuple[str, ...] = ("heads", "head_fusion", "output", "head_output")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from math import comb
@@ -200,9 +199,11 @@ class NaiveChi2(_Naive):
         return [sympy_number(h - 1) * sympy.log(u) - u / 2 + const for u in _positive_sympy(xs)]
 
 
-@functools.lru_cache(maxsize=64)
 def subset_indices(m: int, r: int) -> torch.Tensor:
-    """All r-subsets of range(m) in lexicographic order, shape (C(m, r), r), on CPU."""
+    """All r-subsets of range(m) in lexicographic order, shape (C(m, r), r), on CPU.
+
+    Computed when the expansion binds its width (a non-persistent buffer), never in forward.
+    """
     rows = list(itertools.combinations(range(m), r))
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), r)
 
