@@ -484,3 +484,21 @@ def test_low_precision_inputs_take_the_direct_correlation(force, monkeypatch):
     with torch.no_grad():
         y0 = st.materialised_product(head.double(), x.double())
     assert rel(y.double().detach(), y0) <= 3e-2
+
+
+@pytest.mark.parametrize("declared", ["lowrank", "attr"])
+def test_form_may_be_declared_as_an_attribute_or_a_name(declared):
+    from rpnkit.reconciliation import LowRank, forms
+
+    class ByName(LowRank):
+        form = "lowrank" if declared == "lowrank" else forms.LowRank(0, 1)
+
+    head = RPNHead(3, 2, expansion="taylor", reconciliation=ByName(r=2)).double()
+    assert head.contraction.path == "lowrank-bilinear"
+    check_equal(head, inputs(3))
+
+    class Bad(LowRank):
+        form = "triangular"
+
+    with pytest.raises(TypeError, match="triangular"):
+        RPNHead(3, 2, expansion="taylor", reconciliation=Bad(r=2))

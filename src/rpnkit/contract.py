@@ -388,14 +388,29 @@ class Contraction(nn.Module):
             return lead * cl
         return lead * cl.index_select(1, getattr(self, f"k{i}_slot"))
 
-    def _kron_apply(self, inputs: list[Tensor], fs: list[Tensor]) -> Tensor:
-        form = self.form
+    def _kron_right(self, fs: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+        """(R, post): B = F_b itself gives R = Bᵀ; B = S Tᵀ gives R = T, then post = Sᵀ."""
+        b_idx = self.form.b
+        if len(b_idx) == 1:
+            return fs[b_idx[0]].t(), None
+        return fs[b_idx[1]], fs[b_idx[0]].t()
+
+    def _kron_left(self, h: Tensor, fs: list[Tensor]) -> Tensor:
+        """A H for H (B, q, c): A = 1 (sum of rows), F_a, or F_i F_jᵀ."""
+        a_idx = self.form.a
+        if len(a_idx) == 0:
+            return h.sum(dim=1, keepdim=True).expand(-1, self.form.p, -1)
+        if len(a_idx) == 1:
+            return torch.matmul(fs[a_idx[0]], h)
+        return torch.matmul(fs[a_idx[0]], torch.matmul(fs[a_idx[1]].t(), h))
+
+    def _kron_apply(self, inputs: list[Tensor], fs: list[Tensor], kx: Tensor | None = None) -> Tensor:
+        """y = vec(A K Bᵀ) per sample, K = κ reshaped (q, t); ``kx``: κ already built."""
         b = inputs[0].shape[0]
-        if len(form.b) == 1:
-            r_mat, post = fs[form.b[0]].t(), None
-        else:
-            r_mat, post = fs[form.b[1]], fs[form.b[0]].t()
-        if self.kron["rank_one"]:
+        r_mat, post = self._kron_right(fs)
+        if kx is not None:
+            g = self._kron_left(kx.reshape(b, self.form.q, -1) @ r_mat, fs)
+        elif self.kron["rank_one"]:
             # K = u vᵀ per sample, so A K Bᵀ = (A u)(B v)ᵀ: e.g. (A x̃) ⊗ (B x) for q = m+1
             z = inputs[0]
             u = self._lead(0, z)
@@ -404,21 +419,9 @@ class Contraction(nn.Module):
             else:
                 rz = torch.cat([r_mat, r_mat.new_zeros(1, r_mat.shape[1])], dim=0)
                 v = z @ rz[self.k0_win[0]]
-            if len(form.a) == 0:
-                au = u.sum(dim=1, keepdim=True).expand(-1, form.p)
-            elif len(form.a) == 1:
-                au = u @ fs[form.a[0]].t()
-            else:
-                au = (u @ fs[form.a[1]]) @ fs[form.a[0]].t()
-            g = au.unsqueeze(2) * v.unsqueeze(1)  # (B, p, c)
+            g = self._kron_left(u.unsqueeze(2), fs) * v.unsqueeze(1)  # (B, p, c)
         else:
-            h = self._kron_h(inputs, r_mat)
-            if len(form.a) == 0:
-                g = h.sum(dim=1, keepdim=True).expand(-1, form.p, -1)
-            elif len(form.a) == 1:
-                g = torch.matmul(fs[form.a[0]], h)
-            else:
-                g = torch.matmul(fs[form.a[0]], torch.matmul(fs[form.a[1]].t(), h))
+            g = self._kron_left(self._kron_h(inputs, r_mat), fs)
         if post is not None:
             g = g @ post
         return g.reshape(b, self.n)
@@ -439,7 +442,7 @@ class Contraction(nn.Module):
             fs = rec.form_factors(wc, n, d)
             return (kx @ fs[form.right]) @ fs[form.left].t()
         if isinstance(form, forms.Kronecker):
-            return self._kron_apply([kx], rec.form_factors(wc, n, d))
+            return self._kron_apply(inputs, rec.form_factors(wc, n, d), kx)
         return rec.apply(kx, wc, n, d)
 
     def forward(self, inputs: list[Tensor], w: Tensor, rec: nn.Module) -> Tensor:
@@ -459,32 +462,8 @@ class Contraction(nn.Module):
             if n > k:
                 out = torch.cat([out, out.new_zeros(b, n - k)], dim=1)
             return out * times if self.channels > 1 and not self.mean else out
-        kx = None
-        if path == "materialised-κ":
-            kx = self.materialise(inputs)
-            if isinstance(self.form, forms.Kronecker):
-                # one dense segment spanning κ: reuse the Kronecker H = K R machinery
-                return self._fuse([self._kron_dense(kx, wc, rec) for wc in self._channels(w)])
+        kx = self.materialise(inputs) if path == "materialised-κ" else None
         return self._fuse([self._one(inputs, kx, wc, rec) for wc in self._channels(w)])
-
-    def _kron_dense(self, kx: Tensor, wc: Tensor, rec) -> Tensor:
-        form = self.form
-        fs = rec.form_factors(wc, self.n, self.D)
-        q, t = form.q, self.D // form.q
-        k = kx.reshape(kx.shape[0], q, t)
-        if len(form.b) == 1:
-            h = k @ fs[form.b[0]].t()
-        else:
-            h = k @ fs[form.b[1]]
-        if len(form.a) == 0:
-            g = h.sum(dim=1, keepdim=True).expand(-1, form.p, -1)
-        elif len(form.a) == 1:
-            g = torch.matmul(fs[form.a[0]], h)
-        else:
-            g = torch.matmul(fs[form.a[0]], torch.matmul(fs[form.a[1]].t(), h))
-        if len(form.b) == 2:
-            g = g @ fs[form.b[0]].t()
-        return g.reshape(kx.shape[0], self.n)
 
     def _channels(self, w: Tensor) -> list[Tensor]:
         # one channel: a view (its backward is free; unbind's stacks an l-sized gradient)

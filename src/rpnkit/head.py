@@ -15,6 +15,7 @@ from .expansion.base import Expansion
 from .init import init_rpn_weights
 from .modules import apply_list, bind_module_list, build_module_list, compact_repr
 from .reconciliation.base import Reconciliation
+from .reconciliation.forms import form_of
 from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
 from .remainder.remainders import Remainder
 from .spec import HEAD_FIELDS, HeadSpec
@@ -167,7 +168,7 @@ class RPNHead(nn.Module):
         bind_module_list(self.output, self.n)
         self.contraction = Contraction(
             self.expansion.layout(self.m),
-            rec.form(),
+            form_of(rec),
             self.n,
             self.D,
             _factor_shapes(rec, self.n, self.D),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Form", "Opaque", "Dense", "LowRank", "Kronecker", "Fixed"]
+__all__ = ["Form", "Opaque", "Dense", "LowRank", "Kronecker", "Fixed", "form_of"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,29 @@ class Fixed(Form):
     def __post_init__(self) -> None:
         if self.which not in ("zero", "constant", "eye"):
             raise ValueError(f"Fixed form: which must be zero/constant/eye, got {self.which!r}")
+
+
+_BY_NAME = {"opaque": Opaque, "dense": Dense, "lowrank": LowRank, "low_rank": LowRank}
+
+
+def form_of(rec) -> Form:
+    """The declared form of reconciliation ``rec``: ``rec.form()`` (or a ``form`` attribute
+    holding a :class:`Form`, or one of the names ``"dense"``, ``"lowrank"``, ``"opaque"``;
+    ``"kronecker"`` reads ``rec.p`` / ``rec.q`` and means W = F_0 ⊗ F_1)."""
+    value = getattr(rec, "form", None)
+    if callable(value) and not isinstance(value, Form):
+        value = value()
+    if value is None:
+        return Opaque()
+    if isinstance(value, Form):
+        return value
+    if isinstance(value, str):
+        key = value.lower()
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+        if key == "kronecker":
+            return Kronecker(int(rec.p), int(rec.q))
+    raise TypeError(
+        f"{type(rec).__name__}.form must give an rpnkit.reconciliation.forms.Form (or one of "
+        f"'dense', 'lowrank', 'kronecker', 'opaque'), got {value!r}"
+    )
