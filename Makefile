@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rpnkit-installed
 
-.PHONY: setup run test lint bench paper tabular cov clean
+.PHONY: setup run test test-slow lint bench compare paper tabular cov clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q
 
+# all catalog pairs under torch.compile(fullgraph=True) and DDP, and other long tests (~4 min)
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
 # long experiment scripts (tens of minutes on 2 cores); see benchmarks/results/*.md
 paper: setup
 	$(PY) benchmarks/paper.py $(BENCH_ARGS)
@@ -37,6 +41,11 @@ cov: setup
 # structured-vs-materialised speed benchmark (results: benchmarks/results/)
 bench: setup
 	$(PY) benchmarks/structured.py --device cpu $(BENCH_ARGS)
+
+# speed of this checkout against another revision, side by side in one run:
+#   git worktree add /tmp/before <rev>; make compare BEFORE=/tmp/before/src
+compare: setup
+	$(PY) benchmarks/compare_revisions.py --before $(BEFORE) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info

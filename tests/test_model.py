@@ -153,3 +153,12 @@ def test_eval_mode_propagates_everywhere():
     assert all(not m.training for m in model.modules())
     model.train()
     assert all(m.training for m in model.modules())
+
+
+def test_from_dims_keeps_its_positional_order():
+    model = rpnkit.RPN.from_dims([3, 4, 2], "taylor", "lorr", "zero", None, {"r": 3})
+    head = model.layers[0].heads[0]
+    assert head.reconciliation.r == 3
+    assert head.expansion.registry_name == "taylor"
+    with pytest.raises(TypeError, match="multiple values"):
+        rpnkit.RPN.from_dims([3, 2], "taylor", expansion="identity")

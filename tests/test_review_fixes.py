@@ -38,8 +38,14 @@ def test_bspline_fast_path_gives_nan_where_the_definition_does(bad):
     assert torch.equal(torch.isnan(y), torch.isnan(y0))
     assert torch.isnan(y[1]).all()
     assert torch.isfinite(y[[0, 2, 3]]).all()
-    basis = head.expansion.local_basis(x)
-    assert torch.equal(torch.isnan(basis), torch.isnan(head.expansion(x)))
+    basis = head.expansion.local_basis(x).reshape(4, 3, -1)
+    assert torch.isnan(basis[1, 2]).any()  # NaN inside the bad feature's block only
+    assert not torch.isnan(basis[1, :2]).any() and not torch.isnan(basis[[0, 2, 3]]).any()
+    for rec in ("lorr", "masking", "zero", "hm"):
+        rp = {"p": 2, "q": 8} if rec == "hm" else {}
+        other = RPNHead(3, 2, expansion="bspline", reconciliation=rec,
+                        reconciliation_params=rp).double()
+        assert torch.equal(torch.isnan(other(x)), torch.isnan(materialised_product(other, x)))
 
 
 def test_modules_in_params_are_copied_per_head_and_layer():

@@ -452,7 +452,8 @@ class Contraction(nn.Module):
         # fixed matrices: every channel gives the same product (sum: C times it, mean: it)
         times = 1.0 if self.mean else float(self.channels)
         if path == "zero":
-            anchor = sum(v.sum() for v in inputs) * 0.0  # keeps pre-processing in the graph
+            # 0·κ row sums: keeps pre-processing in the graph and NaN rows NaN, like κ·0ᵀ
+            anchor = sum(v.sum(dim=1, keepdim=True) for v in inputs) * 0.0
             return inputs[0].new_zeros(b, n) + anchor
         if path == "rowsum":
             return (self.form.c * times * self._rowsum(inputs)).expand(-1, n)

@@ -21,6 +21,12 @@ __all__ = ["RPN"]
 #: per-layer keys of ``from_dims`` (and of config ``layers:`` entries): head options (but the
 #: head's ``output``, which is ``head_output`` here) and layer options
 _LAYER_KEYS = (*LAYER_HEAD_OPTIONS, *LAYER_FIELDS)
+#: positional order of ``from_dims`` options after ``dims`` (kept from rpnkit 0.1)
+_POSITIONAL = (
+    "expansion", "reconciliation", "remainder", "expansion_params", "reconciliation_params",
+    "remainder_params", "heads", "channels", "head_fusion", "channel_fusion", "bias", "init",
+    "activation",
+)  # fmt: skip
 
 
 class RPN(nn.Module):
@@ -85,9 +91,9 @@ class RPN(nn.Module):
     def from_dims(
         cls,
         dims: Sequence[int],
+        *args: Any,
         activation: Any = None,
         layers: Sequence[Mapping[str, Any] | None] | None = None,
-        *,
         device: Any = None,
         dtype: torch.dtype | None = None,
         **options: Any,
@@ -103,6 +109,15 @@ class RPN(nn.Module):
         to keep the defaults) of per-layer overrides with the same keys.
         ``device`` / ``dtype`` are factory arguments, as in ``nn.Linear``.
         """
+        if len(args) > len(_POSITIONAL):
+            raise TypeError(f"RPN.from_dims takes at most {len(_POSITIONAL)} positional options")
+        for name, value in zip(_POSITIONAL, args):
+            if name in options or (name == "activation" and activation is not None):
+                raise TypeError(f"RPN.from_dims got multiple values for option {name!r}")
+            if name == "activation":
+                activation = value
+            else:
+                options[name] = value
         dims = list(dims)
         if len(dims) < 2 or any(
             isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims

@@ -156,7 +156,8 @@ class BSpline(Expansion):
         (``N_k ← ((f + p − k) N_{k−1} + (k + 1 − f) N_k) / p``): O(d²) ops on (B, m) tensors
         instead of O(d) ops on (B, m, t+2d) tensors, then one scatter. Continuous at the knots
         for d >= 1, so it equals the recursion there too. A NaN or ±inf feature gives NaN in
-        all of its bases, as the recursion does.
+        its block (the recursion gives NaN in all of its bases), so every product with it is
+        NaN, as with the recursion.
         """
         d, t = self.d, self.t
         knots = self.knots.to(device=x.device, dtype=x.dtype)
@@ -178,8 +179,9 @@ class BSpline(Expansion):
             vals = new
         width = t + d
         b, m = x.shape
-        # NaN/inf floor to garbage indices: clamp them into range, NaN is restored below
-        first = torch.nan_to_num(j, nan=0.0).clamp(-d - 1, n_int).to(torch.long) - d
+        # a NaN/±inf feature has NaN values (f = NaN); place them at interval 0, inside the
+        # basis, so that NaN reaches every output as in the recursion (not a discarded slot)
+        first = j.nan_to_num(0.0, posinf=0.0, neginf=0.0).clamp(-d - 1, n_int).to(torch.long) - d
         bases = first.unsqueeze(-1) + torch.arange(d + 1, device=x.device)  # (B, m, d+1)
         col = bases + (torch.arange(m, device=x.device) * width).view(1, m, 1)
         dummy = m * width  # out-of-range bases go to one discarded slot
@@ -187,5 +189,4 @@ class BSpline(Expansion):
         buf = x.new_zeros(b, dummy + 1).scatter(
             1, col.reshape(b, -1), torch.stack(vals, -1).reshape(b, -1)
         )
-        out = buf[:, :dummy].view(b, m, width) + (x - x).unsqueeze(-1)  # NaN where x is not finite
-        return out.reshape(b, dummy)
+        return buf[:, :dummy]  # (B, m·(t+d)), feature-major; a strided view, no copy
