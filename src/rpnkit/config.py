@@ -328,6 +328,10 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(0, ge=0)
     dtype: str = "float32"
     threads: int | None = Field(None, ge=1)
+    precision: str = "fp32"
+    compile: bool = False
+    num_workers: int = Field(0, ge=0, le=64)
+    logging: str | None = None
 
     @field_validator("optimizer", "scheduler", "loss", mode="before")
     @classmethod
@@ -342,6 +346,31 @@ class TrainConfig(_Strict):
         if v not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {v!r}")
         return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        if v not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {v!r}")
+        return v
+
+    @field_validator("logging")
+    @classmethod
+    def _logging(cls, v: str | None) -> str | None:
+        if v not in (None, "tensorboard"):
+            raise ValueError(f"logging must be 'tensorboard' or absent, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _precision_dtype(self) -> TrainConfig:
+        if self.precision != "fp32" and self.dtype == "float64":
+            raise ValueError(
+                f"precision {self.precision!r} (mixed precision) needs dtype float32, not float64"
+            )
+        if self.precision == "fp16" and self.optimizer.name == "lbfgs":
+            raise ValueError("precision 'fp16' needs loss scaling, which lbfgs does not support; "
+                             "use bf16 or another optimizer")
+        return self
 
 
 class RunConfig(_Strict):

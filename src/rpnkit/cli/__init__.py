@@ -83,32 +83,60 @@ def _check_out(out: Path, resume: bool) -> None:
 
 def _cmd_train(args) -> int:
     from ..config import load_config, parse_config, read_yaml
+    from ..errors import ConfigurationError
     from ..training import InterruptFlag, TrainingInterrupted, handle_signals, prepare, train_run
+    from ..training import distributed as D
+    from ..training.engine import resolve_device
 
     _setup_logging(args.quiet)
     sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
-    cfg = load_config(args.config, sets)
+    cfg = load_config(args.config, sets)  # every rank validates the config before any collective
     out = Path(args.out)
-    _check_out(out, args.resume)
-    if args.resume and (out / "config.yaml").is_file():
-        saved = parse_config(read_yaml((out / "config.yaml").read_text(encoding="utf-8")))
-        a, b = saved.to_dict(), cfg.to_dict()
-        a.pop("device", None)
-        b.pop("device", None)
-        if a != b:
-            raise _BadInput(
-                f"--resume: the config differs from the one saved in {out}/config.yaml; "
-                "resume with the same config and --set options"
-            )
-    prep = prepare(cfg)
+    if D.env_world_size() > 1:
+        world = D.init_from_env(resolve_device(cfg.device))
+        if not world.main:
+            logging.getLogger("rpnkit").setLevel(logging.WARNING)
+    else:
+        world = D.World()
+    error: Exception | None = None
+    try:
+        if world.main:  # the run folder is rank 0's
+            _check_out(out, args.resume)
+            if args.resume and (out / "config.yaml").is_file():
+                saved = parse_config(read_yaml((out / "config.yaml").read_text(encoding="utf-8")))
+                a, b = saved.to_dict(), cfg.to_dict()
+                a.pop("device", None)
+                b.pop("device", None)
+                if a != b:
+                    raise _BadInput(
+                        f"--resume: the config differs from the one saved in {out}/config.yaml; "
+                        "resume with the same config and --set options"
+                    )
+        prep = prepare(cfg)
+    except Exception as exc:
+        error = exc
+    if not D.all_agree(error is None):  # one rank's bad input stops every rank, no hang
+        D.shutdown()
+        bad_input = isinstance(error, (_BadInput, ConfigurationError))
+        if error is not None and (world.main or not bad_input):
+            raise error  # bad input is the same on every rank: rank 0 says it once
+        raise _Quiet()
     flag = InterruptFlag()
     try:
         with handle_signals(flag):
-            result = train_run(prep, out, resume=args.resume, progress=not args.quiet, interrupt=flag)
+            result = train_run(prep, out, resume=args.resume, progress=not args.quiet,
+                               interrupt=flag)
     except TrainingInterrupted as exc:
-        print(f"rpnkit: {exc}; continue with: rpnkit train {args.config} --out {out} --resume",
-              file=sys.stderr)
+        if world.main:
+            sets_hint = "".join(f" --set {s}" for s in args.sets)
+            launcher = "torchrun --nproc_per_node=N -m rpnkit" if world.distributed else "rpnkit"
+            print(f"rpnkit: {exc}; continue with: {launcher} train {args.config} --out {out}"
+                  f"{sets_hint} --resume", file=sys.stderr)
+        D.shutdown()
         return 130
+    D.shutdown()
+    if not world.main:
+        return 0
     if result.stopped and "non-finite" in result.stopped.get("reason", ""):
         print(f"rpnkit: warning: {result.stopped['reason']} in epoch {result.stopped['epoch']}; "
               f"kept the weights of epoch {result.stopped['restored_epoch']}", file=sys.stderr)
@@ -118,6 +146,10 @@ def _cmd_train(args) -> int:
     print(json.dumps({"test": result.final["test"], "best": {**result.best, "test": result.best_metrics["test"]},
                       "out": str(out)}))
     return 0
+
+
+class _Quiet(Exception):
+    """Bad input seen on another rank (which reports it): exit 2 without a second message."""
 
 
 def _summary(title: str, result) -> str:
@@ -265,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             raise _BadInput("no command given (see rpnkit --help)")
         handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "run": _cmd_run}
         return handler[args.command](args)
+    except _Quiet:
+        return 2
     except (_BadInput, ConfigurationError) as exc:
         msg = " ".join(str(exc).split())
         print(f"rpnkit: error: {msg}", file=sys.stderr)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..config import TrainConfig, _format_error
 from ..data import DataBundle
 from ..errors import ConfigurationError
+from . import distributed as D
 from .components import (
     LOSSES,
     OPTIMIZERS,
@@ -88,7 +89,7 @@ class InterruptFlag:
 
 @contextlib.contextmanager
 def handle_signals(flag: InterruptFlag):
-    """Route SIGINT/SIGTERM to ``flag`` while training (main thread only)."""
+    """Route SIGINT/SIGTERM/SIGHUP to ``flag`` while training (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
@@ -97,8 +98,9 @@ def handle_signals(flag: InterruptFlag):
     def handler(signum, frame):
         flag.set(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        old[sig] = signal.signal(sig, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            old[sig] = signal.signal(sig, handler)
     try:
         yield flag
     finally:
@@ -304,8 +306,16 @@ def _tensors(bundle: DataBundle, split: str, device, dtype, loss: str):
     return x, y
 
 
+def autocast(device: torch.device, precision: str):
+    """The mixed-precision context of ``precision`` (fp32: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
 @torch.no_grad()
-def _outputs(model: nn.Module, x: Tensor, batch: int) -> Tensor:
+def _outputs(model: Callable[[Tensor], Tensor], x: Tensor, batch: int) -> Tensor:
     outs = [model(x[i : i + batch]) for i in range(0, x.shape[0], batch)]
     return torch.cat(outs) if outs else x.new_zeros((0, 1))
 
@@ -322,19 +332,34 @@ def evaluate(
     batch_size: int = 8192,
     loss_params: Mapping[str, Any] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    precision: str = "fp32",
+    forward: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """Loss and metrics of ``model`` on one split (metrics in the targets' original scale).
 
     The loss is ``loss_fn`` when given (the training loss object, so that options such as
-    ``label_smoothing`` count), else loss ``loss`` built with ``loss_params``.
+    ``label_smoothing`` count), else loss ``loss`` built with ``loss_params``. ``forward``
+    (e.g. a compiled model) replaces ``model(x)``; ``precision`` selects mixed precision.
+    In a process group every rank evaluates its shard of the split and the outputs are
+    gathered: the metrics are those of the whole split, on every rank.
     """
     if bundle.size(split) == 0:
         return {}
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     try:
-        x, y = _tensors(bundle, split, torch.device(device), dtype, loss)
-        out = _outputs(model, x, batch_size)
+        x, y = _tensors(bundle, split, device, dtype, loss)
+        w = D.world()
+        if w.distributed:
+            start, stop = D.shard_range(x.shape[0], w.rank, w.size)
+            with autocast(device, precision):
+                out = _outputs(model if forward is None else forward, x[start:stop], batch_size)
+            out = D.gather_rows(out.to(dtype), x.shape[0])
+        else:
+            with autocast(device, precision):
+                out = _outputs(model if forward is None else forward, x, batch_size)
+        out = out.to(dtype)
         if loss_fn is None:
             loss_fn = LOSSES.build(loss, **dict(loss_params or {}))()
         res = {"loss": float(loss_fn(out, y))}
@@ -416,6 +441,21 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = OPTIMIZERS.build(cfg.optimizer.name, **cfg.optimizer.params())(params)
     scheduler = SCHEDULERS.build(cfg.scheduler.name, **cfg.scheduler.params())(optimizer, cfg.epochs)
+    world = D.world()
+    precision = cfg.precision
+    train_model: nn.Module = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index if device.index is not None else world.local_rank] \
+            if device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+    forward: Callable[[Tensor], Tensor] = train_model
+    eval_forward: Callable[[Tensor], Tensor] | None = None
+    if cfg.compile:
+        forward = torch.compile(train_model)
+        eval_forward = forward if not world.distributed else torch.compile(model)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
     x_tr, y_tr = _tensors(bundle, "train", device, dtype, lname)
     n = x_tr.shape[0]
@@ -425,6 +465,10 @@ def fit(
     batch = n if full_batch else (cfg.batch_size or 128)
     n_batches = 1 if full_batch else math.ceil(n / batch)
     gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
+    if world.distributed and full_batch:  # this rank's share of the one global batch
+        x_full, y_full = x_tr[world.rank :: world.size], y_tr[world.rank :: world.size]
+    else:
+        x_full, y_full = x_tr, y_tr
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "monitor": f"val_{monitor}" if has_val else None}
@@ -461,8 +505,8 @@ def fit(
     last_good = _clone_state(model)
 
     def save_state(epoch: int, batch_idx: int) -> Path | None:
-        if checkpoint_path is None:
-            return None
+        if checkpoint_path is None or not world.main:  # one writer: rank 0
+            return checkpoint_path
         state = {
             "format": "rpnkit-train-state-1",
             "model": model.state_dict(),
@@ -488,35 +532,59 @@ def fit(
         atomic_torch_save(state, checkpoint_path)
         return checkpoint_path
 
-    def step(xb: Tensor, yb: Tensor) -> float:
-        holder: dict[str, float] = {}
+    def step(xb: Tensor, yb: Tensor, global_n: int, stop: bool) -> tuple[float, bool]:
+        """One optimiser step on this rank's share ``xb`` of a global batch of ``global_n``
+        rows; returns (mean loss over the global batch, whether any rank asked to stop)."""
+        holder: dict[str, Any] = {}
+        local_n = xb.shape[0]
+        # DDP averages gradients over ranks: weighting each rank's mean loss by its share of
+        # the global batch makes that average the gradient of the global mean loss
+        weight = local_n * world.size / global_n if world.distributed else 1.0
 
         def closure():
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            if "first" not in holder:
-                holder["first"] = float(loss.detach())
-            if not torch.isfinite(loss):
-                return loss
-            loss.backward()
+            with autocast(device, precision):
+                out = forward(xb)
+                loss = loss_fn(out, yb) if local_n > 0 else out.sum() * 0.0
+            value = loss.detach().double()
+            if world.distributed:  # the global mean loss (and stop requests) on every rank
+                stats = torch.stack([value * local_n,
+                                     value.new_tensor(1.0 if stop else 0.0)]).cpu()
+                D.all_sum(stats)
+                value = stats[0] / global_n
+                holder.setdefault("stop", bool(stats[1] > 0))
+            holder.setdefault("first", float(value))
+            if not torch.isfinite(value):  # every rank skips the backward alike
+                return value
+            scaled = loss * weight if world.distributed else loss
+            if scaler is not None:
+                scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
             if cfg.grad_clip is not None:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            return loss
+            return value
 
         if isinstance(optimizer, torch.optim.LBFGS):
             optimizer.step(closure)
         else:
-            loss = closure()
-            if torch.isfinite(loss):
-                optimizer.step()
-        return holder["first"]
+            value = closure()
+            if torch.isfinite(value):
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+        return holder["first"], holder.get("stop", stop)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="train", unit="ep", leave=False,
-                   disable=None, mininterval=0.2,
+                   disable=None if world.main else True, mininterval=0.2,
                    dynamic_ncols=True)
     epoch = start_epoch
     try:
@@ -527,19 +595,26 @@ def fit(
             b0 = start_batch
             start_batch = 0
             nonfinite = False
+            t_epoch = time.perf_counter()
+            seen = 0
             for b in range(b0, n_batches):
                 if full_batch:
-                    xb, yb = x_tr, y_tr
+                    xb, yb, global_n = x_full, y_full, n
                 else:
-                    idx = perm[b * batch : (b + 1) * batch].to(device)
+                    idx = perm[b * batch : (b + 1) * batch]
+                    global_n = idx.numel()
+                    if world.distributed:  # rows rank, rank+world, ... of the global batch
+                        idx = idx[world.rank :: world.size]
+                    idx = idx.to(device)
                     xb, yb = x_tr[idx], y_tr[idx]
-                bl = step(xb, yb)
+                bl, stop_now = step(xb, yb, global_n, bool(interrupt))
                 if not _finite(bl):
                     nonfinite = True
                     break
-                acc_loss += bl * xb.shape[0]
-                acc_n += xb.shape[0]
-                if interrupt and b + 1 < n_batches:
+                acc_loss += bl * global_n
+                acc_n += global_n
+                seen += global_n
+                if stop_now and b + 1 < n_batches:
                     path = save_state(epoch, b + 1)
                     raise TrainingInterrupted(epoch, path, interrupt.signum)
             if not nonfinite and not all(bool(torch.isfinite(p).all()) for p in params):
@@ -558,9 +633,11 @@ def fit(
             if scheduler is not None:
                 scheduler.step()
             rec: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
+            samples_per_s = seen / max(time.perf_counter() - t_epoch, 1e-9)
             if has_val:
                 val = evaluate(model, bundle, "val", lname, metrics, device, dtype,
-                               cfg.eval_batch_size, loss_fn=loss_fn)
+                               cfg.eval_batch_size, loss_fn=loss_fn, precision=precision,
+                               forward=eval_forward)
                 rec.update({f"val_{k}": v for k, v in val.items()})
                 value = val.get(monitor)
             else:
@@ -580,7 +657,8 @@ def fit(
             history.append(rec)
             last_good = _clone_state(model)
             if bar is not None:
-                post = {"loss": f"{train_loss:.3g}", "lr": f"{lr:.2g}"}
+                post = {"loss": f"{train_loss:.3g}", "lr": f"{lr:.2g}",
+                        "samples/s": f"{samples_per_s:.3g}"}
                 if has_val:
                     post[f"val_{monitor}"] = f"{rec.get(f'val_{monitor}', float('nan')):.3g}"
                 bar.set_postfix(post, refresh=False)
@@ -594,7 +672,7 @@ def fit(
                            "cause": "early_stopping"}
                 logger.info("early stopping at epoch %d", epoch + 1)
                 break
-            if interrupt:
+            if not D.all_agree(not interrupt):  # any rank asked to stop: all stop here
                 path = save_state(epoch + 1, 0)
                 raise TrainingInterrupted(epoch + 1, path, interrupt.signum)
             if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
@@ -609,12 +687,12 @@ def fit(
                 "note": "no validation split: the best model is the final model"}
         best_state = None
     dev_args = (device, dtype, cfg.eval_batch_size)
-    final = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, loss_fn=loss_fn)
-             for s in _SPLITS}
+    ev = {"loss_fn": loss_fn, "precision": precision, "forward": eval_forward}
+    final = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, **ev) for s in _SPLITS}
     if best_state is not None:
         final_state = _clone_state(model)
         model.load_state_dict(best_state)
-        best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, loss_fn=loss_fn)
+        best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, **ev)
                         for s in _SPLITS}
         if not restore_best:
             model.load_state_dict(final_state)
@@ -629,4 +707,6 @@ def fit(
         stopped=stopped,
         epochs_run=epochs_run,
         seconds=elapsed_before + time.perf_counter() - t_start,
+        extra={"world_size": world.size, "global_batch_size": int(batch),
+               "precision": precision, "compile": bool(cfg.compile)},
     )

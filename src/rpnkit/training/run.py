@@ -33,6 +33,7 @@ from ..config import ModelConfig, RunConfig, dump_config, parse_config, read_yam
 from ..data import DataBundle, load_data
 from ..errors import ConfigurationError
 from ..models import build_model
+from . import distributed as D
 from .engine import (
     FitResult,
     InterruptFlag,
@@ -217,12 +218,16 @@ def train_run(
     out = Path(out)
     ckpt = out / "checkpoint.pt"
     state = None
+    main = D.world().main
     if resume:
-        if not ckpt.exists():
-            raise ConfigurationError(f"--resume: no checkpoint.pt in {out} (nothing to resume)")
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", dump_config(cfg))
+        if main:
+            if not ckpt.exists():
+                raise ConfigurationError(f"--resume: no checkpoint.pt in {out} (nothing to resume)")
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = D.broadcast_object(state)  # rank 0 reads the folder, every rank resumes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", dump_config(cfg))
     with num_threads(prep.threads):
         return _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
 
@@ -241,6 +246,8 @@ def _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> Fit
         interrupt=interrupt,
         on_epoch_end=on_epoch_end,
     )
+    if not D.world().main:  # only rank 0 writes the run folder
+        return result
     result.extra["model"] = {"name": cfg.model.name, "title": cfg.model.title(),
                              "params": count_params(prep.model)}
     result.extra["data"] = {"name": prep.bundle.name, "task": prep.bundle.task,
