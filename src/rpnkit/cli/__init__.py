@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     except _Quiet:
         return 2
     except (_BadInput, ConfigurationError) as exc:
+        if _worker_rank() > 0:  # under torchrun every rank sees the same bad input: rank 0 says it
+            return 2
         msg = " ".join(str(exc).split())
         print(f"rpnkit: error: {msg}", file=sys.stderr)
         return 2
@@ -319,6 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(f"{type(exc).__name__}: {exc}".split())
         print(f"rpnkit: internal error: {msg} (set RPNKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
+
+
+def _worker_rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
 
 
 def _entry() -> None:  # pragma: no cover
