@@ -96,7 +96,8 @@ def test_split_counts_are_exact_for_odd_sizes():
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
-@pytest.mark.parametrize(("world", "workers"), [(1, 0), (2, 0), (3, 0), (1, 2), (3, 2)])
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("world", [1, 2, 3])
 def test_every_row_once_per_epoch(npy_bundle, world, workers, shuffle):
     b, x, y = npy_bundle
     expected = {s: set(ids_of(collect(b, s, 1000, shuffle=False)[0]).tolist()) for s in ("train", "val")}
@@ -227,7 +228,7 @@ def test_npy_classification_and_single_array(tmp_path):
     xb, yb = next(b.batches("train", 500, shuffle=False))
     assert yb.dtype == np.int64
     assert yb.shape == (len(xb),)
-    rows = np.rint(b.inverse_y(xb) * 0 + xb * b.x_std + b.x_mean)[:, 0].astype(int)
+    rows = np.rint(xb * b.x_std + b.x_mean)[:, 0].astype(int)
     np.testing.assert_array_equal(np.array([2, 7, 10])[yb], y[rows])
     # one (N, m+1) array with the target in column 0
     both = np.column_stack([y, x])
@@ -267,8 +268,7 @@ def test_npy_errors(tmp_path):
     lazy = open_stream("npy", {"x": str(tmp_path / "nan.npy"), "y": params["y"], "block_rows": 50,
                                "validate": False}, {"train": 0.5, "test": 0.5})
     with pytest.raises(ConfigurationError, match=r"row 157"):
-        for split in ("train", "test"):
-            list(lazy.batches(split, 64))
+        [batch for split in ("train", "test") for batch in lazy.batches(split, 64)]
     bad_y = y.copy()
     bad_y[12] = np.inf
     np.save(tmp_path / "inf.npy", bad_y)

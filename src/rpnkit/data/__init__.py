@@ -1,5 +1,7 @@
 """Datasets for training: function samples, equation lists, tabular sets, MNIST, CSV.
 
+Data larger than memory: :func:`open_stream` (see :mod:`rpnkit.data.streaming`).
+
 ``load_data(name, params, split, seed, standardize)`` returns a :class:`DataBundle`
 with seeded train/val/test splits, validated (no NaN/inf, no empty split) and
 optionally standardised with statistics fitted on the training split only.
@@ -16,6 +18,7 @@ import numpy as np
 from ..errors import ConfigurationError
 from .formula import CONSTANTS, FUNCTIONS, Formula, parse_formula
 from .sources import DATASETS, FEYNMAN_PAPER_IDS, RawData, equation_ids, equation_table
+from .streaming import STREAM_SOURCES, StreamingBundle, open_stream
 
 __all__ = [
     "DATASETS",
@@ -25,10 +28,13 @@ __all__ = [
     "DataBundle",
     "Formula",
     "RawData",
+    "STREAM_SOURCES",
+    "StreamingBundle",
     "equation_ids",
     "equation_table",
     "load_raw",
     "load_data",
+    "open_stream",
     "split_indices",
     "parse_formula",
     "validate_finite",

@@ -189,6 +189,14 @@ def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
     _check_train(cfg, model, bundle, lname)
     for i, b in enumerate(cfg.baselines):  # validate baselines too (built again when trained)
         build_from_config(b, cfg.seed, bundle.n_features, width, f"baselines[{i}]")
+    if cfg.train.logging == "tensorboard":
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise ConfigurationError(
+                "train.logging: tensorboard needs the tensorboard package "
+                "(pip install tensorboard)"
+            ) from None
     if cfg.train.optimizer.name == "lbfgs" and cfg.train.batch_size is not None:
         logger.info("lbfgs with mini-batches: one L-BFGS step per batch")
     return Prepared(cfg, bundle, model, dev, lname, width, threads)
@@ -232,7 +240,64 @@ def train_run(
         return _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
 
 
+class EpochLog:
+    """Rank 0's per-epoch record: ``metrics.csv`` in the run folder (one row per epoch,
+    appended as it happens, so a long run can be followed with ``tail -f``) and, with
+    ``train.logging: tensorboard``, TensorBoard scalars under ``RUN/tensorboard``."""
+
+    def __init__(self, out: Path, tensorboard: bool, then=None) -> None:
+        self.path = Path(out) / "metrics.csv"
+        self.columns: list[str] | None = None
+        if self.path.is_file():  # resumed: keep appending under the same header
+            with contextlib.suppress(OSError, IndexError):
+                self.columns = self.path.read_text(encoding="utf-8").splitlines()[0].split(",")
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # checked in prepare()
+
+            self.writer = SummaryWriter(str(Path(out) / "tensorboard"))
+        self.then = then
+
+    def __call__(self, epoch: int, rec: dict[str, Any]) -> None:
+        if self.columns is None:
+            self.columns = list(rec)
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.write(",".join(self.columns) + "\n")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(",".join(_csv_value(rec.get(c)) for c in self.columns) + "\n")
+        if self.writer is not None:
+            for key, value in rec.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key.replace("_", "/", 1), value, epoch)
+            self.writer.flush()
+        if self.then is not None:
+            self.then(epoch, rec)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
 def _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> FitResult:
+    cfg = prep.cfg
+    if D.world().main:
+        on_epoch_end = EpochLog(out, cfg.train.logging == "tensorboard", on_epoch_end)
+    try:
+        return _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
+    finally:
+        if isinstance(on_epoch_end, EpochLog):
+            on_epoch_end.close()
+
+
+def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> FitResult:
     cfg = prep.cfg
     result = fit(
         prep.model,
