@@ -502,3 +502,12 @@ def test_form_may_be_declared_as_an_attribute_or_a_name(declared):
 
     with pytest.raises(TypeError, match="triangular"):
         RPNHead(3, 2, expansion="taylor", reconciliation=Bad(r=2))
+
+
+@pytest.mark.parametrize(("exp", "rec"), PAIRS, ids=[f"{e}-{r}" for e, r in PAIRS])
+def test_every_catalog_pair_takes_an_empty_batch(exp, rec):
+    head = make_head(exp, rec)
+    x = torch.zeros(0, head.m, dtype=torch.float64, requires_grad=True)
+    y = head(x)
+    assert y.shape == (0, head.n)
+    y.sum().backward()

@@ -133,11 +133,15 @@ class SplitConfig(_Strict):
         return vals
 
 
-_DATA_FIXED = ("name", "split", "standardize", "standardize_target", "stratify")
+_DATA_FIXED = ("name", "split", "standardize", "standardize_target", "stratify", "stream")
 
 
 class DataConfig(BaseModel):
-    """``data:`` – a dataset by registry name plus its own options (e.g. ``expression``)."""
+    """``data:`` – a dataset by registry name plus its own options (e.g. ``expression``).
+
+    ``stream: true`` reads a streaming source (``npy``, ``csv``, ``parquet``, ``function``;
+    :mod:`rpnkit.data.streaming`) block by block instead of loading the data into memory.
+    """
 
     model_config = ConfigDict(extra="allow")
     name: str
@@ -145,9 +149,15 @@ class DataConfig(BaseModel):
     standardize: bool = False
     standardize_target: bool = False
     stratify: bool = True
+    stream: bool = False
 
     @model_validator(mode="after")
     def _params(self) -> DataConfig:
+        if self.stream:
+            from .data.streaming import STREAMS
+
+            _check_registry_params(STREAMS, self.name, self.params(), _DATA_FIXED)
+            return self
         from .data import DATASETS
 
         _check_registry_params(DATASETS, self.name, self.params(), _DATA_FIXED)

@@ -62,10 +62,9 @@ NOMINAL_BATCH = 64
 # ---------------------------------------------------------------------------------------------
 def tensor_power(lead: Tensor, z: Tensor, k: int) -> Tensor:
     """lead ⊗ z^{⊗(k-1)} (row-major), shape (B, m_lead·m^{k-1})."""
-    b = z.shape[0]
     p = lead
     for _ in range(k - 1):
-        p = (p.unsqueeze(2) * z.unsqueeze(1)).reshape(b, -1)
+        p = (p.unsqueeze(2) * z.unsqueeze(1)).flatten(1)
     return p
 
 
@@ -81,11 +80,11 @@ def _power_left(z: Tensor, lead: Tensor, k: int, width: int, ws: Tensor) -> Tens
     if ws.is_contiguous() or ws.stride(1) == 1 and ws.stride(0) == width:
         u = (z @ ws.reshape(n * rest, m).t()).view(b, n, rest)  # (B, n, rest)
         for _ in range(k - 2):
-            u = (u.view(b, n, -1, m) * z[:, None, None, :]).sum(-1)
+            u = (u.view(b, n, u.shape[2] // m, m) * z[:, None, None, :]).sum(-1)
         return (u * lead[:, None, :]).sum(-1)
     u = torch.matmul(z, ws.reshape(n, rest, m).transpose(1, 2))  # (n, B, rest)
     for _ in range(k - 2):
-        u = (u.reshape(n, b, -1, m) * z[None, :, None, :]).sum(-1)
+        u = (u.reshape(n, b, u.shape[2] // m, m) * z[None, :, None, :]).sum(-1)
     return (u * lead[None]).sum(-1).t()
 
 
@@ -95,7 +94,7 @@ def _power_right(z: Tensor, lead: Tensor, k: int, rseg: Tensor) -> Tensor:
     c = rseg.shape[1]
     u = lead @ rseg.reshape(lead.shape[1], -1)  # (B, m^{k-1} c): contracts the first index
     for _ in range(k - 1):
-        u = (u.reshape(b, m, -1) * z.unsqueeze(2)).sum(1)
+        u = (u.reshape(b, m, u.shape[1] // m) * z.unsqueeze(2)).sum(1)
     return u.reshape(b, c)
 
 
@@ -340,7 +339,7 @@ class Contraction(nn.Module):
                 rows = -(-take // (width // m_lead))
                 p = self._lead(i, v)[:, :rows]  # only the rows of the first factor needed
                 for _ in range(k - 1):
-                    p = (p.unsqueeze(2) * v.unsqueeze(1)).reshape(p.shape[0], -1)
+                    p = (p.unsqueeze(2) * v.unsqueeze(1)).flatten(1)
                 parts.append(p[:, :take])
             else:
                 parts.append(self._dense(i, v)[:, :take])
@@ -362,7 +361,7 @@ class Contraction(nn.Module):
             else:
                 dv = self._dense(i, v)
                 i0, i1 = off // t, (off + width - 1) // t
-                vp = F.pad(dv, (off - i0 * t, (i1 + 1) * t - (off + width))).reshape(b, -1, t)
+                vp = F.pad(dv, (off - i0 * t, (i1 + 1) * t - (off + width))).reshape(b, i1 - i0 + 1, t)
                 part = F.pad(vp @ r, (0, 0, i0, q - 1 - i1))
             h = part if h is None else h + part
         return h
@@ -382,7 +381,7 @@ class Contraction(nn.Module):
         else:
             rz = torch.cat([r, r.new_zeros(1, c)], dim=0)
             win = rz[getattr(self, f"k{i}_win")]  # (L, m, c)
-            cl = (z @ win.permute(1, 0, 2).reshape(m, -1)).reshape(b, -1, c)
+            cl = (z @ win.permute(1, 0, 2).reshape(m, -1)).reshape(b, win.shape[0], c)
         lead = self._lead(i, z).index_select(1, getattr(self, f"k{i}_aidx")).unsqueeze(2)
         if seg["n_lags"] == 1:
             return lead * cl
@@ -409,7 +408,7 @@ class Contraction(nn.Module):
         b = inputs[0].shape[0]
         r_mat, post = self._kron_right(fs)
         if kx is not None:
-            g = self._kron_left(kx.reshape(b, self.form.q, -1) @ r_mat, fs)
+            g = self._kron_left(kx.reshape(b, self.form.q, self.D // self.form.q) @ r_mat, fs)
         elif self.kron["rank_one"]:
             # K = u vᵀ per sample, so A K Bᵀ = (A u)(B v)ᵀ: e.g. (A x̃) ⊗ (B x) for q = m+1
             z = inputs[0]

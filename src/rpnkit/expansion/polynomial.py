@@ -91,17 +91,16 @@ class Taylor(Expansion):
             return out
         p = x
         for _ in range(k - 1):
-            p = (p.unsqueeze(2) * x.unsqueeze(1)).reshape(b, -1)
+            p = (p.unsqueeze(2) * x.unsqueeze(1)).flatten(1)
         return p
 
     def expand(self, x: Tensor) -> Tensor:
         if self.symmetric:
             return torch.cat([self.degree_block(x, k) for k in range(1, self.d + 1)], dim=1)
-        b = x.shape[0]
         blocks = [x]
         p = x
         for _ in range(2, self.d + 1):
-            p = (p.unsqueeze(2) * x.unsqueeze(1)).reshape(b, -1)
+            p = (p.unsqueeze(2) * x.unsqueeze(1)).flatten(1)
             blocks.append(p)
         return torch.cat(blocks, dim=1) if len(blocks) > 1 else x
 
@@ -140,7 +139,7 @@ class _Orthogonal(Expansion):
         return out
 
     def expand(self, x: Tensor) -> Tensor:
-        return torch.stack(self.polys(x), dim=-1).reshape(x.shape[0], -1)
+        return torch.stack(self.polys(x), dim=-1).flatten(1)
 
     def _sympy(self, xs: list[Any]) -> list[Any]:
         import sympy

@@ -59,7 +59,7 @@ class _RBF(Expansion):
     def expand(self, x: Tensor) -> Tensor:
         c = self.centres.to(device=x.device, dtype=x.dtype)
         z = self.eps * (x.unsqueeze(-1) - c)
-        return self.phi(z).reshape(x.shape[0], -1)
+        return self.phi(z).flatten(1)
 
     def _sympy_z(self, xs: list[Any]) -> list[Any]:
         """ε(x_i - c_k) as sympy expressions, feature-major (the arguments of φ)."""
@@ -138,7 +138,7 @@ class BSpline(Expansion):
         return b
 
     def expand(self, x: Tensor) -> Tensor:
-        return self.basis(x).reshape(x.shape[0], -1)
+        return self.basis(x).flatten(1)
 
     def _layout(self, m: int) -> list[Segment]:
         if self.d >= 1:
@@ -187,6 +187,6 @@ class BSpline(Expansion):
         dummy = m * width  # out-of-range bases go to one discarded slot
         col = torch.where((bases >= 0) & (bases < width), col, torch.full_like(col, dummy))
         buf = x.new_zeros(b, dummy + 1).scatter(
-            1, col.reshape(b, -1), torch.stack(vals, -1).reshape(b, -1)
+            1, col.flatten(1), torch.stack(vals, -1).flatten(1)
         )
         return buf[:, :dummy]  # (B, m·(t+d)), feature-major; a strided view, no copy

@@ -39,7 +39,7 @@ class Fourier(Expansion):
     def expand(self, x: Tensor) -> Tensor:
         j = torch.arange(1, self.N + 1, dtype=x.dtype, device=x.device)
         arg = (2 * math.pi / self.P) * j.view(1, -1, 1) * x.unsqueeze(1)  # (B, N, m)
-        return torch.stack([torch.cos(arg), torch.sin(arg)], dim=2).reshape(x.shape[0], -1)
+        return torch.stack([torch.cos(arg), torch.sin(arg)], dim=2).flatten(1)
 
     def _sympy(self, xs: list[Any]) -> list[Any]:
         import sympy

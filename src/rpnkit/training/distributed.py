@@ -35,7 +35,7 @@ from torch import distributed as dist
 from ..errors import ConfigurationError
 
 __all__ = ["World", "world", "env_world_size", "init_from_env", "shutdown", "all_sum",
-           "all_agree", "gather_rows", "shard_range", "broadcast_object"]
+           "all_agree", "gather_rows", "gather_cat", "shard_range", "broadcast_object"]
 
 
 @dataclass(frozen=True)
@@ -144,3 +144,20 @@ def gather_rows(t: Tensor, n_total: int) -> Tensor:
     bufs = [torch.empty_like(padded) for _ in range(w.size)]
     dist.all_gather(bufs, padded)
     return torch.cat([b[: stop - start] for b, (start, stop) in zip(bufs, sizes)])
+
+
+def gather_cat(t: Tensor) -> Tensor:
+    """Concatenate every rank's ``t`` (any number of rows each) in rank order."""
+    w = world()
+    if not w.distributed:
+        return t
+    n = torch.tensor([t.shape[0]], dtype=torch.int64)
+    sizes = [torch.zeros_like(n) for _ in range(w.size)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    biggest = max(sizes_i)
+    pad = t.new_zeros((biggest - t.shape[0], *t.shape[1:]))
+    padded = torch.cat([t, pad]) if pad.shape[0] else t.contiguous()
+    bufs = [torch.empty_like(padded) for _ in range(w.size)]
+    dist.all_gather(bufs, padded)
+    return torch.cat([b[:k] for b, k in zip(bufs, sizes_i)])

@@ -211,7 +211,7 @@ def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataB
     ``0..k-1``; regression targets of shape ``(N,)`` become ``(N, 1)``. Nothing is
     standardised.
     """
-    if isinstance(data, DataBundle):
+    if isinstance(data, DataBundle) or getattr(data, "streaming", False):
         return data
     if isinstance(data, Mapping):
         unknown = set(data) - set(_SPLITS)
@@ -320,6 +320,34 @@ def _outputs(model: Callable[[Tensor], Tensor], x: Tensor, batch: int) -> Tensor
     return torch.cat(outs) if outs else x.new_zeros((0, 1))
 
 
+def _target(y: Any, device, dtype, task: str, loss: str) -> Tensor:
+    if task == "regression" or loss == "bce":
+        return torch.as_tensor(y, dtype=dtype, device=device)
+    return torch.as_tensor(y, dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def _stream_outputs(fwd, bundle, split: str, device, dtype, loss: str, batch: int,
+                    precision: str) -> tuple[Tensor, Tensor]:
+    """Outputs and targets of a streamed split; in a process group every rank reads its
+    share of each batch and the results are gathered (metrics do not depend on row order)."""
+    w = D.world()
+    outs, ys = [], []
+    for xb, yb in bundle.batches(split, batch, shuffle=False, rank=w.rank, world=w.size):
+        if xb.shape[0] == 0:
+            continue
+        with autocast(device, precision):
+            outs.append(fwd(torch.as_tensor(xb, dtype=dtype, device=device)).to(dtype))
+        ys.append(_target(yb, device, dtype, bundle.task, loss))
+    width = bundle.n_targets if bundle.task == "regression" else (bundle.n_classes or 1)
+    out = torch.cat(outs) if outs else torch.zeros(0, width, dtype=dtype, device=device)
+    y = torch.cat(ys) if ys else _target(np.zeros((0, width) if bundle.task == "regression"
+                                                  else (0,)), device, dtype, bundle.task, loss)
+    if w.distributed:
+        out, y = D.gather_cat(out), D.gather_cat(y)
+    return out, y
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -349,16 +377,17 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        x, y = _tensors(bundle, split, device, dtype, loss)
         w = D.world()
-        if w.distributed:
-            start, stop = D.shard_range(x.shape[0], w.rank, w.size)
-            with autocast(device, precision):
-                out = _outputs(model if forward is None else forward, x[start:stop], batch_size)
-            out = D.gather_rows(out.to(dtype), x.shape[0])
+        fwd = model if forward is None else forward
+        if getattr(bundle, "streaming", False):
+            out, y = _stream_outputs(fwd, bundle, split, device, dtype, loss, batch_size,
+                                     precision)
         else:
+            x, y = _tensors(bundle, split, device, dtype, loss)
+            start, stop = D.shard_range(x.shape[0], w.rank, w.size)  # all rows for 1 process
             with autocast(device, precision):
-                out = _outputs(model if forward is None else forward, x, batch_size)
+                out = _outputs(fwd, x[start:stop], batch_size)
+            out = D.gather_rows(out.to(dtype), x.shape[0])
         out = out.to(dtype)
         if loss_fn is None:
             loss_fn = LOSSES.build(loss, **dict(loss_params or {}))()
@@ -457,18 +486,26 @@ def fit(
         eval_forward = forward if not world.distributed else torch.compile(model)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
-    x_tr, y_tr = _tensors(bundle, "train", device, dtype, lname)
-    n = x_tr.shape[0]
-    full_batch = (cfg.batch_size is None and n <= cfg.full_batch_max) or (
-        cfg.batch_size is not None and cfg.batch_size >= n
-    )
-    batch = n if full_batch else (cfg.batch_size or 128)
-    n_batches = 1 if full_batch else math.ceil(n / batch)
+    streaming = bool(getattr(bundle, "streaming", False))
     gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
-    if world.distributed and full_batch:  # this rank's share of the one global batch
-        x_full, y_full = x_tr[world.rank :: world.size], y_tr[world.rank :: world.size]
+    if streaming:  # read block by block: the order of an epoch follows (seed, epoch)
+        n = bundle.size("train")
+        full_batch = False
+        batch = cfg.batch_size or 1024
+        n_batches = bundle.num_batches("train", batch)
+        x_tr = y_tr = x_full = y_full = None
     else:
-        x_full, y_full = x_tr, y_tr
+        x_tr, y_tr = _tensors(bundle, "train", device, dtype, lname)
+        n = x_tr.shape[0]
+        full_batch = (cfg.batch_size is None and n <= cfg.full_batch_max) or (
+            cfg.batch_size is not None and cfg.batch_size >= n
+        )
+        batch = n if full_batch else (cfg.batch_size or 128)
+        n_batches = 1 if full_batch else math.ceil(n / batch)
+        if world.distributed and full_batch:  # this rank's share of the one global batch
+            x_full, y_full = x_tr[world.rank :: world.size], y_tr[world.rank :: world.size]
+        else:
+            x_full, y_full = x_tr, y_tr
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "monitor": f"val_{monitor}" if has_val else None}
@@ -590,16 +627,26 @@ def fit(
     try:
         for epoch in range(start_epoch, cfg.epochs):
             # --- one epoch of optimisation
-            if not full_batch and (perm is None or start_batch == 0):
+            if not full_batch and not streaming and (perm is None or start_batch == 0):
                 perm = torch.randperm(n, generator=gen)
             b0 = start_batch
             start_batch = 0
             nonfinite = False
             t_epoch = time.perf_counter()
             seen = 0
+            stream = None
+            if streaming:
+                stream = bundle.batches("train", batch, epoch=epoch, seed=seed, shuffle=True,
+                                        rank=world.rank, world=world.size, start_batch=b0,
+                                        num_workers=cfg.num_workers)
             for b in range(b0, n_batches):
                 if full_batch:
                     xb, yb, global_n = x_full, y_full, n
+                elif stream is not None:
+                    xs, ys = next(stream)
+                    global_n = min(batch, n - b * batch)
+                    xb = torch.as_tensor(xs, dtype=dtype, device=device)
+                    yb = _target(ys, device, dtype, bundle.task, lname)
                 else:
                     idx = perm[b * batch : (b + 1) * batch]
                     global_n = idx.numel()

@@ -69,7 +69,13 @@ def count_params(model: nn.Module) -> int:
 
 
 def load_bundle(cfg: RunConfig) -> DataBundle:
+    """The config's data: in memory, or a :class:`~rpnkit.data.StreamingBundle` when
+    ``data.stream`` is set (rows are read block by block, never all at once)."""
     d = cfg.data
+    if d.stream:
+        from ..data.streaming import open_stream
+
+        return open_stream(d.name, d.params(), d.split.as_dict(), cfg.seed, d.standardize)
     return load_data(d.name, d.params(), d.split.as_dict(), cfg.seed, d.standardize,
                      d.standardize_target, d.stratify)
 
@@ -324,7 +330,9 @@ def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) ->
         atomic_torch_save(_checkpoint_payload(best_sd, cfg, result.best["epoch"], "best"),
                           out / "best.pt")
     write_text_atomic(out / "metrics.json", json.dumps(_jsonable(result.metrics_json()), indent=1))
-    if cfg.plots:
+    if cfg.plots and getattr(prep.bundle, "streaming", False):
+        logger.info("plots skipped: they need the data in memory (data.stream is set)")
+    elif cfg.plots:
         try:
             from .plots import make_plots
 
