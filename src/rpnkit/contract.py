@@ -128,6 +128,22 @@ def use_fft(b: int, m: int, t: int, n_lags: int, c: int) -> tuple[bool, int]:
     return fft * 2 < direct, size
 
 
+def plan_sizes(layout: list[Segment], form: forms.Form, n: int, batch: int) -> tuple[int, int]:
+    """(numbers in the index tables, numbers a forward pass holds for ``batch`` rows) of the
+    contraction of ``layout`` with ``form``, estimated before anything is built."""
+    tables = sum((s.k + 1) * s.width for s in layout if s.kind == "sympower")
+    tables += sum(4 * s.m_lead + (s.m_lead + s.m) * s.m for s in layout if s.kind == "power")
+    structured = any(s.kind == "power" for s in layout)
+    if isinstance(form, forms.Fixed):
+        act = sum(s.width for s in layout if s.kind == "dense") + n
+    elif structured and not isinstance(form, forms.Opaque):
+        m_max = max(s.m_lead for s in layout if s.kind == "power")
+        act = sum(s.width for s in layout if s.kind != "power") + n * m_max + n
+    else:
+        act = sum(s.width for s in layout) + n
+    return int(tables), int(batch) * int(act)
+
+
 def _long(a) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=torch.long)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import numbers
+import reprlib
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .contract import Contraction
+from .budget import NOMINAL_BATCH, Estimate
+from .budget import check as check_budget
+from .contract import Contraction, plan_sizes
 from .errors import ConfigurationError
 from .expansion.base import Expansion
 from .init import init_rpn_weights
@@ -25,10 +28,28 @@ __all__ = ["RPNHead", "CHANNEL_FUSIONS", "check_dim", "model_input"]
 CHANNEL_FUSIONS = ("sum", "mean")
 
 
-def check_dim(name: str, value: Any, owner: str) -> int:
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def short(value: Any) -> str:
+    """A bounded repr of an untrusted value, for messages."""
+    return _REPR.repr(value)
+
+
+def check_dim(name: str, value: Any, owner: str, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigurationError(f"{owner}: {name} must be a positive integer, got {value!r}")
+        raise ConfigurationError(
+            f"{owner}: {name} must be a positive integer, got {short(value)}"
+        )
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(f"{owner}: {name} must be at most {maximum:,}, got {value:,}")
     return int(value)
+
+
+#: upper bounds of counts that multiply the model size (heads per layer, channels per head)
+MAX_HEADS = 4096
+MAX_CHANNELS = 4096
 
 
 def model_input(x: Any, m: int, dtype: torch.dtype, owner: str) -> tuple[Tensor, tuple]:
@@ -117,7 +138,7 @@ class RPNHead(nn.Module):
         spec = HeadSpec.from_options("RPNHead", **options)
         self.m = check_dim("m", m, "RPNHead")
         self.n = check_dim("n", n, "RPNHead")
-        self.channels = check_dim("channels", spec.channels, "RPNHead")
+        self.channels = check_dim("channels", spec.channels, "RPNHead", MAX_CHANNELS)
         if spec.channel_fusion not in CHANNEL_FUSIONS:
             raise ConfigurationError(
                 f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got "
@@ -125,10 +146,10 @@ class RPNHead(nn.Module):
             )
         if spec.seed is not None and (
             isinstance(spec.seed, bool) or not isinstance(spec.seed, numbers.Integral)
-            or spec.seed < 0
+            or not 0 <= spec.seed < 2**63
         ):
-            raise ConfigurationError(f"RPNHead: seed must be a non-negative integer or None, "
-                                     f"got {spec.seed!r}")
+            raise ConfigurationError(f"RPNHead: seed must be an integer in [0, 2**63) or None, "
+                                     f"got {short(spec.seed)}")
         self._channel_fusion = spec.channel_fusion
         factory = {"device": device, "dtype": dtype}
         self.expansion: Expansion = _component(
@@ -147,6 +168,7 @@ class RPNHead(nn.Module):
                 f"RPNHead: expansion {self.expansion.registry_name!r} gives D={self.D} features "
                 f"for m={self.m}; it needs D >= 1"
             )
+        self._check_budget(device, dtype)
         # random state is drawn only by components that have some (masks, random matrices,
         # hypernets): from their own seed, else this one, else torch's global generator
         self.seed = None if spec.seed is None else int(spec.seed)
@@ -180,6 +202,27 @@ class RPNHead(nn.Module):
         self._init_w(spec.init)
         if device is not None or dtype is not None:
             self.to(**{k: v for k, v in factory.items() if v is not None})
+
+    def _check_budget(self, device: Any, dtype: torch.dtype | None) -> None:
+        """Estimate the sizes from what the components declare and refuse, before anything is
+        allocated, a head whose training would not fit the memory budget (:mod:`.budget`)."""
+        exp, rec, m, n, d = self.expansion, self.reconciliation, self.m, self.n, self.D
+        rec.check_sizes(n, d)
+        ell = int(rec.calculate_l(n, d))
+        elem = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
+        layout = exp.layout(m)
+        tables, act = plan_sizes(layout, form_of(rec), n, NOMINAL_BATCH)
+        est = Estimate(d, ell, self.channels, self.channels * ell * elem,
+                       int(rec.state_numel(n, d)) * elem,
+                       (tables + int(exp.table_numel(m))) * 8, act * elem)
+        cheaper = [f"expansion {label} (D={dd:,})" for label, dd in exp.cheaper(m)]
+        low_rank = 2 * (n + d)
+        if ell > low_rank:
+            cheaper.append(f"reconciliation lorr r=2 (l={low_rank:,})")
+        where = (f"RPNHead(m={m}, n={n}) with expansion {exp.registry_name!r} and "
+                 f"reconciliation {rec.registry_name!r}")
+        dev = torch.device(device) if device is not None else None
+        check_budget(est, where, cheaper, dev)
 
     @property
     def channel_fusion(self) -> str:

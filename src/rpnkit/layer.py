@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, did_you_mean
-from .head import RPNHead, _restore, check_dim, model_input
+from .head import MAX_HEADS, RPNHead, _restore, check_dim, model_input
 from .modules import apply_list, bind_module_list, build_module_list, compact_repr
 from .spec import HEAD_FIELDS, HeadSpec
 
@@ -71,7 +71,7 @@ class RPNLayer(nn.Module):
                 )
         factory = {"device": device, "dtype": dtype}
         if heads is None:
-            num_heads = check_dim("num_heads", num_heads, "RPNLayer")
+            num_heads = check_dim("num_heads", num_heads, "RPNLayer", MAX_HEADS)
             if fusion == "concat":
                 if self.n % num_heads:
                     raise ConfigurationError(

@@ -138,6 +138,16 @@ class Expansion(nn.Module):
         """Segment tensors of the core expansion for pre-processed input z."""
         return [self.expand(z)]
 
+    # -- sizes, before anything is allocated -----------------------------------------------
+    def table_numel(self, m: int) -> int:
+        """Numbers in the index tables :meth:`bind_tables` creates for width m (default 0)."""
+        return 0
+
+    def cheaper(self, m: int) -> list[tuple[str, int]]:
+        """Cheaper settings of this expansion for width m, as (description, D) (default none);
+        used in memory-budget messages (:mod:`rpnkit.budget`)."""
+        return []
+
     def has_processing(self) -> bool:
         return len(self.preprocess) > 0 or len(self.postprocess) > 0
 

@@ -65,6 +65,22 @@ class Taylor(Expansion):
                 self.register_buffer(f"monomials_{k}", monomial_indices(m, k).t().contiguous(),
                                      persistent=False)
 
+    def table_numel(self, m: int) -> int:
+        if not self.symmetric:
+            return 0
+        return sum(k * comb(m + k - 1, k) for k in range(2, self.d + 1))
+
+    def cheaper(self, m: int) -> list[tuple[str, int]]:
+        out = []
+        if not self.symmetric:
+            sym = Taylor(self.d, symmetric=True)
+            out.append((f"taylor d={self.d} symmetric=True", sym.calculate_D(m)))
+        if self.d > 1:
+            low = Taylor(self.d - 1, symmetric=self.symmetric)
+            out.append((f"taylor d={self.d - 1}" + (" symmetric=True" if self.symmetric else ""),
+                        low.calculate_D(m)))
+        return out
+
     def _layout(self, m: int) -> list[Segment]:
         if self.symmetric:
             return [dense(m, "x")] + [sympower(m, k) for k in range(2, self.d + 1)]

@@ -219,6 +219,14 @@ class _Subsets(Expansion):
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return sum(comb(int(m), r) for r in range(1, self.d + 1))
 
+    def table_numel(self, m: int) -> int:
+        return sum(r * comb(int(m), r) for r in range(1, min(self.d, int(m)) + 1))
+
+    def cheaper(self, m: int) -> list[tuple[str, int]]:
+        if self.d <= 1:
+            return []
+        return [(f"{self.registry_name} d={self.d - 1}", type(self)(self.d - 1).calculate_D(m))]
+
     def bind_tables(self, m: int) -> None:
         for r in range(1, min(self.d, m) + 1):
             self.register_buffer(f"subsets_{r}", subset_indices(m, r), persistent=False)

@@ -21,8 +21,22 @@ def check_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def divisors(k: int) -> list[int]:
-    return [i for i in range(1, k + 1) if k % i == 0]
+def divisors(k: int, limit: int = 40) -> list[int]:
+    """Divisors of k in increasing order, found in O(√k); at most ``limit`` of them (the
+    smallest and the largest), for error messages."""
+    k = int(k)
+    small, large = [], []
+    i = 1
+    while i * i <= k:
+        if k % i == 0:
+            small.append(i)
+            if i != k // i:
+                large.append(k // i)
+        i += 1
+    found = small + large[::-1]
+    if len(found) > limit:
+        found = found[: limit // 2] + found[-(limit // 2):]
+    return found
 
 
 class Reconciliation(nn.Module):
@@ -110,6 +124,11 @@ class Reconciliation(nn.Module):
     def factor_shapes(self, n: int, D: int) -> list[tuple[int, ...]]:  # noqa: N803
         """Shapes of the pieces w is cut into, in order (SPEC §7 layout, row-major)."""
         raise NotImplementedError(f"{type(self).__name__} has no factorised layout")
+
+    def state_numel(self, n: int, D: int) -> int:  # noqa: N803
+        """Numbers of fixed state bound to (n, D) (masks, random matrices, hypernet layers);
+        used to check the memory budget before binding. Default 0."""
+        return 0
 
     def form(self) -> forms.Form:
         """The algebraic form of W (:mod:`.forms`); the contraction's fast path follows it.

@@ -58,6 +58,9 @@ class Masking(Reconciliation):
     def form(self):
         return forms.Dense()
 
+    def state_numel(self, n, D):  # noqa: N803
+        return int(n) * int(D)
+
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
         if self.mask is None or tuple(self.mask.shape) != (n, D):

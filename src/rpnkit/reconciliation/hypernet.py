@@ -63,6 +63,9 @@ class HyperNet(Reconciliation):
     def calculate_l(self, n, D):  # noqa: N803
         return self.l
 
+    def state_numel(self, n, D):  # noqa: N803
+        return (self.l + 1) * self.hidden + (self.hidden + 1) * int(n) * int(D)
+
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
         if len(self.net) == 0:

@@ -100,6 +100,9 @@ class RandomMatrixAdaption(Reconciliation):
     def form(self):
         return forms.LowRank(left=0, right=1)
 
+    def state_numel(self, n, D):  # noqa: N803
+        return (int(n) + int(D)) * self.r
+
     def form_factors(self, w, n, D):  # noqa: N803
         """W = L Rᵀ with L = diag(λ₁) A diag(λ₂) (n×r) and R = B (D×r, fixed)."""
         lam1, lam2, a, b = self._parts(w, n, D)

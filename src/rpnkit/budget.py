@@ -1,0 +1,126 @@
+"""Memory budget: sizes are estimated before anything is allocated.
+
+A head knows, before it binds its components, how many features κ gives (D), how many
+numbers ψ learns (l), how much fixed state ψ keeps (masks, random matrices, hypernets), how
+big its index tables are and roughly what a training step holds per batch. :func:`check`
+compares the training estimate with the **memory budget** and raises a
+:class:`~rpnkit.errors.ConfigurationError` naming the figure and cheaper choices instead of
+letting the allocation fail (or the machine swap) later.
+
+The budget is, by default, half of this machine's physical memory (of the GPU's for a head
+built on a CUDA device). Change it with :func:`set_memory_budget` or the environment variable
+``RPNKIT_MEMORY_BUDGET`` (``"16GB"``, ``"512MiB"``, a number of bytes; ``0`` or ``"none"``
+turns the check off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigurationError
+
+__all__ = ["Estimate", "memory_budget", "set_memory_budget", "check", "format_bytes",
+           "parse_bytes", "NOMINAL_BATCH"]
+
+#: batch size the per-step activation estimate is made for
+NOMINAL_BATCH = 64
+#: learnable numbers are held ~4 times while training with Adam (value, gradient, 2 moments)
+TRAINING_COPIES = 4
+
+_budget_override: int | None | str = "unset"
+
+
+def parse_bytes(text: str | int | float) -> int | None:
+    """``"16GB"``, ``"512 MiB"``, ``"1e9"``, ``1024`` → bytes; ``0`` / ``"none"`` → None."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return None if text <= 0 else int(text)
+    s = str(text).strip().lower()
+    if s in ("", "0", "none", "off", "unlimited"):
+        return None
+    match = re.fullmatch(r"([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?", s)
+    if not match:
+        raise ConfigurationError(
+            f"memory budget must be a size such as '16GB' or '512MiB', got {str(text)[:40]!r}"
+        )
+    value = float(match.group(1))
+    unit = (match.group(2) or "b").rstrip("b")
+    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit[:1]]
+    base = 1024 if unit.endswith("i") or unit == "" else 1000
+    return None if value <= 0 else int(value * base**power)
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _machine_memory(device: torch.device | None) -> int | None:
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def set_memory_budget(budget: int | str | None) -> None:
+    """Set the budget for heads built from now on (bytes, ``"16GB"``; None: no check)."""
+    global _budget_override
+    _budget_override = parse_bytes(budget) if budget is not None else None
+
+
+def memory_budget(device: torch.device | None = None) -> tuple[int | None, str]:
+    """(budget in bytes or None for no limit, where it comes from)."""
+    if _budget_override != "unset":
+        return _budget_override, "set_memory_budget()"  # type: ignore[return-value]
+    env = os.environ.get("RPNKIT_MEMORY_BUDGET")
+    if env is not None:
+        return parse_bytes(env), "RPNKIT_MEMORY_BUDGET"
+    total = _machine_memory(device)
+    if total is None:
+        return None, "unknown machine memory"
+    where = "GPU" if device is not None and device.type == "cuda" else "machine"
+    return total // 2, f"half of this {where}'s {format_bytes(total)}"
+
+
+@dataclass
+class Estimate:
+    """Bytes a head needs: to exist (``build``) and for one training step (``train``)."""
+
+    D: int  # noqa: N815
+    l: int  # noqa: E741
+    channels: int
+    param_bytes: int
+    state_bytes: int
+    table_bytes: int
+    activation_bytes: int
+
+    @property
+    def build(self) -> int:
+        return self.param_bytes + self.state_bytes + self.table_bytes
+
+    @property
+    def train(self) -> int:
+        return (self.param_bytes * TRAINING_COPIES + self.state_bytes + self.table_bytes
+                + 3 * self.activation_bytes)
+
+
+def check(est: Estimate, what: str, cheaper: list[str], device: torch.device | None = None) -> None:
+    """Raise when training ``est`` would not fit the memory budget."""
+    budget, source = memory_budget(device)
+    if budget is None or est.train <= budget:
+        return
+    hint = "; ".join(cheaper) if cheaper else "fewer features or a factorised reconciliation"
+    raise ConfigurationError(
+        f"{what}: D={est.D:,} features and l={est.l:,} learnable numbers per channel need about "
+        f"{format_bytes(est.build)} to build and {format_bytes(est.train)} to train (parameters, "
+        f"gradients, optimizer state and a batch of {NOMINAL_BATCH}), above the memory budget of "
+        f"{format_bytes(budget)} ({source}; set RPNKIT_MEMORY_BUDGET to change it). Cheaper: "
+        f"{hint}"
+    )
