@@ -60,7 +60,10 @@ def model_input(x: Any, m: int, dtype: torch.dtype, owner: str) -> tuple[Tensor,
     after ``.double()``/``.half()``. Returns the 2-D input and the leading shape to restore.
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"{owner} expects a torch.Tensor, got {type(x).__name__}")
+        raise TypeError(
+            f"{owner} expects a torch.Tensor of shape (*, {m}), got {type(x).__module__}."
+            f"{type(x).__name__}; convert it with torch.as_tensor(x)"
+        )
     if x.dim() == 0 or x.shape[-1] != m:
         raise ValueError(f"{owner} expects input of shape (*, {m}), got {tuple(x.shape)}")
     lead = tuple(x.shape[:-1])
@@ -279,6 +282,25 @@ class RPNHead(nn.Module):
             y = y + self.bias
         y = y + self.remainder(x)
         return _restore(apply_list(self.output, y), lead)
+
+    def input_range_problem(self, x: Tensor) -> str | None:
+        """A message when x leaves the range the expansion keeps finite (None when inside or
+        when pre-processing bounds it); one reduction and one host sync."""
+        if len(self.expansion.preprocess) or not torch.is_floating_point(x) or x.numel() == 0:
+            return None
+        limit = self.expansion.safe_abs(self.w.dtype)
+        if limit is None:
+            return None
+        top = float(x.detach().abs().max())
+        if top != top:
+            return (f"expansion {self.expansion.registry_name!r} receives NaN inputs (an earlier "
+                    f"layer overflowed or the data holds NaN)")
+        if top <= limit:
+            return None
+        return (f"expansion {self.expansion.registry_name!r} sees inputs up to |x| = {top:.3g}, "
+                f"beyond {limit:.3g} where it overflows in {self.w.dtype}; add a preprocess such "
+                f"as tanh or layer_norm (expansion_params: {{preprocess: [tanh]}}) or "
+                f"standardise the data")
 
     def plan(self) -> str:
         """The stored plan of the forward pass: the path that runs and why."""

@@ -143,6 +143,14 @@ class Expansion(nn.Module):
         """Numbers in the index tables :meth:`bind_tables` creates for width m (default 0)."""
         return 0
 
+    def safe_abs(self, dtype: torch.dtype) -> float | None:
+        """Largest |x| this expansion maps to finite values in ``dtype`` (None: no limit known).
+
+        Expansions that grow fast override it (hyperbolic: exp overflow; polynomials of degree
+        d: |x|^d overflow); training warns once when its inputs leave this range.
+        """
+        return None
+
     def cheaper(self, m: int) -> list[tuple[str, int]]:
         """Cheaper settings of this expansion for width m, as (description, D) (default none);
         used in memory-budget messages (:mod:`rpnkit.budget`)."""

@@ -65,6 +65,9 @@ class Taylor(Expansion):
                 self.register_buffer(f"monomials_{k}", monomial_indices(m, k).t().contiguous(),
                                      persistent=False)
 
+    def safe_abs(self, dtype: torch.dtype) -> float | None:
+        return float(torch.finfo(dtype).max) ** (1.0 / self.d) if dtype.is_floating_point else None
+
     def table_numel(self, m: int) -> int:
         if not self.symmetric:
             return 0
@@ -132,6 +135,10 @@ class _Orthogonal(Expansion):
 
     def hparams(self) -> dict[str, Any]:
         return {"d": self.d}
+
+    def safe_abs(self, dtype: torch.dtype) -> float | None:
+        # the degree-d polynomial grows like c·|x|^d; keep a margin for the coefficients
+        return (float(torch.finfo(dtype).max) / 1e6) ** (1.0 / self.d)
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return int(m) * self.d

@@ -222,6 +222,9 @@ class _Subsets(Expansion):
     def table_numel(self, m: int) -> int:
         return sum(r * comb(int(m), r) for r in range(1, min(self.d, int(m)) + 1))
 
+    def safe_abs(self, dtype: torch.dtype) -> float | None:
+        return float(torch.finfo(dtype).max) ** (1.0 / max(self.d, 2)) / 10
+
     def cheaper(self, m: int) -> list[tuple[str, int]]:
         if self.d <= 1:
             return []

@@ -403,6 +403,40 @@ def evaluate(
         model.train(was_training)
 
 
+#: what to try when the training loss diverges
+DIVERGENCE_HINT = ("try a lower train.optimizer.lr, train.grad_clip: 1.0, or a bounded "
+                   "preprocess such as tanh or layer_norm before fast-growing expansions")
+
+
+class _RangeCheck:
+    """Forward pre-hook: warn (once) when a module's input leaves its expansion's safe range."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.done = name, False
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        if self.done or not args or not isinstance(args[0], Tensor):
+            return
+        msg = module.input_range_problem(args[0])
+        if msg:
+            self.done = True
+            logger.warning("%s: %s", self.name, msg)
+
+
+def _install_range_checks(model: nn.Module) -> list:
+    """Forward pre-hooks that warn once per module whose inputs leave the range its expansion
+    keeps finite (modules with ``input_range_problem``, e.g. RPN heads); removed after the
+    first epoch."""
+    handles = []
+    for name, mod in model.named_modules():
+        check = getattr(mod, "input_range_problem", None)
+        if not callable(check):
+            continue
+
+        handles.append(mod.register_forward_pre_hook(_RangeCheck(name or type(mod).__name__)))
+    return handles
+
+
 def _clone_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -485,6 +519,7 @@ def fit(
         forward = torch.compile(train_model)
         eval_forward = forward if not world.distributed else torch.compile(model)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    range_checks = [] if cfg.compile else _install_range_checks(model)
 
     streaming = bool(getattr(bundle, "streaming", False))
     gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
@@ -670,9 +705,12 @@ def fit(
                 stopped = {"reason": "non-finite training loss", "epoch": epoch + 1,
                            "restored_epoch": epoch, "cause": "non_finite"}
                 logger.warning("training loss became NaN/inf in epoch %d; stopping and keeping "
-                               "the weights of epoch %d", epoch + 1, epoch)
+                               "the weights of epoch %d (%s)", epoch + 1, epoch, DIVERGENCE_HINT)
                 model.load_state_dict(last_good)
                 break
+            for handle in range_checks:  # the first epoch has shown the input ranges
+                handle.remove()
+            range_checks = []
             train_loss = acc_loss / max(acc_n, 1)
             acc_loss, acc_n = 0.0, 0
             perm = None
@@ -727,6 +765,8 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        for handle in range_checks:
+            handle.remove()
 
     epochs_run = len(history)
     if not has_val or best_state is None:
