@@ -41,10 +41,12 @@ def test_training_warns_once_per_head_when_inputs_leave_the_range(caplog):
         res = fit(model, (x, y), {"epochs": 3})
     warned = [r.getMessage() for r in caplog.records if "sees inputs up to" in r.getMessage()]
     assert len(warned) == 1
-    assert "layers.0.heads.0" in warned[0] and "tanh" in warned[0]
+    assert "layers.0.heads.0" in warned[0]
+    assert "tanh" in warned[0]
     assert res.stopped["cause"] == "non_finite"
     diverged = [r.getMessage() for r in caplog.records if "NaN/inf in epoch" in r.getMessage()]
-    assert diverged and "grad_clip" in diverged[0]
+    assert diverged
+    assert "grad_clip" in diverged[0]
     # bounded by a preprocess: no warning
     caplog.clear()
     ok = rpnkit.RPN.from_dims([2, 1], expansion="hyperbolic",
