@@ -511,3 +511,16 @@ def test_every_catalog_pair_takes_an_empty_batch(exp, rec):
     y = head(x)
     assert y.shape == (0, head.n)
     y.sum().backward()
+
+
+@pytest.mark.parametrize(("exp", "rec"), PAIRS, ids=[f"{e}-{r}" for e, r in PAIRS])
+def test_non_finite_inputs_are_never_hidden_by_a_fast_path(exp, rec):
+    """NaN/±inf in one feature: the same outputs are non-finite as in the dense definition."""
+    head = make_head(exp, rec)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = inputs(head.m).detach().clone()
+        x[1, 0] = bad
+        with torch.no_grad():
+            y, y0 = head.expansion_product(x), reference(head, x)
+        assert torch.equal(torch.isfinite(y), torch.isfinite(y0)), bad
+        assert torch.isfinite(y[[0, 2, 3, 4]]).all()

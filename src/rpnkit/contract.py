@@ -477,6 +477,9 @@ class Contraction(nn.Module):
             out = self._prefix(inputs, k)
             if n > k:
                 out = torch.cat([out, out.new_zeros(b, n - k)], dim=1)
+            # 0·(row sum of κ): a NaN/inf feature beyond the prefix still makes its row NaN,
+            # as κ Iᵀ does
+            out = out + self._rowsum(inputs) * 0.0
             return out * times if self.channels > 1 and not self.mean else out
         kx = self.materialise(inputs) if path == "materialised-κ" else None
         return self._fuse([self._one(inputs, kx, wc, rec) for wc in self._channels(w)])

@@ -86,7 +86,7 @@ def _cmd_train(args) -> int:
     from ..errors import ConfigurationError
     from ..training import InterruptFlag, TrainingInterrupted, handle_signals, prepare, train_run
     from ..training import distributed as D
-    from ..training.engine import resolve_device
+    from ..training.engine import DIVERGENCE_HINT, resolve_device
 
     _setup_logging(args.quiet)
     sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
@@ -139,7 +139,8 @@ def _cmd_train(args) -> int:
         return 0
     if result.stopped and "non-finite" in result.stopped.get("reason", ""):
         print(f"rpnkit: warning: {result.stopped['reason']} in epoch {result.stopped['epoch']}; "
-              f"kept the weights of epoch {result.stopped['restored_epoch']}", file=sys.stderr)
+              f"kept the weights of epoch {result.stopped['restored_epoch']}; {DIVERGENCE_HINT}",
+              file=sys.stderr)
     if not args.quiet:
         print(_summary(cfg.model.title(), result))
         print(f"run folder: {out}")
