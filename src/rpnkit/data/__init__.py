@@ -3,8 +3,10 @@
 Data larger than memory: :func:`open_stream` (see :mod:`rpnkit.data.streaming`).
 
 ``load_data(name, params, split, seed, standardize)`` returns a :class:`DataBundle`
-with seeded train/val/test splits, validated (no NaN/inf, no empty split) and
-optionally standardised with statistics fitted on the training split only.
+with seeded train/val/test splits, validated (no NaN/inf, no empty split, at least two
+classes in the data and in the training split) and optionally standardised with
+statistics fitted on the training split only. Class labels read as text are kept
+exactly as written (see :mod:`rpnkit.data.sources`, "class labels").
 """
 
 from __future__ import annotations
@@ -110,7 +112,20 @@ def load_raw(name: str, params: Mapping[str, Any] | None = None, seed: int = 0) 
     validate_finite(raw.x, f"{what} features")
     if raw.task == "regression":
         validate_finite(raw.y, f"{what} targets")
+    else:
+        _check_two_classes(raw.y, raw.classes, what)
     return raw
+
+
+def _check_two_classes(y: np.ndarray, classes: list[str] | None, what: str) -> None:
+    present = np.unique(y)
+    if len(present) < 2:
+        name = (classes[int(present[0])] if classes is not None and len(present)
+                and 0 <= int(present[0]) < len(classes) else None)
+        held = f" ({name!r})" if name is not None else ""
+        raise ConfigurationError(
+            f"{what} holds only one class{held}; classification needs at least two"
+        )
 
 
 def _counts(split: Mapping[str, float], n: int) -> tuple[int, int, int]:
@@ -196,6 +211,8 @@ def load_data(
         raise ConfigurationError(f"dataset {name!r}: the training split is empty")
     if x["test"].shape[0] == 0:
         raise ConfigurationError(f"dataset {name!r}: the test split is empty")
+    if raw.task == "classification":
+        _check_two_classes(y["train"], raw.classes, f"dataset {name!r}: the training split")
     bundle = DataBundle(
         name=name,
         task=raw.task,

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -274,35 +277,171 @@ class BreastCancerData(_Sklearn):
 
 
 def _parse_table(text: str, source: str, header: bool, delimiter: str):
+    """Column names, records and the file line (1-based) where each record starts.
+
+    Blank records are skipped; a header naming one column twice is refused."""
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    rows = [r for r in reader if r and any(c.strip() for c in r)]
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    prev = 0
+    for r in reader:
+        start, prev = prev + 1, reader.line_num
+        if r and any(c.strip() for c in r):
+            rows.append(r)
+            lines.append(start)
     if not rows:
         raise ConfigurationError(f"{source} contains no rows")
     if header:
         names = [c.strip() for c in rows[0]]
-        rows = rows[1:]
+        seen: set[str] = set()
+        for c in names:
+            if c in seen:
+                raise ConfigurationError(
+                    f"{source}: column {c!r} appears twice in the header (line {lines[0]}); "
+                    "give every column its own name"
+                )
+            seen.add(c)
+        rows, lines = rows[1:], lines[1:]
     else:
         names = [f"c{i}" for i in range(len(rows[0]))]
     if not rows:
         raise ConfigurationError(f"{source} has a header but no data rows")
-    for i, r in enumerate(rows):
+    for r, ln in zip(rows, lines):
         if len(r) != len(names):
             raise ConfigurationError(
-                f"{source}: row {i + 1 + header} has {len(r)} fields, expected {len(names)}"
+                f"{source}: line {ln} has {len(r)} fields, expected {len(names)}"
             )
-    return names, rows
+    return names, rows, lines
 
 
-def _to_float(rows, col: int, name: str, source: str) -> np.ndarray:
-    out = np.empty(len(rows))
-    for i, r in enumerate(rows):
-        try:
-            out[i] = float(r[col])
-        except ValueError:
-            raise ConfigurationError(
-                f"{source}: column {name!r} row {i + 1} holds {r[col]!r}, which is not a number"
-            ) from None
+def _to_float(rows, col: int, name: str, source: str, lines: Sequence[int]) -> np.ndarray:
+    """Column ``col`` as float64; a non-number or NaN/inf is refused naming its line."""
+    values = [r[col] for r in rows]
+    try:
+        out = np.array(values, dtype=np.float64)
+    except ValueError:
+        out = np.empty(len(values))
+        for i, v in enumerate(values):
+            try:
+                out[i] = float(v)
+            except ValueError:
+                raise ConfigurationError(
+                    f"{source}: column {name!r} at line {lines[i]} holds {v!r}, which is not a number"
+                ) from None
+    bad = ~np.isfinite(out)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        kind = "NaN" if np.isnan(out[i]) else "inf"
+        raise ConfigurationError(
+            f"{source}: column {name!r} at line {lines[i]} holds {values[i]!r}, which is not a "
+            f"finite number ({kind}); clean the data"
+        )
     return out
+
+
+# ----------------------------------------------------------------------------- class labels
+# Class labels read as text (CSV files, string columns) are kept exactly as written, never
+# converted through float: a label is its text without surrounding spaces and must be an
+# integer written in digits ("7", "-3", "1000000000000000001") or text that is not a number
+# ("cat"). Refused, naming the file and line: empty labels, "nan"/"inf", non-integral
+# numbers ("1.5") and integer-valued number text ("1.0", "1e3": write "1", "1000"); two
+# spellings of one integer ("7" and "007"). ``classes`` holds the labels as written,
+# integer labels ordered by value, otherwise in text order.
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _label_problem(text: str) -> str | None:
+    """Why the (stripped) text ``text`` cannot be a class label, or None."""
+    if not text:
+        return "empty"
+    if _INT_TEXT.fullmatch(text):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None  # ordinary text
+    return "is not a finite number" if not math.isfinite(value) else "is not an integer"
+
+
+def check_text_labels(labels: Sequence[str], what: str, column: str,
+                      where: Callable[[int], str]) -> None:
+    """Refuse the first label of ``labels`` (stripped text) that cannot be a class label."""
+    bad = {v for v in set(labels) if _label_problem(v) is not None}
+    if not bad:
+        return
+    j = next(j for j, v in enumerate(labels) if v in bad)
+    problem = _label_problem(labels[j])
+    if problem == "empty":
+        raise ConfigurationError(f"{what}: empty class label in column {column!r} at {where(j)}")
+    hint = (
+        "; class labels are integers written in digits (2, not 2.0 or 2e0) or text that is "
+        "not a number (use task: regression for a numeric target)"
+        if problem == "is not an integer" else " (a missing value?)"
+    )
+    raise ConfigurationError(
+        f"{what}: class label {labels[j]!r} in column {column!r} at {where(j)} {problem}{hint}"
+    )
+
+
+def check_label_spellings(firsts: Mapping[Any, Any], what: str, column: str,
+                          where: Callable[[Any], str]) -> None:
+    """Refuse two spellings of one integer (``7``, ``007``) among the distinct labels
+    ``firsts`` (label -> position of its first row, in row order)."""
+    seen: dict[int, Any] = {}
+    for label in firsts:
+        if not isinstance(label, str) or not _INT_TEXT.fullmatch(label):
+            continue
+        value = int(label)
+        if value in seen:
+            other = seen[value]
+            raise ConfigurationError(
+                f"{what}: class labels {label!r} at {where(firsts[label])} and {other!r} at "
+                f"{where(firsts[other])} in column {column!r} are the same integer written two "
+                "ways; write each class label one way"
+            )
+        seen[value] = label
+
+
+def sort_labels(values: Iterable) -> list:
+    """Class labels in order: integers by value, all-integer text by value, else text order."""
+    vals = list(values)
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
+        return sorted(vals)
+    if all(isinstance(v, str) for v in vals):
+        if all(_INT_TEXT.fullmatch(v) for v in vals):
+            return sorted(vals, key=lambda v: (int(v), v))
+        return sorted(vals)
+    return sorted(vals, key=str)
+
+
+def _text_classes(labels: Sequence[str], what: str, column: str,
+                  where: Callable[[int], str]) -> tuple[list[str], np.ndarray]:
+    """Checked text labels -> (classes as written, int64 class index per row)."""
+    check_text_labels(labels, what, column, where)
+    firsts: dict[str, int] = {}
+    for j, v in enumerate(labels):
+        firsts.setdefault(v, j)
+    check_label_spellings(firsts, what, column, where)
+    if len(firsts) < 2:
+        raise ConfigurationError(
+            f"{what}: column {column!r} holds only one class ({next(iter(firsts))!r}); "
+            "classification needs at least two"
+        )
+    ordered = sort_labels(firsts)
+    index = {v: k for k, v in enumerate(ordered)}
+    y = np.fromiter((index[v] for v in labels), dtype=np.int64, count=len(labels))
+    return ordered, y
+
+
+def _table_classification(rows, lines, names, tcol: int, source: str, info: dict,
+                          target_name: str = "class") -> RawData:
+    """Features (all other columns, float, finite) and exact text class labels of a table."""
+    fcols = [i for i in range(len(names)) if i != tcol]
+    x = np.stack([_to_float(rows, c, names[c], source, lines) for c in fcols], axis=1)
+    classes, y = _text_classes([r[tcol].strip() for r in rows], source, names[tcol],
+                               lambda j: f"line {lines[j]}")
+    return RawData(x=x, y=y, task="classification", feature_names=[names[c] for c in fcols],
+                   target_names=[target_name], classes=classes, info=info)
 
 
 @DATASETS.register("banknote")
@@ -314,10 +453,10 @@ class BanknoteData:
 
     def load(self, rng: np.random.Generator) -> RawData:
         names = ["variance", "skewness", "curtosis", "entropy", "class"]
-        _, rows = _parse_table(_resource_text("datasets", "banknote.csv"), "banknote", False, ",")
-        x = np.stack([_to_float(rows, i, names[i], "banknote") for i in range(4)], axis=1)
-        y = _to_float(rows, 4, "class", "banknote").astype(np.int64)
-        return _classification(x, y, names[:4], {"source": "UCI banknote authentication"})
+        _, rows, lines = _parse_table(_resource_text("datasets", "banknote.csv"), "banknote",
+                                      False, ",")
+        return _table_classification(rows, lines, names, 4, "banknote",
+                                     {"source": "UCI banknote authentication"})
 
 
 @DATASETS.register("pima")
@@ -328,10 +467,9 @@ class PimaData:
         pass
 
     def load(self, rng: np.random.Generator) -> RawData:
-        names, rows = _parse_table(_resource_text("datasets", "pima.csv"), "pima", True, ",")
-        x = np.stack([_to_float(rows, i, names[i], "pima") for i in range(8)], axis=1)
-        y = _to_float(rows, 8, names[8], "pima").astype(np.int64)
-        return _classification(x, y, names[:8], {"source": "Pima Indians diabetes"})
+        names, rows, lines = _parse_table(_resource_text("datasets", "pima.csv"), "pima", True, ",")
+        return _table_classification(rows, lines, names, 8, "pima",
+                                     {"source": "Pima Indians diabetes"})
 
 
 @DATASETS.register("mnist")
@@ -369,7 +507,14 @@ class MnistData:
 
 @DATASETS.register("csv")
 class CsvData:
-    """A user's own CSV file: ``path``, ``target`` column, optional ``features``/``header``/``delimiter``/``task``."""
+    """A user's own CSV file: ``path``, ``target`` column, optional ``features``/``header``/``delimiter``/``task``.
+
+    Class labels are kept exactly as written (see "class labels" above): integers in
+    digits or non-numeric text; ``1.5``, ``1.0``, ``nan``, empty labels, two spellings
+    of one integer and a single class are refused naming the line. Feature values must
+    be finite numbers. A header naming a column twice is refused. Errors name the file
+    and its line (1-based, the header included).
+    """
 
     def __init__(self, path: str = "", target: str | int | None = None, features: list | None = None,
                  header: bool = True, delimiter: str = ",", task: str = "auto") -> None:
@@ -405,7 +550,8 @@ class CsvData:
             text = self.path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot read csv file {self.path}: {exc}") from None
-        names, rows = _parse_table(text, str(self.path), self.header, self.delimiter)
+        src = f"csv {self.path}"
+        names, rows, lines = _parse_table(text, src, self.header, self.delimiter)
         tcol = self._column(self.target if self.target is not None else -1, names)
         if self.features is None:
             fcols = [i for i in range(len(names)) if i != tcol]
@@ -417,27 +563,34 @@ class CsvData:
                 raise ConfigurationError(f"csv: the target column {names[tcol]!r} is also a feature")
         if not fcols:
             raise ConfigurationError("csv: no feature columns")
-        x = np.stack([_to_float(rows, c, names[c], str(self.path)) for c in fcols], axis=1)
+        x = np.stack([_to_float(rows, c, names[c], src, lines) for c in fcols], axis=1)
         raw_target = [r[tcol].strip() for r in rows]
         task = self.task
-        numeric = True
-        try:
-            yf = np.array([float(v) for v in raw_target])
-        except ValueError:
-            numeric = False
         if task == "auto":
-            if not numeric:
-                task = "classification"
-            else:
-                integral = np.all(np.isfinite(yf)) and np.all(yf == np.round(yf))
-                task = "classification" if integral and len(np.unique(yf)) <= 20 else "regression"
+            task = self._auto_task(raw_target)
         feature_names = [names[c] for c in fcols]
+        info = {"path": str(self.path)}
         if task == "classification":
-            labels = np.array([int(v) if numeric and float(v).is_integer() else v for v in
-                               (yf if numeric else raw_target)], dtype=object)
-            return _classification(x, labels.astype(str) if not numeric else labels.astype(np.int64),
-                                   feature_names, {"path": str(self.path)}, names[tcol])
-        if not numeric:
-            raise ConfigurationError(f"csv: target column {names[tcol]!r} is not numeric (regression)")
+            classes, y = _text_classes(raw_target, src, names[tcol], lambda j: f"line {lines[j]}")
+            return RawData(x=x, y=y, task="classification", feature_names=feature_names,
+                           target_names=[names[tcol]], classes=classes, info=info)
+        yf = _to_float([[v] for v in raw_target], 0, names[tcol], src, lines)
         return RawData(x=x, y=yf[:, None], task="regression", feature_names=feature_names,
-                       target_names=[names[tcol]], info={"path": str(self.path)})
+                       target_names=[names[tcol]], info=info)
+
+    @staticmethod
+    def _auto_task(raw_target: list[str]) -> str:
+        """``task: auto``: classification for text labels and for at most 20 distinct
+        whole numbers, else regression. Only chooses the task: the labels are then
+        checked exactly (``2.0`` as a class label is refused, not rounded)."""
+        distinct = set(raw_target)
+        if all(_INT_TEXT.fullmatch(v) for v in distinct):
+            return "classification" if len(distinct) <= 20 else "regression"
+        try:
+            values = np.array([float(v) for v in distinct])
+        except ValueError:
+            return "classification"  # text labels
+        if not np.isfinite(values).all():
+            return "regression"  # refused there, naming the line
+        integral = bool(np.all(values == np.round(values)))
+        return "classification" if integral and len(np.unique(values)) <= 20 else "regression"

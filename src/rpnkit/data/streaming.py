@@ -39,6 +39,14 @@ Validation
     row (0-based array/row-group row, or the CSV file line). Every block is checked
     again as it is read. The ``function`` source checks its first block at open time.
 
+Class labels (``task: classification``)
+    Kept exactly, never converted through float. Text labels (CSV, parquet strings)
+    follow the rule of :mod:`rpnkit.data.sources`: integers in digits or non-numeric
+    text; empty, ``nan``/``inf``, ``1.5`` and ``1.0`` are refused, as are two spellings
+    of one integer (``7``, ``007``). Numeric arrays: integers as they are (uint64 above
+    the int64 range refused); floats must hold whole numbers below 2**53 (float64; the
+    type's exact-integer limit in general). Fewer than two classes are refused.
+
 ``npy`` files are read with positional reads of the rows needed (the header is taken
 from a memory map of the file); reading a whole file through a memory map would count
 every touched page in the process's resident set.
@@ -51,7 +59,6 @@ import io
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -63,7 +70,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import ConfigurationError, did_you_mean
 from ..registry import Registry
 from .formula import Formula, parse_formula
-from .sources import _check_ranges
+from .sources import _check_ranges, check_label_spellings, check_text_labels, sort_labels
 
 __all__ = [
     "STREAM_SOURCES",
@@ -198,19 +205,7 @@ def _resolve_columns(target: Any, features: Any, names: list[str], what: str) ->
     return tcol, fcols
 
 
-_INT_TEXT = re.compile(r"[+-]?\d+")
-
-
-def _sorted_labels(values: set) -> list:
-    """Class labels in order: numbers numerically, integer-looking text by value, else text."""
-    vals = list(values)
-    if all(isinstance(v, (int, np.integer)) for v in vals):
-        return sorted(vals)
-    if all(isinstance(v, str) for v in vals):
-        if all(_INT_TEXT.fullmatch(v) for v in vals):
-            return sorted(vals, key=lambda v: (int(v), v))
-        return sorted(vals)
-    return sorted(vals, key=str)
+_sorted_labels = sort_labels  # class labels in order (see rpnkit.data.sources)
 
 
 def _float_column(values: list[str], what: str, column: str,
@@ -256,6 +251,10 @@ class _Source:
     def info(self) -> dict[str, Any]:
         return {}
 
+    def locate(self, i: int, j: int) -> str:
+        """Where row ``j`` of block ``i`` is, for messages."""
+        return f"row {int(self.offsets[i]) + j} (0-based)"
+
     def read(self, i: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Block ``i`` (only ``rows`` of it when given): features (n, m) float64, finite;
         targets (n, k) float64, finite, or raw class labels (n,) (int64 or str objects)."""
@@ -263,15 +262,41 @@ class _Source:
 
 
 def _labels_from_numbers(y: np.ndarray, what: str, where: Callable[[int], str]) -> np.ndarray:
-    """Integer class labels from a numeric array (floats must hold whole numbers)."""
-    if y.dtype.kind in "iub":
+    """Exact int64 class labels from a numeric array.
+
+    Integers are kept as they are (uint64 values above the int64 range are refused);
+    floats must hold whole numbers below the float type's exact-integer limit (2**53
+    for float64): a larger float may be a rounded label (10**18 + 1 reads as 10**18),
+    so it is refused rather than guessed.
+    """
+    if y.dtype.kind == "b":
         return y.astype(np.int64)
-    bad = ~np.isfinite(y) | (y != np.round(y))
+    if y.dtype.kind in "iu":
+        if y.dtype.kind == "u" and y.dtype.itemsize >= 8 and len(y):
+            big = y > np.iinfo(np.int64).max
+            if big.any():
+                j = int(np.flatnonzero(big)[0])
+                raise ConfigurationError(
+                    f"{what}: class label {int(y[j])} at {where(j)} is too large (above "
+                    "2**63 - 1); store class labels as int64"
+                )
+        return y.astype(np.int64)
+    limit = 2.0 ** (np.finfo(y.dtype).nmant + 1)
+    with np.errstate(invalid="ignore"):
+        fractional = ~np.isfinite(y) | (y != np.round(y))
+        large = ~fractional & (np.abs(y) >= limit)
+    bad = fractional | large
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
+        if fractional[j]:
+            raise ConfigurationError(
+                f"{what}: class label {y[j]!r} at {where(j)} is not an integer (classification "
+                "labels in numeric data must be whole numbers)"
+            )
         raise ConfigurationError(
-            f"{what}: class label {y[j]!r} at {where(j)} is not an integer (classification "
-            "labels in numeric data must be whole numbers)"
+            f"{what}: class label {y[j]!r} at {where(j)} is too large to be an exact integer "
+            f"in a {y.dtype} array (from {limit:.0f} on, neighbouring integers share one "
+            "value); store class labels as integers"
         )
     return y.astype(np.int64)
 
@@ -374,6 +399,7 @@ class NpyStream(_Source):
             self.target_names = ["y"] if k == 1 else [f"y{i}" for i in range(k)]
         n = self.xfile.shape[0]
         self.block_sizes = _uniform_blocks(n, self.block_rows)
+        self.what = f"npy {(self.yfile or self.xfile).path}"
 
     def info(self) -> dict[str, Any]:
         out = {"path": str(self.xfile.path)}
@@ -403,7 +429,7 @@ class NpyStream(_Source):
         src = str(self.xfile.path)
         _check_finite(x, f"npy {src}", self.feature_names, where)
         if self.task == "classification":
-            return x, _labels_from_numbers(y.reshape(len(y)), f"npy {src} labels", where)
+            return x, _labels_from_numbers(y.reshape(len(y)), f"{self.what} labels", where)
         y = y.astype(np.float64).reshape(len(y), -1)
         _check_finite(y, f"npy {src} targets", self.target_names, where)
         return x, y
@@ -443,6 +469,13 @@ class CsvStream(_Source):
 
     def info(self) -> dict[str, Any]:
         return {"path": str(self.path)}
+
+    def locate(self, i: int, j: int) -> str:
+        a, b = int(self._offsets_bytes[i]), int(self._offsets_bytes[i + 1])
+        with open(self.path, "rb") as f:
+            f.seek(a)
+            _, lines = self._parse(f.read(b - a), int(self._lines[i]))
+        return f"line {lines[j]}"
 
     def _parse(self, data: bytes, first_line: int) -> tuple[list[list[str]], list[int]]:
         try:
@@ -495,6 +528,12 @@ class CsvStream(_Source):
                     rows, _ = self._parse(f.read(pos - start), start_line)
                     f.seek(pos)
                     names = [c.strip() for c in rows[0]]
+                    dup = next((c for k, c in enumerate(names) if c in names[:k]), None)
+                    if dup is not None:
+                        raise ConfigurationError(
+                            f"{self.what}: column {dup!r} appears twice in the header (line "
+                            f"{start_line}); give every column its own name"
+                        )
                     continue
                 if count % self.block_rows == 0:
                     offsets.append(start)
@@ -549,12 +588,7 @@ class CsvStream(_Source):
         _check_finite(x, self.what, self.feature_names, where)
         target = [r[self.tcol].strip() for r in records]
         if self.task == "classification":
-            for j, v in enumerate(target):
-                if not v:
-                    raise ConfigurationError(
-                        f"{self.what}: empty class label in column {self.target_names[0]!r} at "
-                        f"{where(j)}"
-                    )
+            check_text_labels(target, self.what, self.target_names[0], where)
             return x, np.array(target, dtype=object)
         y = _float_column(target, self.what, self.target_names[0], where)[:, None]
         _check_finite(y, self.what, self.target_names, where)
@@ -621,6 +655,9 @@ class ParquetStream(_Source):
     def info(self) -> dict[str, Any]:
         return {"path": str(self.path), "row_groups": len(self.block_sizes)}
 
+    def locate(self, i: int, j: int) -> str:
+        return f"row {int(self._starts[i]) + j} (0-based, row group {i})"
+
     def read(self, i: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         pq, pc = _require_pyarrow()
         import pyarrow as pa
@@ -654,7 +691,9 @@ class ParquetStream(_Source):
         if self.task == "classification":
             if target.dtype.kind in "biuf":
                 return x, _labels_from_numbers(target, self.what, where)
-            return x, np.array([str(v) for v in target.tolist()], dtype=object)
+            labels = [str(v).strip() for v in target.tolist()]
+            check_text_labels(labels, self.what, self.target_names[0], where)
+            return x, np.array(labels, dtype=object)
         y = np.asarray(target, dtype=np.float64)[:, None]
         _check_finite(y, self.what, self.target_names, where)
         return x, y
@@ -988,13 +1027,16 @@ class StreamingBundle:
         """One pass over all blocks: validate, collect class labels, fit train statistics."""
         t0 = time.perf_counter()
         src = self._source
-        labels: set = set()
+        labels: dict = {}  # label -> (block, row in block) of its first row
         xm = _Moments(self.n_features) if standardize else None
         ym = _Moments(self.n_targets) if standardize and self.task == "regression" else None
         for i in range(len(src.block_sizes)):
             x, y = src.read(i)
             if self.task == "classification":
-                labels.update(np.unique(y).tolist())
+                values, first = np.unique(y, return_index=True)
+                for k in np.argsort(first, kind="stable").tolist():
+                    labels.setdefault(values[k].item() if isinstance(values[k], np.generic)
+                                      else values[k], (i, int(first[k])))
                 if len(labels) > MAX_CLASSES:
                     raise ConfigurationError(
                         f"dataset {self.name!r}: more than {MAX_CLASSES:,} distinct class labels "
@@ -1007,6 +1049,14 @@ class StreamingBundle:
                 if ym is not None:
                     ym.add(y if rows is None else y[rows])
         if self.task == "classification":
+            what = getattr(src, "what", f"stream {self.name!r}")
+            check_label_spellings(labels, what, self.target_names[0],
+                                  lambda pos: src.locate(*pos))
+            if len(labels) < 2:
+                raise ConfigurationError(
+                    f"{what}: column {self.target_names[0]!r} holds only one class "
+                    f"({str(next(iter(labels), ''))!r}); classification needs at least two"
+                )
             ordered = _sorted_labels(labels)
             self.classes = [str(v) for v in ordered]
             self._class_index = {v: k for k, v in enumerate(ordered)}
