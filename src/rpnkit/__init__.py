@@ -25,6 +25,7 @@ __all__ = [
     "RPNHead",
     "RPNLayer",
     "HeadSpec",
+    "fit",
     "ConfigurationError",
     "UnknownNameError",
     "build_expansion",
@@ -81,3 +82,33 @@ def list_components(kind: str | None = None, filter: str | None = None):  # noqa
             f"valid: {', '.join(registries)}"
         )
     return names(registries[kind])
+
+
+def fit(model, X, y=None, config=None, **options):  # noqa: N803
+    """Train ``model`` on numpy arrays or tensors with the one training loop of rpnkit.
+
+    ``fit(model, X, y, {"epochs": 200, "optimizer": {"name": "adam", "lr": 0.01}})`` trains on
+    (X, y); ``X`` may also be ``{"train": (X, y), "val": (Xv, yv), "test": ...}`` (then
+    ``y`` is None). ``config`` is the ``train:`` section of a YAML config (a mapping or a
+    :class:`~rpnkit.config.TrainConfig`); further keyword arguments go to
+    :func:`rpnkit.training.fit` (``seed``, ``device``, ``progress``, ``restore_best``,
+    ``task``). Returns a :class:`~rpnkit.training.FitResult` (history, final and best
+    metrics); the model is trained in place.
+    """
+    from .training import fit as _fit
+
+    data = X if y is None else (X, y)
+    return _fit(model, data, config, **options)
+
+
+_LAZY = ("models", "training", "data", "sklearn", "symbolic", "contract", "budget", "config",
+         "cli", "spec")
+
+
+def __getattr__(name: str):
+    """Submodules load on first use (``rpnkit.models``, ``rpnkit.training``, ...)."""
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'rpnkit' has no attribute {name!r}")

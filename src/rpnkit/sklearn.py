@@ -39,6 +39,14 @@ from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import sklearn  # noqa: F401
+except ImportError:  # pragma: no cover - exercised by the optional-dependency test
+    raise ImportError(
+        "rpnkit.sklearn needs scikit-learn: pip install 'rpnkit[sklearn]' "
+        "(or pip install scikit-learn)"
+    ) from None
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split

@@ -40,7 +40,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import sympy
+
+try:
+    import sympy
+except ImportError:  # pragma: no cover - exercised by the optional-dependency test
+    raise ImportError(
+        "rpnkit.symbolic needs sympy: pip install 'rpnkit[symbolic]' (or pip install sympy)"
+    ) from None
 import torch
 from torch import nn
 

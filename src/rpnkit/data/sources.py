@@ -239,7 +239,13 @@ class _Sklearn:
         pass
 
     def load(self, rng: np.random.Generator) -> RawData:
-        import sklearn.datasets
+        try:
+            import sklearn.datasets
+        except ImportError:
+            raise ConfigurationError(
+                f"dataset {self.registry_name!r} is read from scikit-learn: pip install "
+                "'rpnkit[sklearn]' (or scikit-learn)"
+            ) from None
 
         bunch = getattr(sklearn.datasets, self.loader)()
         names = list(getattr(bunch, "feature_names", [f"x{i}" for i in range(bunch.data.shape[1])]))
