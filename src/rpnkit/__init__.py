@@ -26,6 +26,7 @@ __all__ = [
     "RPNLayer",
     "HeadSpec",
     "fit",
+    "load_run",
     "ConfigurationError",
     "UnknownNameError",
     "build_expansion",
@@ -101,8 +102,16 @@ def fit(model, X, y=None, config=None, **options):  # noqa: N803
     return _fit(model, data, config, **options)
 
 
+def load_run(run, which: str = "final", device="cpu"):
+    """A trained run folder as a ready model with its preprocessing (:mod:`rpnkit.predict`):
+    ``load_run("runs/x").predict(X_raw)``."""
+    from .predict import load_run as _load_run
+
+    return _load_run(run, which, device)
+
+
 _LAZY = ("models", "training", "data", "sklearn", "symbolic", "contract", "budget", "config",
-         "cli", "spec")
+         "cli", "spec", "predict")
 
 
 def __getattr__(name: str):

@@ -1,0 +1,308 @@
+"""Using a trained run: :func:`load_run`, predictions on raw data, and export.
+
+A run folder is a self-contained artefact: ``model.pt`` (and ``best.pt``) hold the weights
+*and* what is needed to use them on new raw data – the fitted preprocessing (feature and
+target standardisation), the class labels, the feature names, the task and the loss – next to
+``config.yaml``. ::
+
+    run = rpnkit.load_run("runs/iris")
+    run.predict(X_raw)          # class labels (as in the training data) or regression values
+    run.predict_proba(X_raw)    # classification: (N, classes) probabilities
+    run.model                   # the trained nn.Module (eval mode)
+
+``rpnkit predict RUN INPUT.csv|.npy|.parquet [--out preds.csv] [--proba]`` does the same from
+the command line; ``rpnkit export RUN --format torchscript|onnx`` writes a deployable model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigurationError
+
+__all__ = ["LoadedRun", "load_run", "read_table", "export_run", "preprocessing_of"]
+
+_FILES = {"final": "model.pt", "best": "best.pt"}
+
+
+def preprocessing_of(bundle: Any, loss: str) -> dict[str, Any]:
+    """What a run needs to map raw inputs to model inputs and outputs back (saved with the
+    weights): standardisation statistics, class labels, names, task and loss."""
+
+    def arr(a):
+        return None if a is None else np.asarray(a, dtype=np.float64).reshape(-1).tolist()
+
+    return {
+        "task": bundle.task,
+        "loss": loss,
+        "feature_names": list(bundle.feature_names),
+        "target_names": list(bundle.target_names),
+        "classes": None if bundle.classes is None else [str(c) for c in bundle.classes],
+        "x_mean": arr(bundle.x_mean),
+        "x_std": arr(bundle.x_std),
+        "y_mean": arr(bundle.y_mean),
+        "y_std": arr(bundle.y_std),
+    }
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with its preprocessing, ready for raw data."""
+
+    model: nn.Module
+    preprocessing: dict[str, Any]
+    config: Any
+    path: Path
+    checkpoint: str = "model.pt"
+    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def task(self) -> str:
+        return self.preprocessing["task"]
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.preprocessing.get("classes")
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.preprocessing.get("feature_names") or [])
+
+    def _inputs(self, X: Any) -> torch.Tensor:  # noqa: N803
+        x = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        m = len(self.feature_names) or x.shape[1]
+        if x.ndim != 2 or x.shape[1] != m:
+            raise ConfigurationError(
+                f"the run's model takes {m} features ({', '.join(self.feature_names[:8])}"
+                f"{', ...' if m > 8 else ''}), got input of shape {x.shape}"
+            )
+        if not np.isfinite(x).all():
+            row = int(np.nonzero(~np.isfinite(x).all(axis=1))[0][0])
+            raise ConfigurationError(f"input row {row} holds NaN or inf")
+        p = self.preprocessing
+        if p.get("x_mean") is not None:
+            x = (x - np.asarray(p["x_mean"])) / np.asarray(p["x_std"])
+        return torch.as_tensor(x, dtype=self.dtype, device=self.device)
+
+    @torch.no_grad()
+    def decision_function(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Raw model outputs (logits for classification, scaled values for regression)."""
+        self.model.eval()
+        return self.model(self._inputs(X)).double().cpu().numpy()
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Regression: (N, k) values in the targets' original scale (k = 1: (N,)).
+        Classification: the class labels as written in the training data."""
+        out = self.decision_function(X)
+        p = self.preprocessing
+        if self.task == "regression":
+            if p.get("y_mean") is not None:
+                out = out * np.asarray(p["y_std"]) + np.asarray(p["y_mean"])
+            return out[:, 0] if out.shape[1] == 1 else out
+        idx = (out[:, 0] > 0).astype(int) if p.get("loss") == "bce" else out.argmax(axis=1)
+        return np.asarray(self.classes, dtype=object)[idx]
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        """Classification: (N, classes) probabilities (softmax, or sigmoid for ``bce``)."""
+        if self.task != "classification":
+            raise ConfigurationError("predict_proba needs a classification run")
+        out = torch.as_tensor(self.decision_function(X))
+        if self.preprocessing.get("loss") == "bce":
+            p1 = torch.sigmoid(out[:, 0])
+            return torch.stack([1 - p1, p1], dim=1).numpy()
+        return torch.softmax(out, dim=1).numpy()
+
+    __call__ = predict
+
+
+def load_run(run: str | Path, which: str = "final", device: str | torch.device = "cpu") -> LoadedRun:
+    """Load a run folder's model (``which``: ``"final"`` → model.pt, ``"best"`` → best.pt)."""
+    from .config import parse_config, read_yaml
+    from .models import build_model
+
+    run = Path(run)
+    if which not in _FILES:
+        raise ConfigurationError(f"which must be 'final' or 'best', got {which!r}")
+    cfg_path, ckpt = run / "config.yaml", run / _FILES[which]
+    if not cfg_path.is_file():
+        raise ConfigurationError(f"{run} is not a run folder (no config.yaml)")
+    if not ckpt.is_file():
+        raise ConfigurationError(f"{run} has no {ckpt.name} (an unfinished run? resume it first)")
+    cfg = parse_config(read_yaml(cfg_path.read_text(encoding="utf-8")), str(cfg_path))
+    payload = _load_payload(ckpt)
+    pre = payload.get("preprocessing")
+    if pre is None:  # a run written before preprocessing was saved: fit it again from the data
+        from .training.engine import loss_name
+        from .training.run import load_bundle
+
+        bundle = load_bundle(cfg)
+        pre = preprocessing_of(bundle, loss_name(cfg.train, bundle.task))
+    try:
+        model = build_model(cfg.model.name, **cfg.model.build_kwargs())
+    except TypeError as exc:
+        raise ConfigurationError(f"model {cfg.model.name!r}: {exc}") from None
+    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+    device = torch.device(device)
+    model.to(device=device, dtype=dtype)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise ConfigurationError(f"{ckpt}: the weights do not fit the config's model: "
+                                 f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    return LoadedRun(model, pre, cfg, run, ckpt.name, dtype, device)
+
+
+def _load_payload(path: Path) -> dict[str, Any]:
+    try:
+        from .training.checkpoint import load_checked  # checksummed payloads (if available)
+    except ImportError:  # pragma: no cover
+        load_checked = None
+    try:
+        if load_checked is not None:
+            return load_checked(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(f"{path}: not a readable rpnkit checkpoint ({type(exc).__name__})"
+                                 ) from None
+
+
+def read_table(path: str | Path, feature_names: Sequence[str] | None = None) -> np.ndarray:
+    """Features of a .csv (header), .npy or .parquet file as a float64 (N, m) array.
+
+    With ``feature_names`` (the run's), CSV/parquet columns are matched by name (order and
+    extra columns, e.g. the target, do not matter); otherwise all columns are used.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigurationError(f"input file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise ConfigurationError(f"{path}: not a readable .npy array ({exc})") from None
+        if x.ndim == 1:
+            x = x.reshape(-1, 1)
+        if feature_names and x.shape[1] == len(feature_names) + 1:
+            x = x[:, : len(feature_names)]  # a trailing target column
+        return np.asarray(x, dtype=np.float64)
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigurationError("reading .parquet needs pyarrow: pip install 'rpnkit[parquet]'"
+                                     ) from None
+        table = pq.read_table(path)
+        names = list(table.column_names)
+        cols = _match(names, feature_names, path)
+        return np.column_stack([np.asarray(table.column(names[i]).to_numpy(), dtype=np.float64)
+                                for i in cols])
+    if suffix not in (".csv", ".txt", ".tsv"):
+        raise ConfigurationError(f"{path}: input must be .csv, .npy or .parquet")
+    text = path.read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ","))
+    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ConfigurationError(f"{path} is empty")
+    header_is_names = any(not _is_number(c) for c in rows[0])
+    names = [c.strip() for c in rows[0]] if header_is_names else None
+    body = rows[1:] if header_is_names else rows
+    cols = _match(names, feature_names, path) if names else list(range(len(body[0])))
+    if not names and feature_names and len(body[0]) == len(feature_names) + 1:
+        cols = list(range(len(feature_names)))
+    out = np.empty((len(body), len(cols)), dtype=np.float64)
+    for i, r in enumerate(body):
+        for j, c in enumerate(cols):
+            try:
+                out[i, j] = float(r[c])
+            except (ValueError, IndexError):
+                line = i + (2 if header_is_names else 1)
+                raise ConfigurationError(
+                    f"{path} line {line}: column {c + 1} is not a number"
+                ) from None
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _match(names: list[str] | None, wanted: Sequence[str] | None, path: Path) -> list[int]:
+    if not wanted or names is None:
+        return list(range(len(names or [])))
+    missing = [w for w in wanted if w not in names]
+    if missing:
+        raise ConfigurationError(
+            f"{path}: the run's features {missing[:5]} are not columns of the file "
+            f"(columns: {', '.join(names[:10])})"
+        )
+    return [names.index(w) for w in wanted]
+
+
+def export_run(run: str | Path, fmt: str = "torchscript", out: str | Path | None = None,
+               which: str = "final") -> Path:
+    """Write the run's model as TorchScript (``model.ts``) or ONNX (``model.onnx``).
+
+    The exported graph maps *standardised* inputs to raw outputs (as ``run.model`` does); the
+    preprocessing is in ``model.pt`` / :func:`load_run`. Raises a ConfigurationError naming
+    the component when a model cannot be exported.
+    """
+    loaded = load_run(run, which)
+    fmt = fmt.lower()
+    m = len(loaded.feature_names) or loaded.config.model.dims[0]
+    example = torch.zeros(2, m, dtype=loaded.dtype)
+    if fmt == "torchscript":
+        path = Path(out) if out else Path(run) / "model.ts"
+        try:
+            with warnings.catch_warnings():  # shape checks become constants: that is intended
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                scripted = torch.jit.trace(loaded.model, example, check_trace=False)
+        except Exception as exc:
+            raise ConfigurationError(f"torchscript export failed: {_blame(loaded.model, exc)}"
+                                     ) from None
+        scripted.save(str(path))
+        return path
+    if fmt == "onnx":
+        path = Path(out) if out else Path(run) / "model.onnx"
+        try:
+            torch.onnx.export(loaded.model, (example,), str(path), input_names=["x"],
+                              output_names=["y"], dynamic_axes={"x": {0: "batch"},
+                                                                "y": {0: "batch"}})
+        except ImportError as exc:
+            raise ConfigurationError(f"onnx export needs the onnx package ({exc}); "
+                                     "pip install onnx onnxscript") from None
+        except Exception as exc:
+            raise ConfigurationError(f"onnx export failed: {_blame(loaded.model, exc)}") from None
+        return path
+    raise ConfigurationError(f"export format must be 'torchscript' or 'onnx', got {fmt!r}")
+
+
+def _blame(model: nn.Module, exc: Exception) -> str:
+    """The first line of ``exc`` with the rpnkit component that raised it, when known."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    names = []
+    for name, mod in model.named_modules():
+        reg = getattr(mod, "registry_name", None)
+        if reg and type(mod).__name__.lower() in text.lower():
+            names.append(f"{name} ({reg})")
+    return text + (f" [component: {names[0]}]" if names else "")
