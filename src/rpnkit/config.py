@@ -1,9 +1,12 @@
 """Run configuration: a YAML file validated with pydantic.
 
-Configs are plain data read with ``yaml.safe_load`` (YAML tags such as
-``!!python/object`` are rejected). Components, models, datasets, optimizers,
-schedulers and losses are chosen by registry name only; a config never names a
-Python path. Unknown keys are errors that name the key and the closest valid one.
+Configs are plain data read with PyYAML's safe loader (the C ``CSafeLoader`` where
+available; YAML tags such as ``!!python/object`` are rejected), within limits:
+:data:`MAX_CONFIG_BYTES` of text, :data:`MAX_YAML_DEPTH` levels of nesting,
+:data:`MAX_YAML_NODES` values after expanding aliases (checked on the parser's events,
+before any Python object is built) and no duplicate mapping keys. Components, models,
+datasets, optimizers, schedulers and losses are chosen by registry name only; a config
+never names a Python path. Unknown keys are errors that name the key and the closest valid one.
 
 Example::
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigurationError, UnknownNameError, did_you_mean
+from .errors import ConfigurationError, UnknownNameError, clip, did_you_mean, short
 from .spec import HEAD_FIELDS, LAYER_FIELDS, head_defaults
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_yaml",
+    "read_config_text",
     "apply_overrides",
     "dump_config",
     "resolve_paths",
@@ -56,7 +61,7 @@ def _check_keys(cls: type[BaseModel], data: Any, extra_ok: bool = False) -> Any:
         for key in data:
             if key not in cls.model_fields:
                 raise ValueError(
-                    f"unknown key {key!r}{did_you_mean(str(key), valid)}; valid keys: {', '.join(valid)}"
+                    f"unknown key {short(key, 60)}{did_you_mean(str(key), valid)}; valid keys: {', '.join(valid)}"
                 )
     return data
 
@@ -76,7 +81,7 @@ def _named(value: Any, what: str) -> Any:
         return {"name": value}
     if isinstance(value, Mapping):
         if "name" not in value:
-            raise ValueError(f"a {what} mapping needs a 'name' key, got keys {sorted(value)}")
+            raise ValueError(f"a {what} mapping needs a 'name' key, got keys {short(list(value))}")
         return dict(value)
     return value
 
@@ -94,7 +99,7 @@ class _NamedParams(BaseModel):
 def _check_registry_params(registry, name: str, params: Mapping[str, Any], fixed=()) -> None:
     if name not in registry:
         raise UnknownNameError(
-            f"unknown {registry.kind} {name!r}{did_you_mean(name, registry.names())}; "
+            f"unknown {registry.kind} {short(name, 60)}{did_you_mean(name, registry.names())}; "
             f"valid: {', '.join(registry.names())}"
         )
     valid = list(registry.parameters(name))
@@ -102,7 +107,7 @@ def _check_registry_params(registry, name: str, params: Mapping[str, Any], fixed
         if key not in valid:
             choices = valid + list(fixed)
             raise ConfigurationError(
-                f"unknown option {key!r} for {registry.kind} {name!r}{did_you_mean(key, choices)}; "
+                f"unknown option {short(key, 60)} for {registry.kind} {short(name, 60)}{did_you_mean(key, choices)}; "
                 f"valid options: {', '.join(choices) or '(none)'}"
             )
 
@@ -201,7 +206,7 @@ class _ModelConfigBase(BaseModel):
     @classmethod
     def _dims(cls, v: list[int]) -> list[int]:
         if len(v) < 2 or any(d < 1 for d in v):
-            raise ValueError(f"dims must list at least two positive widths, got {v}")
+            raise ValueError(f"dims must list at least two positive widths, got {short(v)}")
         return v
 
     @field_validator("expansion", "reconciliation", "remainder")
@@ -212,7 +217,7 @@ class _ModelConfigBase(BaseModel):
         if isinstance(v, Mapping) and isinstance(v.get("name"), str):
             return dict(v)
         raise ValueError(
-            f"a component must be a registry name or a mapping with a 'name' key, got {v!r}"
+            f"a component must be a registry name or a mapping with a 'name' key, got {short(v)}"
         )
 
     @model_validator(mode="after")
@@ -221,14 +226,14 @@ class _ModelConfigBase(BaseModel):
 
         if self.name not in MODELS:
             raise UnknownNameError(
-                f"unknown model {self.name!r}{did_you_mean(self.name, MODELS.names())}; "
+                f"unknown model {short(self.name, 60)}{did_you_mean(self.name, MODELS.names())}; "
                 f"valid: {', '.join(MODELS.names())}"
             )
         if self.name == "rpn" and self.model_extra:
             key = next(iter(self.model_extra))
             valid = list(type(self).model_fields)
             raise ValueError(
-                f"unknown key {key!r}{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
+                f"unknown key {short(key, 60)}{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
             )
         return self
 
@@ -336,6 +341,8 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(8192, ge=1)
     full_batch_max: int = Field(4096, ge=0)
     checkpoint_every: int = Field(0, ge=0)
+    # seconds between checkpoints of a run folder (mid-epoch too); 0 disables
+    checkpoint_seconds: float = Field(60.0, ge=0, allow_inf_nan=False)
     dtype: str = "float32"
     threads: int | None = Field(None, ge=1)
     precision: str = "fp32"
@@ -354,21 +361,21 @@ class TrainConfig(_Strict):
     @classmethod
     def _dtype(cls, v: str) -> str:
         if v not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {v!r}")
+            raise ValueError(f"dtype must be float32 or float64, got {short(v)}")
         return v
 
     @field_validator("precision")
     @classmethod
     def _precision(cls, v: str) -> str:
         if v not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be fp32, bf16 or fp16, got {v!r}")
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {short(v)}")
         return v
 
     @field_validator("logging")
     @classmethod
     def _logging(cls, v: str | None) -> str | None:
         if v not in (None, "tensorboard"):
-            raise ValueError(f"logging must be 'tensorboard' or absent, got {v!r}")
+            raise ValueError(f"logging must be 'tensorboard' or absent, got {short(v)}")
         return v
 
     @model_validator(mode="after")
@@ -386,7 +393,7 @@ class TrainConfig(_Strict):
 class RunConfig(_Strict):
     """A whole run: seed, device, data, model, training protocol (and baselines for ``rpnkit run``)."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     device: str = "auto"
     title: str | None = None
     data: DataConfig
@@ -400,7 +407,7 @@ class RunConfig(_Strict):
     def _device(cls, v: str) -> str:
         ok = v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit())
         if not ok:
-            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {short(v)}")
         return v
 
     def to_dict(self) -> dict[str, Any]:
@@ -413,9 +420,10 @@ class RunConfig(_Strict):
 # ----------------------------------------------------------------------------- loading
 def _format_error(exc: ValidationError) -> str:
     parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "__root__")
-        msg = str(err.get("msg", ""))
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    for err in errors[:3]:
+        loc = ".".join(clip(x, 40) for x in err.get("loc", ()) if x != "__root__")
+        msg = clip(err.get("msg", ""), 300)
         typ = err.get("type", "")
         for prefix in ("Value error, ", "Assertion failed, "):
             if msg.startswith(prefix):
@@ -425,57 +433,303 @@ def _format_error(exc: ValidationError) -> str:
         elif typ == "extra_forbidden":
             msg = "unknown key"
         parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts[:3]) + (f" (and {len(parts) - 3} more)" if len(parts) > 3 else "")
+    return "; ".join(parts) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+
+
+#: largest config file / YAML text read, in bytes (characters for text)
+MAX_CONFIG_BYTES = 1 << 20
+#: deepest nesting of YAML mappings and lists
+MAX_YAML_DEPTH = 50
+#: most YAML values (scalars, lists, mappings) in one text, every use of an alias counted
+#: with the whole value it names
+MAX_YAML_NODES = 100_000
+#: longest ``--set KEY=VALUE`` item, in characters
+MAX_SET_LENGTH = 65_536
+#: most decimal digits of a YAML integer (hex / octal / binary ones: the same magnitude)
+MAX_YAML_INT_DIGITS = 100
+
+_SafeLoader = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+_MERGE_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
+
+
+class _BadScalar(Exception):
+    """A YAML value whose constructor raised (e.g. an int of 5000 digits, 2001-13-45)."""
+
+    def __init__(self, node: yaml.Node, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.node, self.exc = node, exc
+
+
+def _make_loader(base: type) -> type:
+    """``base`` (a safe loader class) whose constructors' errors carry their node, with
+    :data:`MAX_YAML_INT_DIGITS` applied to integers."""
+
+    class Loader(base):  # type: ignore[misc, valid-type]
+        def construct_object(self, node, deep=False):
+            try:
+                return super().construct_object(node, deep=deep)
+            except yaml.YAMLError:
+                raise
+            except (ValueError, OverflowError, TypeError, IndexError, KeyError, AttributeError) as exc:
+                # a safe constructor choking on its text, e.g. ``!!int ''``, ``!!timestamp x``,
+                # an int of 5000 digits or the date 2001-13-45
+                raise _BadScalar(node, exc) from None
+
+        def construct_yaml_int(self, node):
+            too_big = ValueError(f"integers are limited to {MAX_YAML_INT_DIGITS} digits")
+            if len(node.value) > 4 * MAX_YAML_INT_DIGITS:  # longer than 10**100 even in binary
+                raise too_big
+            value = super().construct_yaml_int(node)
+            if abs(value) >= 10**MAX_YAML_INT_DIGITS:  # e.g. 0xfff... in fewer characters
+                raise too_big
+            return value
+
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    Loader.__name__ = Loader.__qualname__ = f"_Capped{base.__name__}"
+    return Loader
+
+
+_Loader = _make_loader(_SafeLoader)
+
+
+def _line(mark: Any) -> str:
+    return f"line {mark.line + 1}" if mark is not None else "an unknown line"
+
+
+def _check_events(text: str, source: str) -> None:
+    """Check depth and expanded size on the event stream, before a node graph exists.
+
+    Every value counts 1, and an alias counts the size of the value its anchor names,
+    each time it is used, so a "billion laughs" text fails after a few hundred events.
+    An alias used inside the value its anchor names (a recursive structure) is refused.
+    """
+    loader = _Loader(text)
+    try:
+        opened: list[tuple[str | None, int]] = []  # (anchor, total before) per open collection
+        sizes: dict[str, int] = {}
+        total = 0
+        while loader.check_event():
+            ev = loader.get_event()
+            if isinstance(ev, yaml.DocumentStartEvent):
+                sizes.clear()
+                continue
+            if isinstance(ev, yaml.CollectionEndEvent):
+                anchor, before = opened.pop()
+                if anchor is not None:
+                    sizes[anchor] = total - before
+                continue
+            if isinstance(ev, yaml.AliasEvent):
+                if any(anchor == ev.anchor for anchor, _ in opened):
+                    raise ConfigurationError(
+                        f"{source}: the alias *{clip(ev.anchor, 40)} at {_line(ev.start_mark)} is "
+                        "used inside the value it names; recursive YAML structures are not allowed"
+                    )
+                total += sizes.get(ev.anchor, 1)
+            elif isinstance(ev, yaml.CollectionStartEvent):
+                if len(opened) >= MAX_YAML_DEPTH:
+                    raise ConfigurationError(
+                        f"{source}: YAML nested deeper than {MAX_YAML_DEPTH} levels "
+                        f"(at {_line(ev.start_mark)})"
+                    )
+                opened.append((ev.anchor, total))
+                total += 1
+            elif isinstance(ev, yaml.ScalarEvent):
+                total += 1
+                if ev.anchor is not None:
+                    sizes[ev.anchor] = 1
+            else:
+                continue
+            if total > MAX_YAML_NODES:
+                raise ConfigurationError(
+                    f"{source}: YAML has more than {MAX_YAML_NODES:,} values (at "
+                    f"{_line(ev.start_mark)}; each use of an alias counts the whole value it names)"
+                )
+    finally:
+        loader.dispose()
+
+
+def _check_duplicate_keys(loader: Any, root: yaml.Node, source: str) -> None:
+    """Refuse a mapping that repeats a key (merge keys ``<<`` aside); every node once."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                stack.append(key_node)
+                stack.append(value_node)
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in _MERGE_TAGS:
+                    continue
+                key = loader.construct_object(key_node)
+                try:
+                    line = first.get(key)
+                except TypeError:  # unhashable: the constructor reports it
+                    continue
+                if line is not None:
+                    raise ConfigurationError(
+                        f"{source}: duplicate key {short(key, 60)} at {_line(key_node.start_mark)} "
+                        f"(first at line {line}); each key may appear once per mapping"
+                    )
+                first[key] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def read_yaml(text: str, source: str = "config") -> Any:
-    """``yaml.safe_load`` with readable errors (tags such as ``!!python/object`` are refused)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as exc:
-        tag = getattr(exc, "problem", "") or str(exc)
+    """Safe-load YAML ``text`` with readable errors and the limits of this module.
+
+    Tags such as ``!!python/object`` are refused, as are texts longer than
+    :data:`MAX_CONFIG_BYTES`, nested deeper than :data:`MAX_YAML_DEPTH`, expanding to more
+    than :data:`MAX_YAML_NODES` values, with recursive aliases or with duplicate keys.
+    """
+    if not isinstance(text, str):
+        raise ConfigurationError(f"{source}: YAML must be text, got {type(text).__name__}")
+    if len(text) > MAX_CONFIG_BYTES:
         raise ConfigurationError(
-            f"{source}: YAML tags that build Python objects are not allowed ({tag.strip()})"
+            f"{source}: YAML text is longer than {MAX_CONFIG_BYTES:,} characters ({len(text):,})"
+        )
+    try:
+        _check_events(text, source)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                return None
+            _check_duplicate_keys(loader, root, source)
+            return loader.construct_document(root)
+        finally:
+            loader.dispose()
+    except _BadScalar as exc:
+        value = exc.node.value
+        shown = f" {short(value, 40)}" if isinstance(value, str) else ""
+        raise ConfigurationError(
+            f"{source}: invalid YAML value{shown} at {_line(exc.node.start_mark)} "
+            f"({clip(exc.exc, 100)})"
         ) from None
+    except yaml.constructor.ConstructorError as exc:
+        tag = clip(getattr(exc, "problem", "") or str(exc), 160)
+        if "tag" in tag:
+            raise ConfigurationError(
+                f"{source}: YAML tags that build Python objects are not allowed ({tag})"
+            ) from None
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigurationError(f"{source}: invalid YAML at {_line(mark)}: {tag}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ConfigurationError(f"{source}: invalid YAML{where}: {problem}") from None
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "malformed YAML"
+        raise ConfigurationError(f"{source}: invalid YAML{where}: {clip(problem, 160)}") from None
+    except RecursionError:  # not expected within MAX_YAML_DEPTH; never a traceback
+        raise ConfigurationError(f"{source}: YAML nested too deeply") from None
+
+
+def read_config_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of a config file of at most :data:`MAX_CONFIG_BYTES`.
+
+    Only regular files are read (``/dev/zero``, FIFOs and directories are refused
+    without reading or blocking), and never more than ``MAX_CONFIG_BYTES + 1`` bytes.
+    """
+    shown = short(str(path), 200)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ConfigurationError(f"config file {shown} not found") from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {shown}: {clip(exc.strerror or exc, 100)}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ConfigurationError(f"config file {shown} is a directory, not a YAML file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigurationError(
+                f"config file {shown} is not a regular file (a device, pipe or socket); "
+                "give the path of a YAML file"
+            )
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigurationError(
+                f"config file {shown} is larger than {MAX_CONFIG_BYTES:,} bytes ({st.st_size:,})"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {shown}: {clip(exc.strerror or exc, 100)}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:  # grew while being read
+        raise ConfigurationError(f"config file {shown} is larger than {MAX_CONFIG_BYTES:,} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"cannot read config file {shown}: it is not UTF-8 text (byte 0x{data[exc.start]:02x} "
+            f"at position {exc.start})"
+        ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _list_index(key: str, length: int) -> int | None:
+    """``int(key)`` when ``key`` is a plain ASCII index into a list of ``length``; else None."""
+    if not (key.isascii() and key.isdigit()) or len(key) > 18:
+        return None
+    i = int(key)
+    return i if i < length else None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides (values parsed as YAML scalars/lists)."""
+    """Apply ``key.path=value`` overrides (values parsed as YAML with :func:`read_yaml`'s
+    limits; an item is at most :data:`MAX_SET_LENGTH` characters and its key path at most
+    :data:`MAX_YAML_DEPTH` keys deep)."""
     raw = copy.deepcopy(raw)
     for item in overrides or []:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"--set expects key.path=value text, got {type(item).__name__}")
+        if len(item) > MAX_SET_LENGTH:
+            raise ConfigurationError(
+                f"--set {clip(item[:200].split('=', 1)[0], 60)}: the item is longer than "
+                f"{MAX_SET_LENGTH:,} characters ({len(item):,}); put large values in the config file"
+            )
         if "=" not in item:
-            raise ConfigurationError(f"--set expects key.path=value, got {item!r}")
+            raise ConfigurationError(f"--set expects key.path=value, got {short(item)}")
         path, text = item.split("=", 1)
         keys = path.strip().split(".")
         if not path.strip() or any(not k for k in keys):
-            raise ConfigurationError(f"--set: bad key path {path!r}")
-        value = read_yaml(text, f"--set {path}") if text.strip() else ""
+            raise ConfigurationError(f"--set: bad key path {short(path, 60)} (expected key.path=value)")
+        if len(keys) > MAX_YAML_DEPTH:
+            raise ConfigurationError(
+                f"--set {clip(path, 60)}: the key path is deeper than {MAX_YAML_DEPTH} levels"
+            )
+        shown = clip(path, 80)
+        value = read_yaml(text, f"--set {shown}") if text.strip() else ""
         node: Any = raw
         for k in keys[:-1]:
             if isinstance(node, list):
-                if not k.isdigit() or int(k) >= len(node):
-                    raise ConfigurationError(f"--set {path}: {k!r} is not an index of a {len(node)}-item list")
-                node = node[int(k)]
+                i = _list_index(k, len(node))
+                if i is None:
+                    raise ConfigurationError(
+                        f"--set {shown}: {short(k, 40)} is not an index of a {len(node)}-item list"
+                    )
+                node = node[i]
             elif isinstance(node, dict):
                 if node.get(k) is None or isinstance(node.get(k), str):
                     node[k] = {} if node.get(k) is None else {"name": node[k]}
                 node = node[k]
             else:
-                raise ConfigurationError(f"--set {path}: cannot descend into {type(node).__name__}")
+                raise ConfigurationError(f"--set {shown}: cannot descend into {type(node).__name__}")
         last = keys[-1]
         if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise ConfigurationError(f"--set {path}: {last!r} is not an index of the list")
-            node[int(last)] = value
+            i = _list_index(last, len(node))
+            if i is None:
+                raise ConfigurationError(f"--set {shown}: {short(last, 40)} is not an index of the list")
+            node[i] = value
         elif isinstance(node, dict):
             node[last] = value
         else:
-            raise ConfigurationError(f"--set {path}: cannot set a key inside {type(node).__name__}")
+            raise ConfigurationError(f"--set {shown}: cannot set a key inside {type(node).__name__}")
     return raw
 
 
@@ -495,12 +749,7 @@ def parse_config(raw: Any, source: str = "config") -> RunConfig:
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a YAML config file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigurationError(f"config file {str(path)!r} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"cannot read config file {str(path)!r}: {exc}") from None
+    text = read_config_text(path)
     raw = read_yaml(text, path.name)
     if raw is None:
         raise ConfigurationError(f"{path.name}: the config file is empty")

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .errors import ConfigurationError, UnknownNameError, did_you_mean
+from .errors import ConfigurationError, UnknownNameError, did_you_mean, short
 
 __all__ = ["Registry", "EXPANSIONS", "RECONCILIATIONS", "REMAINDERS"]
 
@@ -46,13 +46,13 @@ class Registry:
     def get(self, name: str) -> type:
         if not isinstance(name, str):
             raise ConfigurationError(
-                f"{self.kind} name must be a string, got {type(name).__name__} {name!r}"
+                f"{self.kind} name must be a string, got {type(name).__name__} {short(name)}"
             )
         try:
             return self._classes[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}{did_you_mean(name, self._classes)}; "
+                f"unknown {self.kind} {short(name, 60)}{did_you_mean(name, self._classes)}; "
                 f"valid names: {', '.join(sorted(self._classes))}"
             ) from None
 
@@ -78,7 +78,7 @@ class Registry:
         for key in params:
             if key not in valid:
                 raise ConfigurationError(
-                    f"unknown parameter {key!r} for {self.kind} {name!r}"
+                    f"unknown parameter {short(key, 60)} for {self.kind} {short(name, 60)}"
                     f"{did_you_mean(key, valid)}; valid parameters: "
                     f"{', '.join(valid) if valid else '(none)'}"
                 )
@@ -93,7 +93,7 @@ class Registry:
         if isinstance(spec, nn.Module):
             if params:
                 raise ConfigurationError(
-                    f"{self.kind} parameters {sorted(params)} were given together with an "
+                    f"{self.kind} parameters {short(list(params))} were given together with an "
                     "already-built module; pass the parameters to its constructor instead"
                 )
             return copy.deepcopy(spec)
@@ -101,7 +101,7 @@ class Registry:
             spec = dict(spec)
             if "name" not in spec:
                 raise ConfigurationError(
-                    f"a {self.kind} given as a mapping needs a 'name' key, got keys {sorted(spec)}"
+                    f"a {self.kind} given as a mapping needs a 'name' key, got keys {short(list(spec))}"
                 )
             name = spec.pop("name")
             if "params" in spec and isinstance(spec["params"], Mapping):
@@ -111,7 +111,7 @@ class Registry:
         if isinstance(spec, str):
             return self.build(spec, **params)
         raise ConfigurationError(
-            f"cannot build a {self.kind} from {type(spec).__name__} {spec!r}; give a registry "
+            f"cannot build a {self.kind} from {type(spec).__name__} {short(spec)}; give a registry "
             "name, a mapping with a 'name' key, or an nn.Module"
         )
 
