@@ -755,15 +755,30 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
         raise ConfigurationError(f"{path.name}: the config file is empty")
     if not isinstance(raw, dict):
         raise ConfigurationError(f"{path.name}: a config must be a mapping, got {type(raw).__name__}")
+    _resolve_raw_paths(raw, path.resolve().parent)  # the file's paths: against its folder
     cfg = parse_config(apply_overrides(raw, overrides), path.name)
-    return resolve_paths(cfg)
+    return resolve_paths(cfg)  # paths given with --set: against the working directory
+
+
+#: data options that name files (resolved against the config file's folder)
+_PATH_KEYS = ("root", "path", "x", "y")
+
+
+def _resolve_raw_paths(raw: Any, folder: Path) -> None:
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict):
+        return
+    for key in _PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
+            data[key] = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
 
 
 def resolve_paths(cfg: RunConfig, base: str | os.PathLike | None = None) -> RunConfig:
     """Make the data's file paths (``root``, ``path``) absolute, relative to ``base`` (the cwd),
     so that the resolved config saved in a run folder works from anywhere."""
     extra = cfg.data.model_extra or {}
-    for key in ("root", "path"):
+    for key in _PATH_KEYS if cfg.data.stream else ("root", "path"):
         value = extra.get(key)
         if isinstance(value, str) and value and not os.path.isabs(os.path.expanduser(value)):
             extra[key] = os.path.abspath(os.path.join(base or os.getcwd(), os.path.expanduser(value)))
