@@ -1,7 +1,10 @@
 """The ``rpnkit`` command line: train / eval / list / run.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, no traceback, no files
-written), 1 internal error, 130 interrupted (state saved for ``--resume``).
+written: a bad config or ``--out``, a run folder in use by another run or in the wrong
+state, a damaged checkpoint or model file), 1 the run failed (an I/O error such as a full
+disk, one line naming the file; or an internal error), 130 interrupted (state saved for
+``--resume``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder to create (or resume)")
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. --set train.epochs=50")
-    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (from its last checkpoint)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (finished, unfinished or stale)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar or log messages")
 
@@ -67,26 +73,20 @@ def _setup_logging(quiet: bool) -> None:
     logging.getLogger("rpnkit").setLevel(level)
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    if resume:
-        if not (out / "checkpoint.pt").is_file():
-            if (out / "metrics.json").is_file():
-                raise _BadInput(f"{out} holds a finished run; nothing to resume")
-            raise _BadInput(f"--resume: {out} has no checkpoint.pt to resume from")
-        return
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise _BadInput(
-            f"output folder {str(out)!r} already exists and is not empty; choose another --out "
-            "or add --resume to continue an interrupted run"
-        )
+def _check_out(out: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Check --out before any data or model is built; nothing is written."""
+    from ..training.rundir import check_out_path
+
+    check_out_path(out, resume, overwrite)
 
 
 def _cmd_train(args) -> int:
-    from ..config import load_config, parse_config, read_yaml
+    from ..config import load_config
     from ..errors import ConfigurationError
     from ..training import InterruptFlag, TrainingInterrupted, handle_signals, prepare, train_run
     from ..training import distributed as D
     from ..training.engine import DIVERGENCE_HINT, resolve_device
+    from ..training.run import _same_config
 
     _setup_logging(args.quiet)
     sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
@@ -101,17 +101,9 @@ def _cmd_train(args) -> int:
     error: Exception | None = None
     try:
         if world.main:  # the run folder is rank 0's
-            _check_out(out, args.resume)
-            if args.resume and (out / "config.yaml").is_file():
-                saved = parse_config(read_yaml((out / "config.yaml").read_text(encoding="utf-8")))
-                a, b = saved.to_dict(), cfg.to_dict()
-                a.pop("device", None)
-                b.pop("device", None)
-                if a != b:
-                    raise _BadInput(
-                        f"--resume: the config differs from the one saved in {out}/config.yaml; "
-                        "resume with the same config and --set options"
-                    )
+            _check_out(out, args.resume, args.overwrite)
+            if args.resume:
+                _same_config(out, cfg)
         prep = prepare(cfg)
     except Exception as exc:
         error = exc
@@ -125,7 +117,14 @@ def _cmd_train(args) -> int:
     try:
         with handle_signals(flag):
             result = train_run(prep, out, resume=args.resume, progress=not args.quiet,
-                               interrupt=flag)
+                               interrupt=flag, overwrite=args.overwrite)
+    except OSError as exc:  # e.g. a full disk: the folder keeps its last complete checkpoint
+        D.shutdown()
+        if world.main:
+            hint = (" (the run folder keeps its last checkpoint: fix this, then add --resume)"
+                    if (out / "checkpoint.pt").is_file() else "")
+            print(f"rpnkit: error: {_os_error(exc)}{hint}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as exc:
         if world.main:
             sets_hint = "".join(f" --set {s}" for s in args.sets)
@@ -151,6 +150,11 @@ def _cmd_train(args) -> int:
 
 class _Quiet(Exception):
     """Bad input seen on another rank (which reports it): exit 2 without a second message."""
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or " ".join(str(exc).split())
+    return f"{what}: {exc.filename!r}" if exc.filename else what
 
 
 def _summary(title: str, result) -> str:
@@ -314,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the environment, not a bug: a full disk, a vanished folder ...
+        if _worker_rank() > 0:
+            return 1
+        print(f"rpnkit: error: {_os_error(exc)}", file=sys.stderr)
+        return 1
     except SystemExit as exc:  # --help
         return int(exc.code or 0) if isinstance(exc.code, int) else 0
     except Exception as exc:

@@ -20,9 +20,7 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +37,12 @@ from ..config import TrainConfig, _format_error
 from ..data import DataBundle
 from ..errors import ConfigurationError
 from . import distributed as D
+from .checkpoint import (
+    TRAIN_STATE_FORMAT,
+    CheckpointError,
+    atomic_torch_save,  # re-exported: rpnkit.training.engine.atomic_torch_save
+    check_train_state,
+)
 from .components import (
     LOSSES,
     OPTIMIZERS,
@@ -126,19 +130,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def loss_name(cfg: TrainConfig, task: str) -> str:
@@ -263,7 +254,12 @@ def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataB
                 if lo < 0:
                     raise ConfigurationError("in-memory data: class targets must be integers >= 0")
                 k = max(k, hi + 1)
-        classes = [str(c) for c in range(max(k, 2))]
+        if k < 2:
+            raise ConfigurationError(
+                f"in-memory data: classification needs at least two classes, the targets hold "
+                f"only {'class 0' if k == 1 else 'no rows'}; use task='regression' or more data"
+            )
+        classes = [str(c) for c in range(k)]
     else:
         ys = {s: (y.reshape(-1, 1) if y.ndim == 1 else y) for s, y in ys.items()}
     for split in _SPLITS:
@@ -472,8 +468,13 @@ def fit(
             ``None`` for the defaults.
         seed: seeds the minibatch shuffling (the model's initialisation is the caller's).
         progress: show a tqdm progress bar (on stderr, when it is a terminal).
-        checkpoint_path: where the training state is saved on interrupts and every
-            ``cfg.checkpoint_every`` epochs; ``None`` writes no file at all.
+        checkpoint_path: where the training state is saved (atomically, with a checksum):
+            on interrupts, every ``cfg.checkpoint_every`` epochs, every
+            ``cfg.checkpoint_seconds`` seconds (mid-epoch too, and at the end of any epoch
+            that took longer) and, when either is set, once more when training ends;
+            ``None`` writes no file at all.
+        resume: a training state saved there (validated first: a state that does not fit
+            the model or the config raises :class:`~rpnkit.training.checkpoint.CheckpointError`).
         restore_best: end with the best-on-validation weights loaded into ``model``
             (default: the final weights; ``FitResult.best_state`` holds the best ones).
     """
@@ -554,14 +555,25 @@ def fit(
     elapsed_before = 0.0
 
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        if scheduler is not None and resume.get("scheduler") is not None:
-            scheduler.load_state_dict(resume["scheduler"])
-        gen.set_state(resume["generator"])
-        torch.set_rng_state(resume["torch_rng"])
-        if device.type == "cuda" and resume.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        check_train_state(resume, model, cfg.epochs)
+        rb, rperm = int(resume["batch"]), resume.get("perm")
+        if rb > 0 and (rb >= n_batches or (not full_batch and not streaming and (
+                rperm is None or tuple(rperm.shape) != (n,)))):
+            raise CheckpointError(f"resume state: batch {rb} / permutation do not fit the "
+                                  f"{n_batches} batches of {n} training rows")
+        try:
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None and resume.get("scheduler") is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            gen.set_state(resume["generator"])
+            torch.set_rng_state(resume["torch_rng"])
+            if device.type == "cuda" and resume.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(resume["cuda_rng"], device)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            reason = " ".join(str(exc).split())[:160]
+            raise CheckpointError(f"resume state does not fit this model/optimizer: {reason}") \
+                from None
         history = list(resume["history"])
         best = dict(resume["best"])
         best_value = resume["best_value"]
@@ -575,12 +587,19 @@ def fit(
             stopped = resume["stopped"]
             start_epoch = cfg.epochs  # the run had already finished
     last_good = _clone_state(model)
+    if resume is not None and resume.get("last_good") is not None:  # saved mid-epoch
+        last_good = {k: v.to(device) for k, v in resume["last_good"].items()}
+    every_s = float(getattr(cfg, "checkpoint_seconds", 0) or 0)
+    periodic = checkpoint_path is not None and bool(cfg.checkpoint_every or every_s > 0)
+    saved: dict[str, Any] = {"at": time.perf_counter(), "pos": None if resume is None else (
+        int(resume["epoch"]), int(resume["batch"]))}
 
     def save_state(epoch: int, batch_idx: int) -> Path | None:
+        saved["at"], saved["pos"] = time.perf_counter(), (epoch, batch_idx)
         if checkpoint_path is None or not world.main:  # one writer: rank 0
             return checkpoint_path
         state = {
-            "format": "rpnkit-train-state-1",
+            "format": TRAIN_STATE_FORMAT,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -595,6 +614,7 @@ def fit(
             "epoch": epoch,
             "batch": batch_idx,
             "perm": perm if batch_idx > 0 else None,
+            "last_good": last_good if batch_idx > 0 else None,  # weights of the last epoch end
             "acc_loss": acc_loss,
             "acc_n": acc_n,
             "stopped": stopped,
@@ -699,6 +719,9 @@ def fit(
                 if stop_now and b + 1 < n_batches:
                     path = save_state(epoch, b + 1)
                     raise TrainingInterrupted(epoch, path, interrupt.signum)
+                if periodic and every_s and b + 1 < n_batches \
+                        and time.perf_counter() - saved["at"] >= every_s:
+                    save_state(epoch, b + 1)  # time-based, mid-epoch
             if not nonfinite and not all(bool(torch.isfinite(p).all()) for p in params):
                 nonfinite = True  # e.g. an L-BFGS line search that left the weights NaN/inf
             if nonfinite:
@@ -760,11 +783,18 @@ def fit(
             if not D.all_agree(not interrupt):  # any rank asked to stop: all stop here
                 path = save_state(epoch + 1, 0)
                 raise TrainingInterrupted(epoch + 1, path, interrupt.signum)
-            if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+            now = time.perf_counter()
+            if (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0) or (
+                    periodic and every_s and (now - saved["at"] >= every_s
+                                              or now - t_epoch >= every_s)):
                 save_state(epoch + 1, 0)
     finally:
         if bar is not None:
             bar.close()
+    if periodic and saved["pos"] != (len(history), 0):
+        # the end of training is a resumable state too: a crash while the results are
+        # written then costs no epoch (stopped runs resume straight to the results)
+        save_state(len(history), 0)
         for handle in range_checks:
             handle.remove()
 

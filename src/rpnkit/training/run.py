@@ -6,11 +6,17 @@ A run folder holds
 * ``metrics.json`` – ``{"final": {"train", "val", "test"}, "best": {"epoch", ...}, "history": [...]}``,
 * ``model.pt`` – ``{"state_dict", "config", ...}`` of the final model (``torch.load(weights_only=True)``),
 * ``best.pt`` – the same for the best-on-validation model (when there is a validation split),
-* ``checkpoint.pt`` – full training state while a run is unfinished (``--resume``),
+* ``checkpoint.pt`` – full training state while a run is unfinished (``--resume``), saved
+  every ``train.checkpoint_seconds`` (default 60) and/or ``train.checkpoint_every`` epochs,
+* ``metrics.csv`` – one row per epoch, appended as training goes,
 * PNG plots: learning curves; fitted curve/surface for function data; confusion matrix
   for classification.
 
-All files are written atomically (temporary file + rename).
+Files are written atomically (temporary file + fsync + rename, permissions ``0666`` less
+the umask); ``.pt`` files carry a checksum and are validated when read
+(:mod:`rpnkit.training.checkpoint`). A run claims its folder exclusively
+(:mod:`rpnkit.training.rundir`): a second run into the same folder is refused, a folder
+left by a crash can be resumed (or restarted), ``overwrite=True`` replaces a finished one.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +39,20 @@ from ..data import DataBundle, load_data
 from ..errors import ConfigurationError
 from ..models import build_model
 from . import distributed as D
+from .checkpoint import (
+    MODEL_FORMAT,
+    CheckpointError,
+    atomic_torch_save,
+    atomic_write,
+    check_model_file,
+    check_train_state,
+    file_mode,
+    fsync_dir,
+    load_checked,
+)
 from .engine import (
     FitResult,
     InterruptFlag,
-    atomic_torch_save,
     evaluate,
     fit,
     loss_name,
@@ -47,21 +62,16 @@ from .engine import (
 )
 
 __all__ = ["Prepared", "prepare", "build_from_config", "train_run", "eval_run", "count_params",
-           "write_text_atomic", "set_threads", "choose_threads", "num_threads"]
+           "write_text_atomic", "set_threads", "choose_threads", "num_threads",
+           "load_train_state", "load_model_file", "atomic_torch_save"]
 
 logger = logging.getLogger(__name__)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably, with the usual permissions."""
+    data = text.encode("utf-8")
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def count_params(model: nn.Module) -> int:
@@ -210,13 +220,47 @@ def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
 
 def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str) -> dict[str, Any]:
     return {
-        "format": "rpnkit-model-1",
+        "format": MODEL_FORMAT,
         "kind": kind,
         "state_dict": state_dict,
         "config": cfg.to_dict(),
         "epoch": epoch,
         "rpnkit_version": __version__,
     }
+
+
+def _same_config(out: Path, cfg: RunConfig) -> None:
+    """``--resume`` continues the run of ``out/config.yaml``: the config must be the same
+    (the device may differ)."""
+    path = out / "config.yaml"
+    if not path.is_file():
+        return
+    saved = parse_config(read_yaml(path.read_text(encoding="utf-8")), str(path))
+    a, b = saved.to_dict(), cfg.to_dict()
+    a.pop("device", None)
+    b.pop("device", None)
+    if a != b:
+        raise ConfigurationError(
+            f"--resume: the config differs from the one saved in {path}; resume with the same "
+            "config and --set options"
+        )
+
+
+def load_train_state(path: Path, prep: Prepared) -> dict[str, Any]:
+    """Read and validate a run folder's ``checkpoint.pt`` for ``prep`` (checksum, format,
+    fields, weights against the model); :class:`CheckpointError` names the file."""
+    state = load_checked(path, "checkpoint")
+    check_train_state(state, prep.model, prep.cfg.train.epochs, path)
+    return state
+
+
+def load_model_file(path: Path, model: nn.Module | None = None,
+                    epochs: int | None = None) -> dict[str, Any]:
+    """Read and validate a run folder's ``model.pt`` / ``best.pt`` (checksum, format, epoch,
+    weights against ``model``); :class:`CheckpointError` names the file."""
+    payload = load_checked(path, "model file")
+    check_model_file(payload, path, model, epochs)
+    return payload
 
 
 def train_run(
@@ -226,24 +270,63 @@ def train_run(
     progress: bool = False,
     interrupt: InterruptFlag | None = None,
     on_epoch_end=None,
+    overwrite: bool = False,
 ) -> FitResult:
-    """Train ``prep`` into run folder ``out`` (created here, after validation)."""
+    """Train ``prep`` into run folder ``out``, holding it exclusively while training.
+
+    The folder is claimed (created, locked, its state checked) after validation. A fresh run
+    needs a new, empty or stale folder; ``resume`` continues from ``checkpoint.pt`` (or starts
+    a stale folder again from scratch); ``overwrite`` replaces a finished or unfinished run.
+    Bad states raise :class:`~rpnkit.training.rundir.RunFolderError`, a damaged checkpoint
+    :class:`~rpnkit.training.checkpoint.CheckpointError` (both ``ConfigurationError``);
+    nothing is written then. Under torchrun only rank 0 touches the folder.
+    """
+    from .rundir import RunFolder, RunFolderError, check_out_path
+
     cfg = prep.cfg
     out = Path(out)
     ckpt = out / "checkpoint.pt"
     state = None
     main = D.world().main
-    if resume:
-        if main:
-            if not ckpt.exists():
-                raise ConfigurationError(f"--resume: no checkpoint.pt in {out} (nothing to resume)")
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        state = D.broadcast_object(state)  # rank 0 reads the folder, every rank resumes
+    folder: RunFolder | None = None
+    error: BaseException | None = None
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", dump_config(cfg))
-    with num_threads(prep.threads):
-        return _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
+        try:
+            check_out_path(out, resume, overwrite)
+            if resume:
+                _same_config(out, cfg)
+            folder = RunFolder(out)
+            kind = folder.claim(resume, overwrite).kind
+            if resume:
+                _same_config(out, cfg)  # again, under the lock
+            if kind == "unfinished" and resume:
+                state = load_train_state(ckpt, prep)
+            elif kind != "missing" and kind != "empty":
+                folder.clear()  # replaced (fresh / overwrite) or restarted from scratch
+        except BaseException as exc:  # re-raised below, after every rank has agreed
+            error = exc
+            if folder is not None:
+                folder.release(failed=True)
+    if not D.all_agree(error is None):  # rank 0 could not claim the folder: every rank stops
+        if error is not None:
+            raise error
+        raise RunFolderError(f"rank 0 could not use the run folder {out}")
+    try:
+        if resume:
+            state = D.broadcast_object(state)  # rank 0 reads the folder, every rank resumes
+        if main:
+            text = dump_config(cfg)
+            path = out / "config.yaml"
+            if not (path.is_file() and path.read_text(encoding="utf-8") == text):
+                write_text_atomic(path, text)
+        with num_threads(prep.threads):
+            try:
+                return _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
+            except CheckpointError as exc:  # the state did not fit (found before training)
+                raise CheckpointError(f"checkpoint {ckpt}: {exc}") from None
+    finally:
+        if folder is not None:
+            folder.release()
 
 
 class EpochLog:
@@ -251,9 +334,11 @@ class EpochLog:
     appended as it happens, so a long run can be followed with ``tail -f``) and, with
     ``train.logging: tensorboard``, TensorBoard scalars under ``RUN/tensorboard``."""
 
-    def __init__(self, out: Path, tensorboard: bool, then=None) -> None:
+    def __init__(self, out: Path, tensorboard: bool, then=None, keep_rows: int = 0) -> None:
         self.path = Path(out) / "metrics.csv"
         self.columns: list[str] | None = None
+        self.keep_rows = keep_rows  # resumed at epoch k: rows past k (logged before a crash) go
+        self.trimmed = False
         if self.path.is_file():  # resumed: keep appending under the same header
             with contextlib.suppress(OSError, IndexError):
                 self.columns = self.path.read_text(encoding="utf-8").splitlines()[0].split(",")
@@ -264,7 +349,21 @@ class EpochLog:
             self.writer = SummaryWriter(str(Path(out) / "tensorboard"))
         self.then = then
 
+    def _trim(self) -> None:
+        self.trimmed = True
+        with contextlib.suppress(FileNotFoundError):
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            keep = lines[: 1 + self.keep_rows]
+            if keep and not keep[-1].endswith("\n"):  # a row cut short by a crash
+                keep = keep[:-1]
+            if keep != lines:
+                write_text_atomic(self.path, "".join(keep))
+            if not keep:
+                self.columns = None
+
     def __call__(self, epoch: int, rec: dict[str, Any]) -> None:
+        if not self.trimmed:
+            self._trim()
         if self.columns is None:
             self.columns = list(rec)
             with open(self.path, "w", encoding="utf-8") as f:
@@ -295,7 +394,8 @@ def _csv_value(v: Any) -> str:
 def _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> FitResult:
     cfg = prep.cfg
     if D.world().main:
-        on_epoch_end = EpochLog(out, cfg.train.logging == "tensorboard", on_epoch_end)
+        keep = len(state["history"]) if state is not None else 0
+        on_epoch_end = EpochLog(out, cfg.train.logging == "tensorboard", on_epoch_end, keep)
     try:
         return _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
     finally:
@@ -336,11 +436,14 @@ def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) ->
         try:
             from .plots import make_plots
 
-            make_plots(out, prep, result)
+            for png in make_plots(out, prep, result):
+                with contextlib.suppress(OSError, TypeError):
+                    os.chmod(png, file_mode())  # written via mkstemp (0600)
         except Exception:  # plots must never lose a finished run
             logger.exception("plotting failed")
     if ckpt.exists():
         ckpt.unlink()
+        fsync_dir(out)
     return result
 
 
@@ -367,10 +470,14 @@ def eval_run(run_dir: Path, device: str | None = None, which: str = "final") -> 
     cfg = parse_config(read_yaml((run_dir / "config.yaml").read_text(encoding="utf-8")),
                        str(run_dir / "config.yaml"))
     prep = prepare(cfg, device)
-    payload = torch.load(run_dir / name, map_location="cpu", weights_only=True)
+    payload = load_model_file(run_dir / name, prep.model, cfg.train.epochs)
     dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
     prep.model.to(device=prep.device, dtype=dtype)
-    prep.model.load_state_dict(payload["state_dict"])
+    try:
+        prep.model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"{run_dir / name} does not fit the model: {reason}") from None
     metrics = cfg.train.metrics or None
     loss_params = cfg.train.loss.params() if cfg.train.loss is not None else None
     with num_threads(prep.threads):
