@@ -36,6 +36,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rpnkit", description="Train and evaluate RPN models from YAML configs.")
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"rpnkit {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a YAML config into a run folder")
@@ -55,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--best", action="store_true", help="evaluate best.pt instead of model.pt")
     e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None,
                    help="default: the run's configured device (as in training)")
+
+    pr = sub.add_parser("predict", help="predict with a trained run on raw data (csv/npy/parquet)")
+    pr.add_argument("run_dir", help="run folder (from rpnkit train)")
+    pr.add_argument("input", help="raw features: .csv (header with the feature names), .npy or "
+                    ".parquet; extra columns such as the target are ignored")
+    pr.add_argument("--out", default=None, help="write predictions as CSV here (default: stdout)")
+    pr.add_argument("--proba", action="store_true", help="class probabilities (classification)")
+    pr.add_argument("--best", action="store_true", help="use best.pt instead of model.pt")
+
+    ex = sub.add_parser("export", help="export a run's model as TorchScript or ONNX")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", dest="fmt", choices=["torchscript", "onnx"], default="torchscript")
+    ex.add_argument("--out", default=None, help="output file (default: RUN/model.ts|.onnx)")
+    ex.add_argument("--best", action="store_true", help="export best.pt instead of model.pt")
 
     sub.add_parser("list", help="list components, models, datasets, optimizers, ...")
 
@@ -182,6 +199,45 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    import csv
+
+    from ..predict import load_run, read_table
+
+    _setup_logging(True)
+    run = load_run(args.run_dir, "best" if args.best else "final")
+    x = read_table(args.input, run.feature_names)
+    if args.proba:
+        values = run.predict_proba(x)
+        header = [f"p({c})" for c in run.classes]
+    else:
+        values = run.predict(x)
+        values = values.reshape(len(x), -1) if run.task == "regression" else values.reshape(-1, 1)
+        header = list(run.preprocessing.get("target_names") or ["prediction"])
+        if run.task != "regression" or len(header) != values.shape[1]:
+            header = ["prediction"] if values.shape[1] == 1 else [f"y{i}" for i in
+                                                                  range(values.shape[1])]
+    with contextlib.ExitStack() as stack:
+        stream = (stack.enter_context(open(args.out, "w", newline="", encoding="utf-8"))
+                  if args.out else sys.stdout)
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        for row in values:
+            writer.writerow([v if isinstance(v, str) else repr(float(v)) for v in row])
+    if args.out:
+        print(f"{len(values)} predictions written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from ..predict import export_run
+
+    _setup_logging(True)
+    path = export_run(args.run_dir, args.fmt, args.out, "best" if args.best else "final")
+    print(path)
+    return 0
+
+
 def _cmd_list(args) -> int:
     import rpnkit
 
@@ -300,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
                 parser.print_help()
                 return 0
             raise _BadInput("no command given (see rpnkit --help)")
-        handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "run": _cmd_run}
+        handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "run": _cmd_run,
+                   "predict": _cmd_predict, "export": _cmd_export}
         return handler[args.command](args)
     except _Quiet:
         return 2

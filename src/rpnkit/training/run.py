@@ -218,7 +218,8 @@ def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
     return Prepared(cfg, bundle, model, dev, lname, width, threads)
 
 
-def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str) -> dict[str, Any]:
+def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str,
+                        preprocessing: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "format": MODEL_FORMAT,
         "kind": kind,
@@ -226,6 +227,8 @@ def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str) -> di
         "config": cfg.to_dict(),
         "epoch": epoch,
         "rpnkit_version": __version__,
+        # everything needed to use the weights on raw data (rpnkit.load_run, rpnkit predict)
+        "preprocessing": preprocessing,
     }
 
 
@@ -424,10 +427,14 @@ def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) ->
     result.extra["data"] = {"name": prep.bundle.name, "task": prep.bundle.task,
                             "sizes": {s: prep.bundle.size(s) for s in ("train", "val", "test")}}
     final_sd = {k: v.detach().cpu() for k, v in prep.model.state_dict().items()}
-    atomic_torch_save(_checkpoint_payload(final_sd, cfg, result.epochs_run, "final"), out / "model.pt")
+    from ..predict import preprocessing_of
+
+    pre = preprocessing_of(prep.bundle, prep.loss)
+    atomic_torch_save(_checkpoint_payload(final_sd, cfg, result.epochs_run, "final", pre),
+                      out / "model.pt")
     if result.best_state is not None:
         best_sd = {k: v.detach().cpu() for k, v in result.best_state.items()}
-        atomic_torch_save(_checkpoint_payload(best_sd, cfg, result.best["epoch"], "best"),
+        atomic_torch_save(_checkpoint_payload(best_sd, cfg, result.best["epoch"], "best", pre),
                           out / "best.pt")
     write_text_atomic(out / "metrics.json", json.dumps(_jsonable(result.metrics_json()), indent=1))
     if cfg.plots and getattr(prep.bundle, "streaming", False):

@@ -1,0 +1,140 @@
+"""From a trained run to a used model: rpnkit predict / load_run / export on raw data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import rpnkit
+from rpnkit.cli import main
+from rpnkit.data import load_data
+
+
+def _train(tmp_path: Path, cfg: dict, name: str = "run") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    out = tmp_path / name
+    assert main(["train", str(path), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+IRIS = {"seed": 1, "data": {"name": "iris", "standardize": True,
+                            "split": {"train": 0.6, "val": 0.2, "test": 0.2}},
+        "model": {"dims": [4, 3], "expansion": "taylor"},
+        "train": {"epochs": 40, "optimizer": {"name": "adam", "lr": 0.05}}, "plots": False}
+
+
+def test_predict_on_raw_csv_equals_the_trained_model(tmp_path):
+    import sklearn.datasets
+
+    run = _train(tmp_path, IRIS)
+    iris = sklearn.datasets.load_iris()
+    raw = iris.data[::7]
+    # columns in another order, plus the target column: matched by name
+    names = list(iris.feature_names)
+    _write_csv(tmp_path / "new.csv", ["class", *names[::-1]],
+               [[t, *r[::-1]] for r, t in zip(raw, iris.target[::7])])
+    assert main(["predict", str(run), str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    header, rows = _read_csv(tmp_path / "p.csv")
+    assert header == ["prediction"]
+    got = [r[0] for r in rows]
+    # independent reference: the run's weights in a fresh model, standardised with the
+    # training split's statistics of the same seeded split
+    bundle = load_data("iris", {}, {"train": 0.6, "val": 0.2, "test": 0.2}, 1, True)
+    model = rpnkit.RPN.from_dims([4, 3], expansion="taylor")
+    model.load_state_dict(torch.load(run / "model.pt", weights_only=True)["state_dict"])
+    with torch.no_grad():
+        logits = model(torch.as_tensor(bundle.transform_x(raw), dtype=torch.float32))
+    want = [bundle.classes[i] for i in logits.argmax(1).tolist()]
+    assert got == want
+    assert set(got) <= {"setosa", "versicolor", "virginica"}
+    # in-process API agrees, and probabilities sum to one
+    loaded = rpnkit.load_run(run)
+    assert list(loaded.predict(raw)) == want
+    proba = loaded.predict_proba(raw)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    assert main(["predict", str(run), str(tmp_path / "new.csv"), "--proba", "--out",
+                 str(tmp_path / "q.csv")]) == 0
+    header, rows = _read_csv(tmp_path / "q.csv")
+    assert header == ["p(setosa)", "p(versicolor)", "p(virginica)"]
+    np.testing.assert_allclose(np.array(rows, dtype=float), proba, rtol=1e-6, atol=1e-9)
+
+
+def test_regression_predictions_are_in_the_raw_target_scale(tmp_path):
+    cfg = {"seed": 0, "data": {"name": "function", "expression": "3 + 10*x0*x1",
+                               "ranges": [[-1, 1], [-1, 1]], "n_samples": 400,
+                               "standardize": True, "standardize_target": True},
+           "model": {"dims": [2, 1], "expansion": "taylor", "bias": True},
+           "train": {"epochs": 300, "dtype": "float64", "optimizer": {"name": "adam", "lr": 0.05}},
+           "plots": False}
+    run = _train(tmp_path, cfg)
+    x = np.array([[0.5, 0.5], [-0.5, 0.5], [0.0, 0.0]])
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(run), str(tmp_path / "x.npy"), "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    _, rows = _read_csv(tmp_path / "p.csv")
+    got = np.array(rows, dtype=float)[:, 0]
+    np.testing.assert_allclose(got, [5.5, 0.5, 3.0], atol=0.15)
+    np.testing.assert_allclose(rpnkit.load_run(run).predict(x), got, rtol=1e-12)
+
+
+def test_export_torchscript_matches_and_bad_inputs_exit_2(tmp_path, capsys):
+    run = _train(tmp_path, IRIS)
+    assert main(["export", str(run)]) == 0
+    ts = torch.jit.load(str(run / "model.ts"))
+    loaded = rpnkit.load_run(run)
+    x = torch.rand(5, 4)
+    torch.testing.assert_close(ts(x), loaded.model(x))
+    capsys.readouterr()
+    _write_csv(tmp_path / "bad.csv", ["a", "b"], [[1, 2]])
+    assert main(["predict", str(run), str(tmp_path / "bad.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "not columns of the file" in err[0]
+    assert main(["predict", str(tmp_path / "nope"), str(tmp_path / "bad.csv")]) == 2
+    assert main(["--version"]) == 0
+
+
+def test_runs_written_before_preprocessing_was_saved_still_load(tmp_path):
+    run = _train(tmp_path, IRIS)
+    payload = torch.load(run / "model.pt", weights_only=True)
+    want = rpnkit.load_run(run).predict(np.array([[5.0, 3.4, 1.5, 0.2]]))
+    payload.pop("preprocessing")
+    payload.pop("sha256", None)
+    from rpnkit.training.checkpoint import atomic_torch_save
+
+    atomic_torch_save(payload, run / "model.pt")  # checksummed again, without preprocessing
+    assert list(rpnkit.load_run(run).predict(np.array([[5.0, 3.4, 1.5, 0.2]]))) == list(want)
+
+
+@pytest.mark.parametrize("fmt", ["onnx"])
+def test_onnx_export_says_what_is_missing(tmp_path, fmt, capsys):
+    pytest.importorskip("torch")
+    run = _train(tmp_path, IRIS)
+    code = main(["export", str(run), "--format", fmt])
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        assert code == 2
+        assert "onnx" in capsys.readouterr().err
+    else:  # pragma: no cover - onnx installed
+        assert code == 0
