@@ -158,3 +158,15 @@ def test_registry_lists_datasets():
     for name in ("function", "elementary", "composite", "feynman", "iris", "wine", "digits",
                  "breast_cancer", "banknote", "pima", "mnist", "csv"):
         assert name in DATASETS
+
+
+def test_stratified_split_honours_counts_that_leave_rows_unused():
+    import numpy as np
+
+    from rpnkit.data import split_indices
+
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    s = split_indices(100, {"train": 10, "val": 5, "test": 5}, 0, labels)
+    assert {k: len(v) for k, v in s.items()} == {"train": 10, "val": 5, "test": 5}
+    assert len(set(np.concatenate(list(s.values())).tolist())) == 20
+    assert set(labels[s["train"]].tolist()) == {0, 1, 2}  # still stratified

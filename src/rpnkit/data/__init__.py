@@ -159,27 +159,45 @@ def split_indices(n: int, split: Mapping[str, float], seed: int,
         }
     else:
         # allocate each class proportionally, then fix rounding on the largest classes
-        out_l: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+        out_l: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": [], "spare": []}
         labels = np.asarray(stratify)
         classes = np.unique(labels)
+        whole = n_train + n_val + n_test == n  # fractions: train takes the rest, as always
         want = {"val": n_val, "test": n_test}
         for c in classes:
             idx = rng.permutation(np.nonzero(labels == c)[0])
             nc = len(idx)
             nv = int(round(nc * n_val / n))
             nt = int(round(nc * n_test / n))
+            nr = nc - nv - nt if whole else min(int(round(nc * n_train / n)), nc - nv - nt)
             out_l["val"].append(idx[:nv])
             out_l["test"].append(idx[nv : nv + nt])
-            out_l["train"].append(idx[nv + nt :])
+            out_l["train"].append(idx[nv + nt : nv + nt + nr])
+            out_l["spare"].append(idx[nv + nt + nr :])  # rows no split asked for (counts)
         out = {k: np.concatenate(v) if v else np.array([], dtype=int) for k, v in out_l.items()}
-        for k in ("val", "test"):  # exact requested sizes: move samples from/to train
-            diff = want[k] - len(out[k])
-            if diff > 0:
-                out[k] = np.concatenate([out[k], out["train"][:diff]])
-                out["train"] = out["train"][diff:]
-            elif diff < 0:
-                out["train"] = np.concatenate([out["train"], out[k][diff:]])
-                out[k] = out[k][:diff]
+        spare = out.pop("spare")
+        if whole:
+            for k in ("val", "test"):  # exact requested sizes: move samples from/to train
+                diff = want[k] - len(out[k])
+                if diff > 0:
+                    out[k] = np.concatenate([out[k], out["train"][:diff]])
+                    out["train"] = out["train"][diff:]
+                elif diff < 0:
+                    out["train"] = np.concatenate([out["train"], out[k][diff:]])
+                    out[k] = out[k][:diff]
+        else:  # counts: exact sizes of every split, the rest stays unused
+            want["train"] = n_train
+            for k in ("val", "test", "train"):  # give back what rounding made too big
+                extra = len(out[k]) - want[k]
+                if extra > 0:
+                    spare = np.concatenate([spare, out[k][-extra:]])
+                    out[k] = out[k][:-extra]
+            spare = rng.permutation(spare)
+            for k in ("val", "test", "train"):  # then fill what is short
+                short = want[k] - len(out[k])
+                if short > 0:
+                    out[k] = np.concatenate([out[k], spare[:short]])
+                    spare = spare[short:]
         out = {k: rng.permutation(v) for k, v in out.items()}
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 

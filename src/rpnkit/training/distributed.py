@@ -12,9 +12,11 @@ CPU). The engine then
   ``DistributedSampler``, and a run with any number of processes follows the same sequence of
   global batches (the training state is independent of the world size: resume with another
   N works);
-* weights each rank's loss by its share of the global batch, so that DDP's gradient average
-  is the gradient of the mean loss over the global batch (1 process and N processes reach the
-  same weights, up to floating-point summation order);
+* has each rank back-propagate its part of the global mean loss (Σ over its rows / global
+  batch size) and multiplies DDP's averaged gradients by N, so the gradient is that of the
+  mean loss over the global batch and every intermediate gradient has its 1-process scale
+  (fp16 loss scaling skips the same steps): 1 process and N processes reach the same weights,
+  up to floating-point summation order;
 * evaluates each split in per-rank shards and gathers the outputs, so validation and test
   metrics are those of the whole split on every rank;
 * writes files (checkpoints, run folder) on rank 0 only.

@@ -629,9 +629,11 @@ def fit(
         rows; returns (mean loss over the global batch, whether any rank asked to stop)."""
         holder: dict[str, Any] = {}
         local_n = xb.shape[0]
-        # DDP averages gradients over ranks: weighting each rank's mean loss by its share of
-        # the global batch makes that average the gradient of the global mean loss
-        weight = local_n * world.size / global_n if world.distributed else 1.0
+        # each rank back-propagates its share of the global mean loss (Σ_local ℓ / global_n), so
+        # every intermediate gradient has the scale it has in one process (fp16 loss scaling
+        # then overflows on the same steps); DDP averages over ranks, so the gradients are
+        # multiplied by the world size afterwards: their sum is the global mean's gradient
+        weight = local_n / global_n if world.distributed else 1.0
 
         def closure():
             optimizer.zero_grad(set_to_none=True)
@@ -653,6 +655,10 @@ def fit(
                 scaler.scale(scaled).backward()
             else:
                 scaled.backward()
+            if world.distributed:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(world.size)
             if cfg.grad_clip is not None:
                 if scaler is not None:
                     scaler.unscale_(optimizer)
