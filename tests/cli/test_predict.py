@@ -138,3 +138,44 @@ def test_onnx_export_says_what_is_missing(tmp_path, fmt, capsys):
         assert "onnx" in capsys.readouterr().err
     else:  # pragma: no cover - onnx installed
         assert code == 0
+
+
+def test_resume_needs_only_the_run_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = {"seed": 0, "data": {"name": "function", "expression": "x0*x1",
+                               "ranges": [[-1, 1], [-1, 1]], "n_samples": 300},
+           "model": {"dims": [2, 3, 1], "expansion": "taylor"},
+           "train": {"epochs": 4000, "dtype": "float64", "checkpoint_seconds": 0.1},
+           "plots": False}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "rpnkit", "train", str(path), "--out", str(out),
+                             "--quiet", "--set", "train.epochs=1500"], stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt")
+    assert proc.returncode == 130
+    hint = err.strip().splitlines()[-1].split("continue with: ", 1)[1]
+    assert hint == f"rpnkit train --resume {out}"
+    # an override that differs from the saved config is refused; the hint's command works
+    assert main(["train", "--resume", str(out), "--set", "train.epochs=5", "--quiet"]) == 2
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert _read_metrics(out)["epochs_run"] == 1500
+
+
+def _read_metrics(run: Path) -> dict:
+    import json
+
+    return json.loads((run / "metrics.json").read_text(encoding="utf-8"))

@@ -34,6 +34,17 @@ class _Parser(argparse.ArgumentParser):
                         if " " in self.prog else f"{message} (see rpnkit --help)")
 
 
+def _device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (as in configs)."""
+    import re
+
+    if text in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d{1,3}", text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"invalid device {text[:40]!r}; use auto, cpu, cuda, cuda:N or mps"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="rpnkit", description="Train and evaluate RPN models from YAML configs.")
     from .. import __version__
@@ -42,21 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model from a YAML config into a run folder")
-    t.add_argument("config", help="YAML config file")
-    t.add_argument("--out", required=True, help="run folder to create (or resume)")
+    t.add_argument("config", nargs="?", default=None,
+                   help="YAML config file (not needed with --resume RUN: the folder has it)")
+    t.add_argument("--out", default=None, help="run folder to create (or resume)")
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. --set train.epochs=50")
-    t.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out (from its last checkpoint)")
+    t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                   help="continue an interrupted run (RUN, or --out) from its last checkpoint; "
+                        "the folder's config is used, --set options must match it")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (finished, unfinished or stale)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    t.add_argument("--device", type=_device_name, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar or log messages")
 
     e = sub.add_parser("eval", help="re-evaluate a run folder; prints a JSON object last")
     e.add_argument("run_dir")
     e.add_argument("--best", action="store_true", help="evaluate best.pt instead of model.pt")
-    e.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None,
+    e.add_argument("--device", type=_device_name, default=None,
                    help="default: the run's configured device (as in training)")
 
     pr = sub.add_parser("predict", help="predict with a trained run on raw data (csv/npy/parquet)")
@@ -79,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", default=None, help="YAML config (default: the bundled demo)")
     r.add_argument("--out", default=None, help="keep run folders here (default: none kept)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    r.add_argument("--device", type=_device_name, default=None)
     r.add_argument("--quiet", action="store_true")
     return p
 
@@ -107,6 +120,19 @@ def _cmd_train(args) -> int:
 
     _setup_logging(args.quiet)
     sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
+    if isinstance(args.resume, str):  # --resume RUN: the folder is the run
+        if args.out is not None and Path(args.out) != Path(args.resume):
+            raise _BadInput(f"--resume {args.resume} and --out {args.out} name different folders")
+        args.out = args.resume
+    if args.out is None:
+        raise _BadInput("train needs --out RUN (or --resume RUN to continue a run)")
+    args.resume = bool(args.resume)
+    if args.config is None:
+        if not args.resume:
+            raise _BadInput("train needs a config file (or --resume RUN to continue a run)")
+        args.config = str(Path(args.out) / "config.yaml")
+        if not Path(args.config).is_file():
+            raise _BadInput(f"--resume: {args.out} has no config.yaml (not a run folder)")
     cfg = load_config(args.config, sets)  # every rank validates the config before any collective
     out = Path(args.out)
     if D.env_world_size() > 1:
@@ -144,10 +170,9 @@ def _cmd_train(args) -> int:
         return 1
     except TrainingInterrupted as exc:
         if world.main:
-            sets_hint = "".join(f" --set {s}" for s in args.sets)
             launcher = "torchrun --nproc_per_node=N -m rpnkit" if world.distributed else "rpnkit"
-            print(f"rpnkit: {exc}; continue with: {launcher} train {args.config} --out {out}"
-                  f"{sets_hint} --resume", file=sys.stderr)
+            print(f"rpnkit: {exc}; continue with: {launcher} train --resume {out}",
+                  file=sys.stderr)
         D.shutdown()
         return 130
     D.shutdown()
