@@ -179,3 +179,24 @@ def _read_metrics(run: Path) -> dict:
     import json
 
     return json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = {"seed": 0, "data": {"name": "function", "expression": "x0*x1",
+                               "ranges": [[-1, 1], [-1, 1]], "n_samples": 200},
+           "model": {"dims": [2, 1], "expansion": "taylor"},
+           "train": {"epochs": 400}, "plots": False}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    env = {**os.environ, "RPNKIT_PROGRESS_SECONDS": "0"}
+    res = subprocess.run([sys.executable, "-m", "rpnkit", "train", str(path), "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, env=env,
+                         timeout=120, check=True)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("rpnkit: epoch ")]
+    assert len(lines) == 400
+    assert "loss=" in lines[0] and "samples/s ETA" in lines[0]
+    assert lines[-1].startswith("rpnkit: epoch 400/400")

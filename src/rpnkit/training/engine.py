@@ -20,6 +20,7 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -404,6 +405,40 @@ DIVERGENCE_HINT = ("try a lower train.optimizer.lr, train.grad_clip: 1.0, or a b
                    "preprocess such as tanh or layer_norm before fast-growing expansions")
 
 
+class _ProgressLines:
+    """One INFO log line every ``RPNKIT_PROGRESS_SECONDS`` (default 30) seconds when stderr is
+    not a terminal: epoch, loss, validation value, samples/s and the estimated time left."""
+
+    def __init__(self, epochs: int, start: int) -> None:
+        try:
+            self.every = float(os.environ.get("RPNKIT_PROGRESS_SECONDS", "30"))
+        except ValueError:
+            self.every = 30.0
+        self.epochs, self.start = epochs, start
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, epoch: int, loss: float, val: float | None, val_name: str,
+               samples_per_s: float) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every and epoch < self.epochs:
+            return
+        self.last = now
+        done = max(epoch - self.start, 1)
+        eta = (now - self.t0) / done * (self.epochs - epoch)
+        val_part = f" {val_name}={val:.4g}" if val is not None else ""
+        logger.info("epoch %d/%d loss=%.4g%s %.3g samples/s ETA %s", epoch, self.epochs, loss,
+                    val_part, samples_per_s, _duration(eta))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
 class _RangeCheck:
     """Forward pre-hook: warn (once) when a module's input leaves its expansion's safe range."""
 
@@ -678,12 +713,17 @@ def fit(
         return holder["first"], holder.get("stop", stop)
 
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    lines: _ProgressLines | None = None
+    if progress and world.main:
+        import sys
 
-        bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="train", unit="ep", leave=False,
-                   disable=None if world.main else True, mininterval=0.2,
-                   dynamic_ncols=True)
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="train", unit="ep",
+                       leave=False, mininterval=0.2, dynamic_ncols=True)
+        else:  # nohup, CI, cluster logs: a plain progress line every few seconds
+            lines = _ProgressLines(cfg.epochs, start_epoch)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -770,6 +810,9 @@ def fit(
                         best = {"epoch": epoch + 1, "monitor": f"val_{monitor}", "value": value}
             history.append(rec)
             last_good = _clone_state(model)
+            if lines is not None:
+                lines.update(epoch + 1, train_loss, rec.get(f"val_{monitor}"), f"val_{monitor}",
+                             samples_per_s)
             if bar is not None:
                 post = {"loss": f"{train_loss:.3g}", "lr": f"{lr:.2g}",
                         "samples/s": f"{samples_per_s:.3g}"}
