@@ -352,21 +352,33 @@ def _cmd_run(args) -> int:
         return 130
     key = "mse" if b.task == "regression" else "accuracy"
     has_val = b.size("val") > 0
-    head = f"{'model':<44}{'params':>8}{'final test ' + key:>18}"
-    if has_val:
-        head += f"{'best-val test ' + key:>21}"
-    head += f"{'seconds':>9}"
-    print(head)
-    for title, n_par, res in rows:
-        line = f"{title:<44}{n_par:>8}{res.final['test'][key]:>18.4g}"
-        if has_val:
-            line += f"{res.best_metrics['test'][key]:>21.4g}"
-        line += f"{res.seconds:>9.1f}"
-        print(line)
+    print(_table(rows, key, has_val))
     if out is not None:
         print(f"run folders: {out}/model, {out}/baseline0 ...")
     print(json.dumps({r[0]: {"params": r[1], "test": r[2].final["test"]} for r in rows}))
     return 0
+
+
+def _table(rows, key: str, has_val: bool) -> str:
+    """The `run` results table; every column is as wide as its widest cell, two spaces apart."""
+    header = ["model", "params", f"final test {key}"]
+    if has_val:
+        header.append(f"best-val test {key}")
+    header.append("seconds")
+    body = []
+    for title, n_par, res in rows:
+        cells = [title, str(n_par), f"{res.final['test'][key]:.4g}"]
+        if has_val:
+            cells.append(f"{res.best_metrics['test'][key]:.4g}")
+        cells.append(f"{res.seconds:.1f}")
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
+
+    return "\n".join(fmt(r) for r in [header, *body])
 
 
 def main(argv: list[str] | None = None) -> int:
