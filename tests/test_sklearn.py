@@ -185,19 +185,22 @@ def test_estimators_train_through_the_engine(monkeypatch, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no run folder, no checkpoint
 
 
-def test_verbose_logs_every_epoch(caplog):
+def test_verbose_prints_every_epoch_like_scikit_learn(caplog, capsys):
     import logging
 
     X, y = make_classification(60, 3, n_informative=2, n_redundant=0, random_state=0)
     with caplog.at_level(logging.INFO, logger="rpnkit.sklearn"):
         RPNClassifier(random_state=0, max_epochs=4, n_iter_no_change=100, verbose=1).fit(X, y)
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 4
+    assert printed[-1].startswith("Epoch 4, loss = ")
     lines = [r.getMessage() for r in caplog.records if r.name == "rpnkit.sklearn"]
     assert len(lines) == 4
-    assert "epoch 4: train loss" in lines[-1]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="rpnkit.sklearn"):
         RPNClassifier(random_state=0, max_epochs=4).fit(X, y)
     assert not [r for r in caplog.records if r.name == "rpnkit.sklearn"]
+    assert capsys.readouterr().out == ""
 
 
 def test_convergence_warning_with_early_stopping():

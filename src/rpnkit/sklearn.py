@@ -331,15 +331,18 @@ class _RPNEstimatorBase(BaseEstimator):
         name = type(self).__name__
 
         def log_epoch(epoch: int, rec: dict[str, Any]) -> None:
+            # like scikit-learn's own estimators: verbose prints one line per epoch on stdout
             val = rec.get("val_loss")
-            logger.info("%s epoch %d: train loss %.6g%s", name, epoch, rec["train_loss"],
-                        f", validation loss {val:.6g}" if val is not None else "")
+            line = f"Epoch {epoch}, loss = {rec['train_loss']:.8f}" + (
+                f", validation loss = {val:.8f}" if val is not None else "")
+            logger.info("%s %s", name, line)
+            print(line, flush=True)  # noqa: T201 - the estimator's verbose output
 
         cuda_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), _small_work_threads(device, X.size):
             torch.manual_seed(seed)
             net = self._build_network(X.shape[1], n_out)
-            result = fit(net, data, cfg, seed=seed, device=device, progress=bool(self.verbose),
+            result = fit(net, data, cfg, seed=seed, device=device, progress=self.verbose > 1,
                          on_epoch_end=log_epoch if self.verbose else None, restore_best=True,
                          task=self._task)
         stopped = result.stopped or {}
