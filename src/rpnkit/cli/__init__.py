@@ -156,6 +156,9 @@ def _cmd_train(args) -> int:
         if error is not None and (world.main or not bad_input):
             raise error  # bad input is the same on every rank: rank 0 says it once
         raise _Quiet()
+    if world.main and not args.quiet:
+        for line in _model_summary(cfg.model.title(), prep.model):
+            log.info("%s", line)
     flag = InterruptFlag()
     try:
         with handle_signals(flag):
@@ -188,6 +191,23 @@ def _cmd_train(args) -> int:
     print(json.dumps({"test": result.final["test"], "best": {**result.best, "test": result.best_metrics["test"]},
                       "out": str(out)}))
     return 0
+
+
+def _model_summary(title: str, model) -> list[str]:
+    """Parameters per layer and, for RPN heads, the planned path of each head."""
+    def count(mod) -> int:
+        return sum(p.numel() for p in mod.parameters() if p.requires_grad)
+
+    lines = [f"model {title}: {count(model):,} trainable parameters"]
+    for i, layer in enumerate(getattr(model, "layers", [])):
+        heads = getattr(layer, "heads", None)
+        if heads is None:
+            continue
+        paths = ", ".join(sorted({getattr(h, "contraction", None).path for h in heads
+                                  if getattr(h, "contraction", None) is not None}))
+        lines.append(f"  layer {i}: {layer.m}->{layer.n}, {len(heads)} head(s), "
+                     f"{count(layer):,} parameters, path {paths or '-'}")
+    return lines
 
 
 class _Quiet(Exception):

@@ -45,8 +45,12 @@ def make_plots(out: Path, prep, result) -> list[Path]:
 
 
 def _learning_curves(plt, out: Path, result) -> Path:
+    """Loss (train and validation) and, beside it, every validation metric per epoch."""
     hist = result.history
-    fig, ax = plt.subplots(figsize=(6, 4))
+    metrics = sorted({k for h in hist for k in h if k.startswith("val_") and k != "val_loss"})
+    fig, axes = plt.subplots(1, 2 if metrics else 1, figsize=(11 if metrics else 6, 4),
+                             squeeze=False)
+    ax = axes[0][0]
     if hist:
         ep = [h["epoch"] for h in hist]
         ax.plot(ep, [h["train_loss"] for h in hist], label="train loss")
@@ -61,6 +65,16 @@ def _learning_curves(plt, out: Path, result) -> Path:
     ax.set_ylabel("loss")
     ax.set_title("learning curves")
     ax.legend()
+    if metrics:
+        mx = axes[0][1]
+        ep = [h["epoch"] for h in hist]
+        for key in metrics:
+            mx.plot(ep, [h.get(key, np.nan) for h in hist], label=key.removeprefix("val_"))
+        if result.best.get("monitor"):
+            mx.axvline(result.best["epoch"], color="grey", ls=":")
+        mx.set_xlabel("epoch")
+        mx.set_title("validation metrics")
+        mx.legend()
     path = out / "learning_curves.png"
     _save(fig, path)
     return path
