@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _venv  # noqa: F401  (re-runs this script with .venv/bin/python from a fresh shell)
+
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 RESULTS = HERE.parent / "results"

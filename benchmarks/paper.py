@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import _venv  # noqa: F401  (re-runs this script with .venv/bin/python from a fresh shell)
 import numpy as np
 import torch
 

@@ -54,6 +54,8 @@ from __future__ import annotations
 
 import os
 
+import _venv  # noqa: F401  (re-runs this script with .venv/bin/python from a fresh shell)
+
 # passive OpenMP waiting: spinning threads steal the core from the other process/thread
 # on a 2-core machine (see structured.py); set before torch loads, inherited by the runs
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

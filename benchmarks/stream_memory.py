@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _venv  # noqa: F401  (re-runs this script with .venv/bin/python from a fresh shell)
 import numpy as np
 
 SPLIT = {"train": 0.8, "val": 0.1, "test": 0.1}

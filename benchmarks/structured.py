@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 
+import _venv  # noqa: F401  (re-runs this script with .venv/bin/python from a fresh shell)
+
 # OpenMP's default *active* wait spins between parallel regions; on a shared, oversubscribed
 # CPU (other jobs on the same 2 cores) a spinning thread steals the core from the one doing
 # the work and every small op pays milliseconds. Passive waiting is set before torch loads

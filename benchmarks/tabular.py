@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import _venv  # noqa: F401  (re-runs this script with .venv/bin/python from a fresh shell)
 import numpy as np
 import torch
 from sklearn.datasets import load_breast_cancer, load_iris, load_wine
