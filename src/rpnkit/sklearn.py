@@ -33,6 +33,7 @@ import copy
 import inspect
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -336,7 +337,8 @@ class _RPNEstimatorBase(BaseEstimator):
             line = f"Epoch {epoch}, loss = {rec['train_loss']:.8f}" + (
                 f", validation loss = {val:.8f}" if val is not None else "")
             logger.info("%s %s", name, line)
-            print(line, flush=True)  # noqa: T201 - the estimator's verbose output
+            sys.stdout.write(line + "\n")  # the estimator's verbose output, as scikit-learn's
+            sys.stdout.flush()
 
         cuda_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), _small_work_threads(device, X.size):

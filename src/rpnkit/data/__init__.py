@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from .formula import CONSTANTS, FUNCTIONS, Formula, parse_formula
+from .scaling import Standardised
 from .sources import DATASETS, FEYNMAN_PAPER_IDS, RawData, equation_ids, equation_table
 from .streaming import STREAM_SOURCES, StreamingBundle, open_stream
 
@@ -44,7 +45,7 @@ __all__ = [
 
 
 @dataclass
-class DataBundle:
+class DataBundle(Standardised):
     """Split, validated data. Regression targets are (N, k) float; class targets (N,) int."""
 
     name: str
@@ -77,16 +78,6 @@ class DataBundle:
     def size(self, split: str) -> int:
         return int(self.x[split].shape[0])
 
-    def transform_x(self, x: np.ndarray) -> np.ndarray:
-        """Apply the training-split feature standardisation (if any) to raw features."""
-        if self.x_mean is None:
-            return x
-        return (x - self.x_mean) / self.x_std
-
-    def inverse_y(self, y: np.ndarray) -> np.ndarray:
-        if self.y_mean is None:
-            return y
-        return y * self.y_std + self.y_mean
 
 
 def validate_finite(x: np.ndarray, what: str) -> None:

@@ -70,6 +70,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import ConfigurationError, did_you_mean
 from ..registry import Registry
 from .formula import Formula, parse_formula
+from .scaling import Standardised
 from .sources import _check_ranges, check_label_spellings, check_text_labels, sort_labels
 
 __all__ = [
@@ -810,7 +811,7 @@ class _BatchStream(IterableDataset):
         return self.bundle._generate(*self.args, ids)
 
 
-class StreamingBundle:
+class StreamingBundle(Standardised):
     """Split, validated rows served in batches from disk (or generated); see the module doc.
 
     Descriptive attributes match :class:`rpnkit.data.DataBundle`; the standardisation
@@ -872,16 +873,6 @@ class StreamingBundle:
         b = _check_int(batch_size, "batch_size", 1)
         return -(-self.size(split) // b)
 
-    def transform_x(self, x: np.ndarray) -> np.ndarray:
-        """Apply the training-split feature standardisation (if any) to raw features."""
-        if self.x_mean is None:
-            return x
-        return (x - self.x_mean) / self.x_std
-
-    def inverse_y(self, y: np.ndarray) -> np.ndarray:
-        if self.y_mean is None:
-            return y
-        return y * self.y_std + self.y_mean
 
     def __getstate__(self) -> dict:  # picklable for spawned DataLoader workers
         state = dict(self.__dict__)
