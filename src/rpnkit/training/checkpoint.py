@@ -30,6 +30,7 @@ import hashlib
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -237,7 +238,9 @@ def load_checked(path: Path, what: str = "checkpoint") -> dict[str, Any]:
     if size == 0:
         raise CheckpointError(f"{what} {path} is empty (0 bytes): refusing it")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file makes torch warn before it fails
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch reports damage as RuntimeError, UnpicklingError, ...
         raise CheckpointError(
             f"{what} {path} is truncated or corrupt and cannot be read ({_reason(exc)})"
