@@ -276,7 +276,7 @@ def test_alias_bomb_refused_fast_and_names_source():
     t0 = time.perf_counter()
     with pytest.raises(ConfigurationError) as info:
         read_yaml("x: " + bomb_flow(levels=30), "bomb.yaml")
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 5.0  # bound against minutes-long expansion, not a speed target
     assert str(info.value).startswith("bomb.yaml: ")
 
 
@@ -366,7 +366,7 @@ def test_short_is_bounded():
         for limit in (10, 80, 200):
             text = short(value, limit)
             assert len(text) <= limit, (limit, text)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0
     assert short([1, "a", None]) == "[1, 'a', None]"
     assert short("x" * 100, 20).endswith("...")
     assert "digits" in short(10**5000)
@@ -390,7 +390,7 @@ def test_formula_limits(text, kwargs, match):
     t0 = time.perf_counter()
     with pytest.raises(ConfigurationError, match=match) as info:
         parse_formula(text, **kwargs)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 5.0
     assert len(str(info.value)) < 400
 
 

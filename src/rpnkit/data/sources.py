@@ -320,20 +320,27 @@ def _parse_table(text: str, source: str, header: bool, delimiter: str):
     return names, rows, lines
 
 
+def float_column(values: Sequence[str], what: str, column: str, where) -> np.ndarray:
+    """Text values as float64; the first non-number is refused naming ``where(index)``."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except ValueError:
+        pass
+    out = np.empty(len(values))
+    for j, v in enumerate(values):
+        try:
+            out[j] = float(v)
+        except ValueError:
+            raise ConfigurationError(
+                f"{what}: column {column!r} at {where(j)} holds {v!r}, which is not a number"
+            ) from None
+    return out
+
+
 def _to_float(rows, col: int, name: str, source: str, lines: Sequence[int]) -> np.ndarray:
     """Column ``col`` as float64; a non-number or NaN/inf is refused naming its line."""
     values = [r[col] for r in rows]
-    try:
-        out = np.array(values, dtype=np.float64)
-    except ValueError:
-        out = np.empty(len(values))
-        for i, v in enumerate(values):
-            try:
-                out[i] = float(v)
-            except ValueError:
-                raise ConfigurationError(
-                    f"{source}: column {name!r} at line {lines[i]} holds {v!r}, which is not a number"
-                ) from None
+    out = float_column(values, source, name, lambda i: f"line {lines[i]}")
     bad = ~np.isfinite(out)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])

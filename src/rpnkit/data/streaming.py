@@ -71,7 +71,13 @@ from ..errors import ConfigurationError, did_you_mean
 from ..registry import Registry
 from .formula import Formula, parse_formula
 from .scaling import Standardised
-from .sources import _check_ranges, check_label_spellings, check_text_labels, sort_labels
+from .sources import (
+    _check_ranges,
+    check_label_spellings,
+    check_text_labels,
+    float_column,
+    sort_labels,
+)
 
 __all__ = [
     "STREAM_SOURCES",
@@ -209,21 +215,7 @@ def _resolve_columns(target: Any, features: Any, names: list[str], what: str) ->
 _sorted_labels = sort_labels  # class labels in order (see rpnkit.data.sources)
 
 
-def _float_column(values: list[str], what: str, column: str,
-                  where: Callable[[int], str]) -> np.ndarray:
-    try:
-        return np.array(values, dtype=np.float64)
-    except ValueError:
-        pass
-    out = np.empty(len(values))
-    for j, v in enumerate(values):
-        try:
-            out[j] = float(v)
-        except ValueError:
-            raise ConfigurationError(
-                f"{what}: column {column!r} at {where(j)} holds {v!r}, which is not a number"
-            ) from None
-    return out
+_float_column = float_column  # shared with the in-memory CSV reader
 
 
 # ----------------------------------------------------------------------------- sources
