@@ -143,6 +143,20 @@ def run_functions(kind: str, args, store: dict) -> None:
             + f" ({row['seconds']}s)")
 
 
+def run_functions_paper(kind: str, args) -> None:
+    """The paper's protocol (paper_protocol.py): every missing (function, model, seed) run."""
+    import paper_protocol as PP
+
+    torch.set_num_threads(1)  # tiny models: one thread is fastest; run sections in parallel instead
+    PP.check_paper_params(kind)
+    ids = PP.section_ids(kind)
+    if args.equations:
+        ids = [i for i in ids if i in args.equations]
+    models = PP.MODELS + (("pykan",) if args.pykan else ())
+    for eq in ids:
+        PP.run_function(kind, eq, PP.PROTOCOL["seeds"], models, log=log)
+
+
 # ----------------------------------------------------------------------------- tabular
 def tabular_models(m: int, k: int) -> dict[str, ModelConfig]:
     return {
@@ -470,7 +484,16 @@ def main() -> None:
     ap.add_argument("--json", default=str(RESULTS / "paper.json"))
     ap.add_argument("--md", default=str(RESULTS / "paper.md"))
     ap.add_argument("--render-only", action="store_true")
+    ap.add_argument("--protocol", choices=["paper", "quick"], default="paper",
+                    help="function sections: 'paper' = the paper's protocol exactly (5 seeds x 2,000 "
+                         "epochs, 1,000/1,000 samples, cached per run in results/paper_runs/, resumable); "
+                         "'quick' = the reduced protocol (--seeds/--epochs/--optimizer)")
+    ap.add_argument("--quick", action="store_true", help="same as --protocol quick")
+    ap.add_argument("--pykan", action="store_true",
+                    help="add pykan itself as a column (paper protocol; needs `pip install --no-deps pykan`)")
     args = ap.parse_args()
+    if args.quick:
+        args.protocol = "quick"
     args.equations = set(args.equations.split(",")) if args.equations else None
     args.mnist_models = args.mnist_models.split(",") if args.mnist_models else None
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -485,7 +508,9 @@ def main() -> None:
             if sec not in SECTIONS:
                 raise SystemExit(f"unknown section {sec!r}; choose from {SECTIONS}")
             log(f"section {sec}")
-            if sec in ("elementary", "composite", "feynman"):
+            if sec in ("elementary", "composite", "feynman") and args.protocol == "paper":
+                run_functions_paper(sec, args)
+            elif sec in ("elementary", "composite", "feynman"):
                 run_functions(sec, args, store)
             elif sec == "tabular":
                 run_tabular(args, store)

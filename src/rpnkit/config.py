@@ -298,6 +298,7 @@ class OptimizerConfig(_NamedParams):
         from .training.components import OPTIMIZERS
 
         _check_registry_params(OPTIMIZERS, self.name, self.params())
+        OPTIMIZERS.build(self.name, **self.params())  # option values (lr, fused, …) checked now
         return self
 
 
@@ -349,6 +350,11 @@ class TrainConfig(_Strict):
     compile: bool = False
     num_workers: int = Field(0, ge=0, le=64)
     logging: str | None = None
+    # move spline grids to the training data every k epochs (rpnkit.grid.update_grid); 0: off
+    grid_update_every: int = Field(0, ge=0)
+    # sparsity: L1 and entropy penalties on edge magnitudes (rpnkit.pruning.Regularizer)
+    reg_l1: float = Field(0.0, ge=0, allow_inf_nan=False)
+    reg_entropy: float = Field(0.0, ge=0, allow_inf_nan=False)
 
     @field_validator("optimizer", "scheduler", "loss", mode="before")
     @classmethod
@@ -401,6 +407,8 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[ModelConfig] = Field(default_factory=list)
     plots: bool = True
+    # `rpnkit search`: optional overrides of the searched space (rpnkit.search.DEFAULT_SPACE keys)
+    search: dict[str, Any] | None = None
 
     @field_validator("device")
     @classmethod

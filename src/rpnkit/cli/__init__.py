@@ -86,7 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", default=None, help="output file (default: RUN/model.ts|.onnx)")
     ex.add_argument("--best", action="store_true", help="export best.pt instead of model.pt")
 
+    pl = sub.add_parser("plot", help="draw a trained run's network: every edge's learned curve")
+    pl.add_argument("run_dir", help="run folder (from rpnkit train)")
+    pl.add_argument("--out", default=None, help="output .png or .svg (default: RUN/model_view.png)")
+    pl.add_argument("--best", action="store_true", help="use best.pt instead of model.pt")
+
     sub.add_parser("list", help="list components, models, datasets, optimizers, ...")
+    s = sub.add_parser("search", help="search catalog RPNs under a parameter budget (selection on "
+                                      "validation); writes a leaderboard, prints the winner as JSON")
+    s.add_argument("config", help="YAML config (its data and train sections; an optional search: "
+                                  "section narrows the space)")
+    s.add_argument("--budget", type=_positive_int, required=True, metavar="N",
+                   help="most trainable parameters a candidate may have")
+    s.add_argument("--max-minutes", type=_positive_float, default=10.0, metavar="M",
+                   help="wall-clock limit for the whole search (default 10)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for leaderboard.csv, search.json and winner.yaml")
+    s.add_argument("--finalists", type=_positive_int, default=3,
+                   help="architectures retrained with every recipe after screening (default 3)")
+    s.add_argument("--screen-epochs", type=_positive_int, default=200,
+                   help="epochs per candidate while screening (default 200)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a config value (repeatable)")
+    s.add_argument("--overwrite", action="store_true", help="replace an earlier search in DIR")
+    s.add_argument("--quiet", action="store_true", help="no per-candidate lines on stderr")
 
     r = sub.add_parser("run", help="train the default job (or CONFIG) and its baselines; print a table")
     r.add_argument("config", nargs="?", default=None, help="YAML config (default: the bundled demo)")
@@ -95,6 +118,66 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", type=_device_name, default=None)
     r.add_argument("--quiet", action="store_true")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text[:40]!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text[:40]!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text[:40]!r}")
+    return v
+
+
+def _cmd_search(args) -> int:
+    from ..config import load_config
+    from ..search import search, write_outputs
+
+    _setup_logging(args.quiet)
+    cfg = load_config(args.config, args.sets)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out {out} exists and is not a folder")
+    if (out / "leaderboard.csv").exists() and not args.overwrite:
+        raise _BadInput(f"--out {out} already holds a search (leaderboard.csv); add --overwrite to "
+                        "replace it or choose another folder")
+
+    def progress(c, i, total):
+        if args.quiet:
+            return
+        val = c.val.get("loss")
+        v = f"val loss {val:.4g}" if val is not None else c.status
+        print(f"[{i}/{total}] {c.stage} {c.recipe:<10} {c.params:>6} params  {v}  ({c.seconds:.1f}s)  "
+              f"{c.name}", file=sys.stderr, flush=True)
+
+    result = search(cfg, args.budget, args.max_minutes, space=cfg.search, screen_epochs=args.screen_epochs,
+                    finalists=args.finalists, on_candidate=progress)
+    write_outputs(result, cfg, out)
+    if result.winner is None:
+        print(f"rpnkit: error: no candidate finished within {args.max_minutes:g} minutes "
+              f"(see {out / 'leaderboard.csv'}); raise --max-minutes", file=sys.stderr)
+        print(json.dumps(result.summary()))
+        return 1
+    if not args.quiet:
+        w = result.winner
+        print(f"winner: {w.name} [{w.recipe}], {w.params} parameters; "
+              f"{len(result.candidates)} candidates in {result.seconds:.0f}s; leaderboard: "
+              f"{out / 'leaderboard.csv'}")
+    print(json.dumps(result.summary()))
+    return 0
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -274,6 +357,31 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from ..inspection import model_view
+    from ..predict import load_run
+    from ..training.run import load_bundle
+
+    _setup_logging(True)
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise _BadInput(f"run folder {str(run_dir)!r} does not exist")
+    out = Path(args.out) if args.out else run_dir / "model_view.png"
+    if out.suffix.lower() not in (".png", ".svg"):
+        raise _BadInput(f"--out must end in .png or .svg, got {out.name!r}")
+    run = load_run(run_dir, "best" if args.best else "final")
+    if run.config.data.stream:
+        raise _BadInput("plot needs the run's data in memory (the run streams its data)")
+    bundle = load_bundle(run.config)
+    x = bundle.x["train"][:2000]
+    try:
+        path = model_view(run.model, out, x=x, names=run.feature_names or None)
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from None
+    print(path)
+    return 0
+
+
 def _cmd_export(args) -> int:
     from ..predict import export_run
 
@@ -414,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             raise _BadInput("no command given (see rpnkit --help)")
         handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "run": _cmd_run,
-                   "predict": _cmd_predict, "export": _cmd_export}
+                   "predict": _cmd_predict, "export": _cmd_export, "search": _cmd_search,
+                   "plot": _cmd_plot}
         return handler[args.command](args)
     except _Quiet:
         return 2

@@ -1,0 +1,403 @@
+"""Search the component catalog for the best RPN under a parameter budget.
+
+:func:`search` trains candidate RPNs built from catalog components on a config's data and
+picks the one with the lowest *validation* loss; the test split is evaluated once, for the
+winner only. A candidate is an architecture (expansion, reconciliation, remainder, depth;
+hidden widths are the largest that keep the parameter count within the budget) trained
+with a recipe:
+
+* ``config``: the config's own ``train`` section (rpnkit's default: Adam, cosine decay);
+* ``lbfgs``: full-batch L-BFGS with a strong-Wolfe line search;
+* ``adam+lbfgs``: the config's recipe, then an L-BFGS polish from its best-on-validation
+  weights.
+
+The search runs in two stages: every architecture is screened with the ``config`` recipe
+(at most ``screen_epochs`` epochs, cheapest first, round-robin over expansions so that an
+early deadline still covers the catalog), then the best ``finalists`` architectures are
+trained with every recipe for the config's full epoch count. The deadline
+(``max_minutes``) is checked between candidates and also interrupts a candidate that
+overruns it (that candidate is discarded). Everything a candidate needs is decided by the
+same :class:`~rpnkit.config.ModelConfig` / :class:`~rpnkit.config.TrainConfig` a user
+writes, so the winner's ``model`` section can be pasted into a config and trained with
+``rpnkit train``.
+
+CLI: ``rpnkit search cfg.yaml --budget N --max-minutes M --out DIR`` writes
+``DIR/leaderboard.csv`` (every candidate, best first), ``DIR/search.json`` and
+``DIR/winner.yaml`` (the config with the winning model and recipe) and prints, as its
+last line, ``{"params": …, "config": {…model section…}, "train": {…}, "val": {…}, "test": {…}}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ModelConfig, RunConfig, TrainConfig
+from .errors import ConfigurationError
+
+__all__ = ["Candidate", "SearchResult", "search", "candidate_architectures", "DEFAULT_SPACE"]
+
+logger = logging.getLogger(__name__)
+
+_EXT = {"name": "extended", "expansions": [{"name": "bspline"}, {"name": "taylor", "d": 2}]}
+# the catalog configurations searched by default (a ``search:`` mapping may replace any key)
+DEFAULT_SPACE: dict[str, Any] = {
+    "expansions": [
+        _EXT,
+        {"name": "bspline"},
+        {"name": "taylor", "d": 2},
+        {"name": "chebyshev", "d": 5},
+        {"name": "gaussian_rbf"},
+        {"name": "fourier"},
+        {"name": "nested", "expansions": [{"name": "bspline"}, {"name": "taylor", "d": 2}]},
+    ],
+    "reconciliations": [{"name": "lorr", "r": 1}, {"name": "lorr", "r": 2}, {"name": "identity"}],
+    "remainders": ["zero", "linear"],
+    "depths": [1, 2, 3],
+    "recipes": ["config", "lbfgs", "adam+lbfgs"],
+    "max_width": 64,
+}
+RECIPES = ("config", "lbfgs", "adam+lbfgs")
+
+
+@dataclass
+class Candidate:
+    """One trained candidate: its model section, recipe and validation/test results."""
+
+    name: str
+    model: dict[str, Any]
+    recipe: str
+    params: int
+    stage: str
+    val: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    status: str = "ok"
+    epochs: int = 0
+
+    @property
+    def score(self) -> float:
+        v = self.val.get("loss", math.inf)
+        return v if (self.status == "ok" and math.isfinite(v)) else math.inf
+
+
+@dataclass
+class SearchResult:
+    winner: Candidate | None
+    candidates: list[Candidate]
+    train: dict[str, Any]
+    seconds: float
+    budget: int
+
+    def leaderboard(self) -> list[Candidate]:
+        return sorted(self.candidates, key=lambda c: (c.score, c.params))
+
+    def summary(self) -> dict[str, Any]:
+        w = self.winner
+        if w is None:
+            return {"params": None, "config": None, "train": None, "val": {}, "test": {}}
+        return {"params": w.params, "config": w.model, "train": self.train, "recipe": w.recipe,
+                "val": w.val, "test": w.test}
+
+
+# ----------------------------------------------------------------------------- space
+def _label(spec: Any) -> str:
+    if isinstance(spec, str):
+        return spec
+    name = spec.get("name", "?")
+    if "expansions" in spec:
+        inner = ",".join(_label(e) for e in spec["expansions"])
+        return f"{name}[{inner}]"
+    extra = ",".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{name}({extra})" if extra else name
+
+
+def _params_of(model: dict[str, Any], m: int, n: int) -> int | None:
+    from .training import build_from_config, count_params
+
+    try:
+        return count_params(build_from_config(ModelConfig.model_validate(model), 0, m, n))
+    except (ConfigurationError, ValueError):
+        return None
+
+
+def candidate_architectures(m: int, n: int, budget: int, space: Mapping[str, Any] | None = None
+                            ) -> list[tuple[str, dict[str, Any], int]]:
+    """``(label, model section, parameters)`` of every architecture of ``space`` that fits
+    ``budget`` parameters, with the widest hidden layers that fit; ordered round-robin over
+    expansions, cheapest first within each."""
+    sp = dict(DEFAULT_SPACE)
+    sp.update(space or {})
+    max_width = int(sp["max_width"])
+    per_exp: list[list[tuple[str, dict[str, Any], int]]] = []
+    for exp in sp["expansions"]:
+        found = []
+        for rec in sp["reconciliations"]:
+            for rem in sp["remainders"]:
+                for depth in sp["depths"]:
+                    depth = int(depth)
+                    best = None
+                    if depth == 1:
+                        dims = [m, n]
+                        sec = {"dims": dims, "expansion": copy.deepcopy(exp),
+                               "reconciliation": copy.deepcopy(rec), "remainder": rem}
+                        p = _params_of(sec, m, n)
+                        if p is not None and p <= budget:
+                            best = (sec, p)
+                    else:  # parameters grow with the width: bisect for the widest that fits
+                        lo, hi = 1, max_width
+                        while lo <= hi:
+                            h = (lo + hi) // 2
+                            dims = [m] + [h] * (depth - 1) + [n]
+                            sec = {"dims": dims, "expansion": copy.deepcopy(exp),
+                                   "reconciliation": copy.deepcopy(rec), "remainder": rem}
+                            p = _params_of(sec, m, n)
+                            if p is not None and p <= budget:
+                                best, lo = (sec, p), h + 1
+                            else:
+                                hi = h - 1
+                    if best is not None:
+                        sec, p = best
+                        label = (f"{_label(exp)} / {_label(rec)} / {rem} / "
+                                 f"dims {sec['dims']}")
+                        found.append((label, sec, p))
+        found.sort(key=lambda t: t[2])
+        per_exp.append(found)
+    out, i = [], 0
+    while any(i < len(f) for f in per_exp):
+        out.extend(f[i] for f in per_exp if i < len(f))
+        i += 1
+    return out
+
+
+def _recipe(base: TrainConfig, recipe: str, epochs: int) -> list[TrainConfig]:
+    """The TrainConfig phases of a recipe (the second phase of adam+lbfgs starts from the
+    first one's best-on-validation weights)."""
+    lbfgs = base.model_copy(update={
+        "optimizer": TrainConfig.model_validate(
+            {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20}}).optimizer,
+        "scheduler": TrainConfig.model_validate({"scheduler": "none"}).scheduler,
+        "batch_size": None, "grad_clip": None, "early_stopping": None,
+    })
+    main = base.model_copy(update={"epochs": epochs})
+    if recipe == "config":
+        return [main]
+    if recipe == "lbfgs":
+        return [lbfgs.model_copy(update={"epochs": max(10, epochs // 8)})]
+    if recipe == "adam+lbfgs":
+        return [main, lbfgs.model_copy(update={"epochs": max(5, epochs // 20)})]
+    raise ConfigurationError(f"search: unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+
+
+def _recipe_yaml(base: TrainConfig, recipe: str) -> dict[str, Any]:
+    phases = _recipe(base, recipe, base.epochs)
+    d = phases[0].model_dump(mode="json", exclude_defaults=True)
+    if len(phases) > 1:
+        d["then"] = phases[1].model_dump(mode="json", exclude_defaults=True)
+    return d
+
+
+# ----------------------------------------------------------------------------- search
+def _without_test(bundle):
+    x = dict(bundle.x)
+    y = dict(bundle.y)
+    x["test"], y["test"] = x["test"][:0], y["test"][:0]
+    return dataclasses.replace(bundle, x=x, y=y)
+
+
+def search(
+    cfg: RunConfig,
+    budget: int,
+    max_minutes: float = 10.0,
+    space: Mapping[str, Any] | None = None,
+    screen_epochs: int = 200,
+    finalists: int = 3,
+    on_candidate: Callable[[Candidate, int, int], None] | None = None,
+) -> SearchResult:
+    """Search catalog RPNs with at most ``budget`` parameters on ``cfg``'s data.
+
+    Selection uses the validation split only (a config without one is refused); the test
+    split is hidden from every candidate's training and evaluated once, for the winner.
+    ``on_candidate(candidate, index, total)`` is called after each candidate (progress).
+    """
+    import torch
+
+    from .training import build_from_config, count_params, fit, prepare
+    from .training.engine import InterruptFlag, TrainingInterrupted, evaluate
+    from .training.run import num_threads
+
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigurationError(f"search: budget must be a positive number of parameters, got {budget!r}")
+    if not (isinstance(max_minutes, (int, float)) and math.isfinite(max_minutes) and max_minutes > 0):
+        raise ConfigurationError(f"search: max_minutes must be a positive number, got {max_minutes!r}")
+    unknown = set(space or {}) - set(DEFAULT_SPACE)
+    if unknown:
+        raise ConfigurationError(f"search: unknown search-space keys {sorted(unknown)}; "
+                                 f"valid: {', '.join(DEFAULT_SPACE)}")
+    recipes = list((space or {}).get("recipes", DEFAULT_SPACE["recipes"]))
+    for r in recipes:
+        if r not in RECIPES:
+            raise ConfigurationError(f"search: unknown recipe {r!r}; valid: {', '.join(RECIPES)}")
+    t0 = time.perf_counter()
+    deadline = t0 + 60.0 * max_minutes
+    prep = prepare(cfg)
+    bundle = prep.bundle
+    if bundle.size("val") == 0:
+        raise ConfigurationError("search selects on the validation split, and this config has none: "
+                                 "give data.split a val share, e.g. {train: 0.45, val: 0.05, test: 0.5}")
+    hidden = _without_test(bundle)
+    m, n = bundle.n_features, prep.out_width
+    archs = candidate_architectures(m, n, budget, space)
+    own = cfg.model.to_dict()
+    own_p = count_params(prep.model)
+    if own_p <= budget and cfg.model.name in (None, "rpn"):
+        archs.insert(0, (f"config model ({cfg.model.title()})", own, own_p))
+    if not archs:
+        raise ConfigurationError(f"search: no catalog RPN fits {budget} parameters for {m} inputs and "
+                                 f"{n} outputs; raise --budget")
+    dtype = getattr(torch, cfg.train.dtype)
+    done: list[Candidate] = []
+    best_state: dict[str, Any] = {}
+
+    def run(label: str, sec: dict[str, Any], p: int, recipe: str, epochs: int, stage: str,
+            index: int, total: int) -> Candidate:
+        cand = Candidate(label, sec, recipe, p, stage)
+        if time.perf_counter() >= deadline:
+            cand.status = "skipped (time)"
+            return cand
+        flag = InterruptFlag()
+        timer = threading.Timer(max(0.0, deadline - time.perf_counter()), flag.set)
+        timer.daemon = True
+        timer.start()
+        start = time.perf_counter()
+        try:
+            model = build_from_config(ModelConfig.model_validate(sec), cfg.seed, m, n)
+            with num_threads(prep.threads):
+                res = None
+                for phase in _recipe(cfg.train, recipe, epochs):
+                    r = fit(model, hidden, phase, seed=cfg.seed, device=prep.device, interrupt=flag,
+                            restore_best=True)
+                    if res is None or _val_loss(r) <= _val_loss(res):
+                        res, state = r, {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    else:
+                        model.load_state_dict(state)
+                    cand.epochs += r.epochs_run
+            cand.val = dict(res.best_metrics.get("val", {}))
+            if not math.isfinite(cand.val.get("loss", math.nan)):
+                cand.status = "diverged"
+            if cand.score < min((c.score for c in done), default=math.inf):
+                best_state.clear()
+                best_state.update(state=state, cand=cand)
+        except TrainingInterrupted:
+            cand.status = "stopped (time)"
+        except (ConfigurationError, ValueError, RuntimeError) as exc:
+            cand.status = "failed: " + " ".join(str(exc).split())[:160]
+        finally:
+            timer.cancel()
+        cand.seconds = round(time.perf_counter() - start, 2)
+        done.append(cand)
+        if on_candidate is not None:
+            on_candidate(cand, index, total)
+        return cand
+
+    total = len(archs) + finalists * len(recipes)
+    screen = min(screen_epochs, cfg.train.epochs)
+    for i, (label, sec, p) in enumerate(archs):
+        if time.perf_counter() >= deadline:
+            break
+        run(label, sec, p, "config", screen, "screen", i + 1, total)
+    ranked = sorted((c for c in done if c.stage == "screen"), key=lambda c: (c.score, c.params))
+    top = [c for c in ranked if math.isfinite(c.score)][:finalists]
+    k = len(done)
+    for c in top:
+        for recipe in recipes:
+            if time.perf_counter() >= deadline:
+                break
+            k += 1
+            run(c.name, c.model, c.params, recipe, cfg.train.epochs, "final", k, total)
+    winner = best_state.get("cand")
+    train_yaml: dict[str, Any] = {}
+    if winner is not None:
+        model = build_from_config(ModelConfig.model_validate(winner.model), cfg.seed, m, n)
+        model.load_state_dict(best_state["state"])
+        model.to(device=prep.device, dtype=dtype)
+        with num_threads(prep.threads):
+            winner.test = evaluate(model, bundle, "test", loss=prep.loss, metrics=cfg.train.metrics,
+                                   device=prep.device, dtype=dtype, batch_size=cfg.train.eval_batch_size)
+        train_yaml = _recipe_yaml(cfg.train, winner.recipe)
+        if winner.stage == "screen":
+            train_yaml["epochs"] = min(screen_epochs, cfg.train.epochs)
+    return SearchResult(winner, done, train_yaml, round(time.perf_counter() - t0, 1), budget)
+
+
+def _val_loss(res) -> float:
+    v = res.best_metrics.get("val", {}).get("loss", math.inf)
+    return v if math.isfinite(v) else math.inf
+
+
+# ----------------------------------------------------------------------------- output
+LEADERBOARD_FIELDS = ("rank", "name", "recipe", "stage", "params", "val_loss", "val_metrics",
+                      "seconds", "epochs", "status", "model")
+
+
+def leaderboard_csv(result: SearchResult) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LEADERBOARD_FIELDS)
+    for i, c in enumerate(result.leaderboard(), 1):
+        vl = c.val.get("loss")
+        w.writerow([i, c.name, c.recipe, c.stage, c.params,
+                    "" if vl is None or not math.isfinite(vl) else f"{vl:.6g}",
+                    json.dumps({k: float(f"{v:.6g}") for k, v in c.val.items() if k != "loss"}),
+                    c.seconds, c.epochs, c.status, json.dumps(c.model, separators=(",", ":"))])
+    return buf.getvalue()
+
+
+def write_outputs(result: SearchResult, cfg: RunConfig, out: Path) -> None:
+    """``leaderboard.csv``, ``search.json`` and (with a winner) ``winner.yaml`` in ``out``."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "leaderboard.csv", leaderboard_csv(result))
+    doc = {"budget": result.budget, "seconds": result.seconds, "winner": result.summary(),
+           "candidates": [dataclasses.asdict(c) for c in result.leaderboard()]}
+    _atomic(out / "search.json", json.dumps(doc, indent=1, default=_json_default))
+    if result.winner is not None:
+        conf = cfg.to_dict()
+        conf["model"] = result.winner.model
+        then = result.train.get("then")
+        conf["train"] = {k: v for k, v in result.train.items() if k != "then"}
+        conf["baselines"] = []
+        conf.pop("search", None)
+        text = ("# the winner of `rpnkit search` (validation loss "
+                f"{result.winner.val.get('loss', float('nan')):.4g}, {result.winner.params} parameters)\n")
+        if then:
+            text += ("# recipe adam+lbfgs: after this train section, polish with\n#   "
+                     + json.dumps(then) + "\n")
+        _atomic(out / "winner.yaml", text + yaml.safe_dump(conf, sort_keys=False))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def _atomic(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
