@@ -55,12 +55,15 @@ def test_search_selects_on_validation_and_hides_test(monkeypatch):
     res = search(_cfg(), budget=60, max_minutes=2, space=SPACE, screen_epochs=15, finalists=1)
     assert seen and set(seen) == {0}, "no candidate may train or evaluate on the test split"
     w = res.winner
-    assert w is not None and w.params <= 60
+    assert w is not None
+    assert w.params <= 60
     assert w.score == min(c.score for c in res.candidates)
-    assert w.test and "mse" in w.test
+    assert w.test
+    assert "mse" in w.test
     assert all(not c.test for c in res.candidates if c is not w)
     rows = list(csv.DictReader(leaderboard_csv(res).splitlines()))
-    assert rows[0]["name"] == w.name and rows[0]["recipe"] == w.recipe
+    assert rows[0]["name"] == w.name
+    assert rows[0]["recipe"] == w.recipe
     losses = [float(r["val_loss"]) for r in rows if r["val_loss"]]
     assert losses == sorted(losses)
 
@@ -70,7 +73,7 @@ def test_search_needs_a_validation_split():
         search(_cfg({"train": 0.7, "val": 0.0, "test": 0.3}), budget=60, max_minutes=1, space=SPACE)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(("kwargs", "match"), [
     ({"budget": 0}, "budget"), ({"budget": 60, "max_minutes": -1}, "max_minutes"),
     ({"budget": 60, "space": {"expansionz": []}}, "unknown search-space keys"),
     ({"budget": 60, "space": {"recipes": ["sgd"]}}, "unknown recipe"),
@@ -97,8 +100,10 @@ def test_cli_search_writes_leaderboard_and_prints_winner_json(tmp_path, capsys):
     assert rc == 0, captured.err
     last = json.loads(captured.out.strip().splitlines()[-1])
     assert set(last) >= {"params", "config", "val", "test"}
-    assert last["params"] <= 60 and last["config"]["dims"][0] == 2
-    assert (out / "leaderboard.csv").is_file() and (out / "winner.yaml").is_file()
+    assert last["params"] <= 60
+    assert last["config"]["dims"][0] == 2
+    assert (out / "leaderboard.csv").is_file()
+    assert (out / "winner.yaml").is_file()
     winner = yaml.safe_load((out / "winner.yaml").read_text())
     assert winner["model"] == last["config"]
     # the winner's config trains as it is
@@ -106,14 +111,18 @@ def test_cli_search_writes_leaderboard_and_prints_winner_json(tmp_path, capsys):
     # a second search into the same folder is refused without --overwrite
     rc = main(["search", str(cfg), "--budget", "60", "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 2 and "--overwrite" in err and "Traceback" not in err
+    assert rc == 2
+    assert "--overwrite" in err
+    assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv, match", [
+@pytest.mark.parametrize(("argv", "match"), [
     (["--budget", "abc"], "positive integer"), (["--budget", "0"], "positive integer"),
     (["--budget", "10", "--max-minutes", "nan"], "positive finite"),
 ])
 def test_cli_search_bad_flags(tmp_path, capsys, argv, match):
     rc = main(["search", "cfg.yaml", "--out", str(tmp_path / "o"), *argv])
     err = capsys.readouterr().err
-    assert rc == 2 and match in err and "Traceback" not in err
+    assert rc == 2
+    assert match in err
+    assert "Traceback" not in err

@@ -23,7 +23,9 @@ def test_paper_parameter_counts(kind):
 
 def test_feynman_counts_add_linear_remainder():
     counts = PP.check_paper_params("feynman")
-    assert counts["RPN-Ext"] == 81 and counts["MLP"] == 151 and counts["KAN"] == 150
+    assert counts["RPN-Ext"] == 81
+    assert counts["MLP"] == 151
+    assert counts["KAN"] == 150
 
 
 def test_feynman_first_layer_grid_follows_raw_ranges():
@@ -51,5 +53,8 @@ def test_summary_rules():
     val = np.array([[9.0], [3.0], [1.0], [2.0]])
     test = np.array([[9.0], [4.0], [5.0], [0.5]])
     r = PP.summarise({"val": val, "test": test, "train": val}, 0)
-    assert r["final"] == 0.5 and r["best_val"] == 5.0 and r["best_val_epoch"] == 2
-    assert r["best_test"] == 0.5 and r["best_test_epoch"] == 3
+    assert r["final"] == 0.5
+    assert r["best_val"] == 5.0
+    assert r["best_val_epoch"] == 2
+    assert r["best_test"] == 0.5
+    assert r["best_test_epoch"] == 3
