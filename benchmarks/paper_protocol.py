@@ -266,3 +266,158 @@ def run_function(kind: str, eq: str, seeds: int, models: tuple[str, ...] = MODEL
 
 def section_ids(kind: str) -> list[str]:
     return list(FEYNMAN_PAPER_IDS) if kind == "feynman" else list(equation_ids(kind))
+
+
+# ----------------------------------------------------------------------------- report
+def _stats(vals: list[float | None]) -> tuple[float, float, int]:
+    v = [x for x in vals if x is not None and math.isfinite(x)]
+    if not v:
+        return math.nan, math.nan, 0
+    return float(np.mean(v)), float(np.std(v)), len(v)
+
+
+def _cell(vals: list[float | None], seeds: int) -> str:
+    mean, std, n = _stats(vals)
+    if n == 0:
+        return "n/a" if vals else ""
+    s = f"{mean:.2e}" if n == 1 else f"{mean:.2e}±{std:.0e}"
+    return s if n >= seeds else f"{s} ({n}/{seeds})"
+
+
+def _verdict(ours: float, paper: float) -> str:
+    if not math.isfinite(ours):
+        return "trail"
+    return "beat" if ours <= paper else ("match" if ours <= 3 * paper else "trail")
+
+
+def render_sections(ref: dict[str, dict[str, tuple]], search: dict | None = None,
+                    seeds: int = PROTOCOL["seeds"]) -> tuple[list[str], list[str]]:
+    """Markdown of the three function sections (from the cache) and the summary lines."""
+    L: list[str] = []
+    notes: list[str] = []
+    cols = {"elementary": ("MLP", "KAN", "RPN-Ext", "RPN-Nstd"), "composite": ("MLP", "KAN", "RPN-Ext", "RPN-Nstd"),
+            "feynman": ("MLP", "KAN", "RPN-Ext")}
+    for kind in SECTIONS:
+        ids = section_ids(kind)
+        runs = {eq: load_runs(kind, eq) for eq in ids if run_file(kind, eq).exists()}
+        if not runs:
+            continue
+        models = [m for m in MODELS + ("pykan",) if any(m in d["models"] for d in runs.values())]
+        L += [f"## {kind.capitalize()} functions (test MSE)", ""]
+        done = {m: sum(1 for d in runs.values() if len(d["models"].get(m, {}).get("seeds", {})) >= seeds)
+                for m in models}
+        L.append(f"Coverage: functions with all {seeds} seeds done — "
+                 + ", ".join(f"{m} {done[m]}/{len(ids)}" for m in models)
+                 + ". Cells are mean±std over seeds; (k/5) marks a cell with fewer seeds so far.")
+        if kind == "feynman":
+            L.append("Raw variable ranges; the first layer's B-spline grid (RPN-Ext, RPN-Nstd, KAN) spans "
+                     "the union of the variables' ranges, later layers keep [-1, 1]. RPNs carry a "
+                     "linear remainder, as in the paper.")
+        first = next(iter(runs.values()))
+        L.append("Parameters (first function): " + ", ".join(
+            f"{m} {first['models'][m]['params']}" for m in models if m in first["models"]) + ".")
+        L.append("")
+        head = ["Eq", "f"]
+        for m in models:
+            head += [f"{m} final", f"{m} best-val", f"{m} best-test"]
+        pc = cols[kind]
+        head += [f"paper {c}" for c in pc]
+        L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        cnt = {m: {"beat": 0, "match": 0, "trail": 0} for m in pc}
+        vs = {"rpn_vs_mlp": [0, 0], "rpn_vs_kan": [0, 0]}
+        for eq in ids:
+            d = runs.get(eq)
+            if d is None:
+                continue
+            cells = [eq, f"`{d.get('formula', '')}`"]
+            for m in models:
+                ss = list(d["models"].get(m, {}).get("seeds", {}).values())
+                for key in ("final", "best_val", "best_test"):
+                    cells.append(_cell([r.get(key) for r in ss], seeds) if ss else "")
+            r = ref.get(eq)
+            cells += [f"{v:.2e}" for v in r] if r else [""] * len(pc)
+            L.append("| " + " | ".join(cells) + " |")
+            mean = {m: _stats([r_.get("best_test") for r_ in d["models"].get(m, {}).get("seeds", {}).values()])[0]
+                    for m in models}
+            bv = {m: _stats([r_.get("best_val") for r_ in d["models"].get(m, {}).get("seeds", {}).values()])[0]
+                  for m in models}
+            if r:
+                for i, m in enumerate(pc):
+                    if m in mean and not math.isnan(mean[m]):
+                        cnt[m][_verdict(mean[m], r[i])] += 1
+            rpn = min((bv[m] for m in ("RPN-Ext", "RPN-Nstd") if m in bv and not math.isnan(bv[m])),
+                      default=math.nan)
+            for key, other in (("rpn_vs_mlp", "MLP"), ("rpn_vs_kan", "KAN")):
+                if not math.isnan(rpn) and other in bv and not math.isnan(bv[other]):
+                    vs[key][0 if rpn < bv[other] else 1] += 1
+        L.append("")
+        parts = []
+        for m in pc:
+            c = cnt[m]
+            n = sum(c.values())
+            if n:
+                parts.append(f"our {m} (best-test, the paper's rule) vs the paper's {m}: beat {c['beat']}, "
+                             f"within 3× {c['match']}, trail {c['trail']} of {n}")
+        s = f"{kind}: " + "; ".join(parts)
+        s += (f"; our better RPN (best-val) beats our MLP on {vs['rpn_vs_mlp'][0]} of {sum(vs['rpn_vs_mlp'])} "
+              f"and our KAN on {vs['rpn_vs_kan'][0]} of {sum(vs['rpn_vs_kan'])}")
+        L += [f"*Summary:* {s}.", ""]
+        notes.append(s)
+    if search:
+        L += search_section(search)
+    return L, notes
+
+
+def search_section(search: dict) -> list[str]:
+    """The 'which RPN wins' section from results/paper_search.json."""
+    from collections import Counter
+
+    L = ["## Which RPN wins: `rpnkit search` at the paper's RPN-Ext budget", "",
+         "Per function, `rpnkit.search` over catalog RPNs (expansions bspline, taylor d2, "
+         "extended[bspline, taylor], nested[bspline→taylor], chebyshev, gaussian_rbf, fourier; "
+         "lorr r=1/2 or identity; zero or linear remainder; 1–3 layers at the widest width that fits; "
+         "recipes Adam+cosine, L-BFGS, Adam then L-BFGS polish), at most the parameters of the "
+         "paper's RPN-Ext for that function, on seed 0's split of the protocol, selected on validation "
+         "only. Its test MSE is compared with the same-protocol MLP and KAN of seed 0 (best-val).", "",
+         "| group | searched | beats our MLP | beats our KAN | beats both | median winner / MLP |",
+         "|---|---|---|---|---|---|"]
+    wins = Counter()
+    rows_all = []
+    for kind in SECTIONS:
+        n = b_mlp = b_kan = both = 0
+        ratios = []
+        for key, rec in search.items():
+            k, eq = key.split("/", 1)
+            if k != kind or not rec.get("winner", {}).get("test"):
+                continue
+            d = load_runs(kind, eq)
+            s0 = {m: d["models"].get(m, {}).get("seeds", {}).get("0", {}).get("best_val") for m in ("MLP", "KAN")}
+            t = rec["winner"]["test"]["mse"]
+            n += 1
+            bm = s0["MLP"] is not None and t < s0["MLP"]
+            bk = s0["KAN"] is not None and t < s0["KAN"]
+            b_mlp += bm
+            b_kan += bk
+            both += bm and bk
+            if s0["MLP"]:
+                ratios.append(t / s0["MLP"])
+            name = rec.get("winner_name") or ""
+            wins[(name.split(" / dims")[0], rec["winner"].get("recipe"))] += 1
+            rows_all.append((key, rec, s0, t))
+        if n:
+            L.append(f"| {kind} | {n} | {b_mlp} | {b_kan} | {both} | "
+                     f"{np.median(ratios) if ratios else math.nan:.2g} |")
+    L += ["", "Winning configurations (architecture without widths, recipe: functions):", ""]
+    for (arch, recipe), c in wins.most_common():
+        L.append(f"* {arch} [{recipe}]: {c}")
+    L += ["", "<details><summary>Per function</summary>", "",
+          "| function | budget | winner | recipe | params | test MSE | our MLP (seed 0) | our KAN (seed 0) |",
+          "|---|---|---|---|---|---|---|---|"]
+    for key, rec, s0, t in rows_all:
+        w = rec["winner"]
+        mlp = f"{s0['MLP']:.2e}" if s0["MLP"] is not None else ""
+        kan = f"{s0['KAN']:.2e}" if s0["KAN"] is not None else ""
+        L.append(f"| {key} | {rec['budget']} | {rec.get('winner_name')} | {w.get('recipe')} | {w.get('params')} | "
+                 f"{t:.2e} | {mlp} | {kan} |")
+    L += ["", "</details>", ""]
+    return L
