@@ -126,3 +126,23 @@ def test_cli_search_bad_flags(tmp_path, capsys, argv, match):
     assert rc == 2
     assert match in err
     assert "Traceback" not in err
+
+
+def test_grids_follow_raw_input_ranges():
+    from rpnkit.search import with_input_range
+
+    ext = {"name": "extended", "expansions": [{"name": "bspline"}, {"name": "taylor", "d": 2}]}
+    got = with_input_range(ext, (1.0, 5.0))
+    assert got["expansions"][0]["range"] == [1.0, 5.0]
+    assert "range" not in got["expansions"][1]
+    nested = {"name": "nested", "expansions": [{"name": "gaussian_rbf"}, {"name": "bspline"}]}
+    got = with_input_range(nested, (0.0, 3.0))
+    assert got["expansions"][0]["range"] == [0.0, 3.0]
+    assert "range" not in got["expansions"][1]  # the second stage sees basis values, not x
+    archs = candidate_architectures(2, 1, 80, SPACE, input_range=(1.0, 5.0))
+    deep = next(sec for _, sec, _ in archs if len(sec["dims"]) > 2 and sec["expansion"] == {"name": "bspline"})
+    assert deep["layers"][0]["expansion"]["range"] == [1.0, 5.0]
+    assert deep["layers"][1:] == [None] * (len(deep["dims"]) - 2)
+    model = build_from_config(ModelConfig.model_validate(deep), 0, 2, 1)
+    first = model.layers[0].heads[0].expansion
+    assert tuple(first.range) == (1.0, 5.0)

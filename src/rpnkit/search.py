@@ -132,15 +132,47 @@ def _params_of(model: dict[str, Any], m: int, n: int) -> int | None:
         return None
 
 
-def candidate_architectures(m: int, n: int, budget: int, space: Mapping[str, Any] | None = None
+_GRID_EXPANSIONS = ("bspline", "gaussian_rbf", "inverse_quadratic_rbf")
+
+
+def with_input_range(exp: Any, rng: tuple[float, float]) -> Any:
+    """``exp`` with every grid-based component that sees the raw input placed on ``rng``
+    (all parts of an ``extended`` expansion, the first stage of a ``nested`` one)."""
+    if isinstance(exp, str):
+        exp = {"name": exp}
+    exp = copy.deepcopy(exp)
+    name = exp.get("name")
+    if name in _GRID_EXPANSIONS and "range" not in exp:
+        exp["range"] = [float(rng[0]), float(rng[1])]
+    elif name == "extended":
+        exp["expansions"] = [with_input_range(e, rng) for e in exp.get("expansions", [])]
+    elif name == "nested" and exp.get("expansions"):
+        exp["expansions"] = [with_input_range(exp["expansions"][0], rng)] + exp["expansions"][1:]
+    return exp
+
+
+def candidate_architectures(m: int, n: int, budget: int, space: Mapping[str, Any] | None = None,
+                            input_range: tuple[float, float] | None = None,
                             ) -> list[tuple[str, dict[str, Any], int]]:
     """``(label, model section, parameters)`` of every architecture of ``space`` that fits
     ``budget`` parameters, with the widest hidden layers that fit; ordered round-robin over
-    expansions, cheapest first within each."""
+    expansions, cheapest first within each. With ``input_range`` (training inputs outside
+    [-1, 1]) the first layer's grids (B-spline, RBF centres) span that range; hidden layers
+    keep the default grid."""
     sp = dict(DEFAULT_SPACE)
     sp.update(space or {})
     max_width = int(sp["max_width"])
     per_exp: list[list[tuple[str, dict[str, Any], int]]] = []
+
+    def section(dims: list[int], exp: Any, rec: Any, rem: str) -> dict[str, Any]:
+        sec = {"dims": dims, "expansion": copy.deepcopy(exp), "reconciliation": copy.deepcopy(rec),
+               "remainder": rem}
+        if input_range is not None:
+            first = with_input_range(exp, input_range)
+            if first != exp:
+                sec["layers"] = [{"expansion": first}] + [None] * (len(dims) - 2)
+        return sec
+
     for exp in sp["expansions"]:
         found = []
         for rec in sp["reconciliations"]:
@@ -149,9 +181,7 @@ def candidate_architectures(m: int, n: int, budget: int, space: Mapping[str, Any
                     depth = int(depth)
                     best = None
                     if depth == 1:
-                        dims = [m, n]
-                        sec = {"dims": dims, "expansion": copy.deepcopy(exp),
-                               "reconciliation": copy.deepcopy(rec), "remainder": rem}
+                        sec = section([m, n], exp, rec, rem)
                         p = _params_of(sec, m, n)
                         if p is not None and p <= budget:
                             best = (sec, p)
@@ -159,9 +189,7 @@ def candidate_architectures(m: int, n: int, budget: int, space: Mapping[str, Any
                         lo, hi = 1, max_width
                         while lo <= hi:
                             h = (lo + hi) // 2
-                            dims = [m] + [h] * (depth - 1) + [n]
-                            sec = {"dims": dims, "expansion": copy.deepcopy(exp),
-                                   "reconciliation": copy.deepcopy(rec), "remainder": rem}
+                            sec = section([m] + [h] * (depth - 1) + [n], exp, rec, rem)
                             p = _params_of(sec, m, n)
                             if p is not None and p <= budget:
                                 best, lo = (sec, p), h + 1
@@ -253,12 +281,21 @@ def search(
     deadline = t0 + 60.0 * max_minutes
     prep = prepare(cfg)
     bundle = prep.bundle
+    if getattr(bundle, "streaming", False):
+        raise ConfigurationError("search trains many candidates on in-memory data; a streamed "
+                                 "dataset (data.stream: true) is not supported: use a sample of it")
     if bundle.size("val") == 0:
         raise ConfigurationError("search selects on the validation split, and this config has none: "
                                  "give data.split a val share, e.g. {train: 0.45, val: 0.05, test: 0.5}")
     hidden = _without_test(bundle)
     m, n = bundle.n_features, prep.out_width
-    archs = candidate_architectures(m, n, budget, space)
+    x_tr = bundle.x["train"]
+    lo, hi = float(x_tr.min()), float(x_tr.max())
+    rng = None
+    if lo < -1.0 or hi > 1.0:  # grids on the raw input range (a little margin for unseen rows)
+        pad = 0.05 * (hi - lo)
+        rng = (lo - pad, hi + pad)
+    archs = candidate_architectures(m, n, budget, space, input_range=rng)
     own = cfg.model.to_dict()
     own_p = count_params(prep.model)
     if own_p <= budget and cfg.model.name in (None, "rpn"):
