@@ -373,10 +373,11 @@ def search_section(search: dict) -> list[str]:
     from collections import Counter
 
     L = ["## Which RPN wins: `rpnkit search` at the paper's RPN-Ext budget", "",
-         "Per function, `rpnkit.search` over catalog RPNs (expansions bspline, taylor d2, "
-         "extended[bspline, taylor], nested[bspline→taylor], chebyshev, gaussian_rbf, fourier; "
-         "lorr r=1/2 or identity; zero or linear remainder; 1–3 layers at the widest width that fits; "
-         "recipes Adam+cosine, L-BFGS, Adam then L-BFGS polish), at most the parameters of the "
+         "Per function (`benchmarks/paper_search.py`, 2 minutes each), `rpnkit.search` over catalog "
+         "RPNs (expansions extended[bspline, taylor d2], bspline, taylor d2, chebyshev d5, "
+         "gaussian_rbf; lorr r=1 or identity; zero or linear remainder; 1–3 layers at the widest "
+         "width that fits; screening with Adam for 100 epochs, then the 2 best architectures with "
+         "each recipe: Adam+cosine 600 epochs, L-BFGS, Adam then L-BFGS polish), at most the parameters of the "
          "paper's RPN-Ext for that function, on seed 0's split of the protocol, selected on validation "
          "only. Its test MSE is compared with the same-protocol MLP and KAN of seed 0 (best-val).", "",
          "| group | searched | beats our MLP | beats our KAN | beats both | median winner / MLP |",
