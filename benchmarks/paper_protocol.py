@@ -116,7 +116,14 @@ def builders(kind: str, m: int, rng: tuple[float, float] | None) -> dict[str, Ca
                 layers.append(nn.SiLU())
         return nn.Sequential(*layers)
 
-    return {"MLP": mlp, "KAN": kan, "RPN-Ext": rpn(_ext), "RPN-Nstd": rpn(_nstd)}
+    def pykan(seed: int) -> nn.Module:  # the real peer, same shape, trained the same way
+        from kan import KAN as PyKAN  # optional: pip install --no-deps pykan
+
+        grid_range = list(rng) if rng is not None else [-1, 1]
+        return PyKAN(width=kan_dims, grid=grid, k=order, seed=seed, grid_range=grid_range,
+                     symbolic_enabled=False, save_act=False, auto_save=False, device="cpu")
+
+    return {"MLP": mlp, "KAN": kan, "RPN-Ext": rpn(_ext), "RPN-Nstd": rpn(_nstd), "pykan": pykan}
 
 
 def check_paper_params(kind: str) -> dict[str, int]:
@@ -175,6 +182,32 @@ def train_seeds(models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, n_tra
         # each seed's loss depends on its own slice of the stacked parameters only
         loss = torch.nan_to_num(split_mse[0], nan=0.0, posinf=0.0).sum()
         loss.backward()
+        opt.step()
+        sched.step()
+    c = curves.numpy()
+    return {"train": c[:, 0], "val": c[:, 1], "test": c[:, 2]}
+
+
+def train_one(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_train: int, n_val: int,
+              epochs: int, lr: float = 0.01) -> dict[str, np.ndarray]:
+    """The same recipe as :func:`train_seeds` for one model that ``vmap`` cannot batch
+    (pykan); curves of shape (epochs + 1, 1)."""
+    model = model.to(x.dtype)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=0.0)
+    curves = torch.empty(epochs + 1, 3, 1, dtype=torch.float64)
+    bounds = (0, n_train, n_train + n_val, x.shape[0])
+    for e in range(epochs + 1):
+        last = e == epochs
+        with torch.set_grad_enabled(not last):
+            err = (model(x) - y).pow(2).flatten()
+            split_mse = torch.stack([err[bounds[i]:bounds[i + 1]].mean() for i in range(3)])
+        curves[e, :, 0] = split_mse.detach()
+        if last or not torch.isfinite(split_mse[0]):
+            curves[e + 1:] = math.nan
+            break
+        opt.zero_grad(set_to_none=True)
+        split_mse[0].backward()
         opt.step()
         sched.step()
     c = curves.numpy()
@@ -248,9 +281,19 @@ def run_function(kind: str, eq: str, seeds: int, models: tuple[str, ...] = MODEL
     for name, ss in todo.items():
         idx = [all_seeds.index(s) for s in ss]
         t0 = time.perf_counter()
-        nets = [build[name](s) for s in ss]
-        curves = train_seeds(nets, x[idx], y[idx], PROTOCOL["train"], PROTOCOL["val"],
-                             PROTOCOL["epochs"], PROTOCOL["lr"])
+        if name == "pykan":
+            try:
+                nets = [build[name](s) for s in ss]
+            except ImportError:
+                log("pykan is not installed (pip install --no-deps pykan): column skipped")
+                continue
+            parts = [train_one(net, x[i], y[i], PROTOCOL["train"], PROTOCOL["val"], PROTOCOL["epochs"],
+                               PROTOCOL["lr"]) for net, i in zip(nets, idx)]
+            curves = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+        else:
+            nets = [build[name](s) for s in ss]
+            curves = train_seeds(nets, x[idx], y[idx], PROTOCOL["train"], PROTOCOL["val"],
+                                 PROTOCOL["epochs"], PROTOCOL["lr"])
         secs = time.perf_counter() - t0
         rec = d["models"].setdefault(name, {"params": count_params(nets[0]), "seeds": {}})
         for j, s in enumerate(ss):
