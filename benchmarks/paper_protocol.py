@@ -416,7 +416,7 @@ def search_section(search: dict) -> list[str]:
     from collections import Counter
 
     L = ["## Which RPN wins: `rpnkit search` at the paper's RPN-Ext budget", "",
-         "Per function (`benchmarks/paper_search.py`, 2 minutes each), `rpnkit.search` over catalog "
+         "Per function (`benchmarks/paper_search.py --minutes 30`: every candidate runs, so the result does not depend on machine load), `rpnkit.search` over catalog "
          "RPNs (expansions extended[bspline, taylor d2], bspline, taylor d2, chebyshev d5, "
          "gaussian_rbf; lorr r=1 or identity; zero or linear remainder; 1–3 layers at the widest "
          "width that fits; screening with Adam for 100 epochs, then the 2 best architectures with "
