@@ -339,7 +339,8 @@ class TrainConfig(_Strict):
     early_stopping: int | None = Field(None, ge=1)
     tol: float = Field(0.0, ge=0)
     monitor: str = "loss"
-    eval_batch_size: int = Field(8192, ge=1)
+    # rows per evaluation chunk; null: sized from the model's plan and the memory budget
+    eval_batch_size: int | None = Field(None, ge=1)
     full_batch_max: int = Field(4096, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     # seconds between checkpoints of a run folder (mid-epoch too); 0 disables
@@ -350,6 +351,8 @@ class TrainConfig(_Strict):
     compile: bool = False
     num_workers: int = Field(0, ge=0, le=64)
     logging: str | None = None
+    # epochs of full-batch L-BFGS after the main schedule, from its best-on-validation weights
+    polish: int = Field(0, ge=0, le=100_000)
     # move spline grids to the training data every k epochs (rpnkit.grid.update_grid); 0: off
     grid_update_every: int = Field(0, ge=0)
     # sparsity: L1 and entropy penalties on edge magnitudes (rpnkit.pruning.Regularizer)

@@ -209,31 +209,24 @@ def candidate_architectures(m: int, n: int, budget: int, space: Mapping[str, Any
     return out
 
 
-def _recipe(base: TrainConfig, recipe: str, epochs: int) -> list[TrainConfig]:
-    """The TrainConfig phases of a recipe (the second phase of adam+lbfgs starts from the
-    first one's best-on-validation weights)."""
-    lbfgs = base.model_copy(update={
-        "optimizer": TrainConfig.model_validate(
-            {"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20}}).optimizer,
-        "scheduler": TrainConfig.model_validate({"scheduler": "none"}).scheduler,
-        "batch_size": None, "grad_clip": None, "early_stopping": None,
-    })
-    main = base.model_copy(update={"epochs": epochs})
+def recipe_config(base: TrainConfig, recipe: str, epochs: int | None = None) -> TrainConfig:
+    """The TrainConfig of a recipe built on ``base`` (``epochs``: the main schedule's length).
+
+    ``config``: ``base`` itself; ``lbfgs``: full-batch L-BFGS for epochs/8 epochs (at least
+    10); ``adam+lbfgs``: ``base`` followed by ``polish: epochs/20`` (at least 5) L-BFGS epochs
+    from its best-on-validation weights.
+    """
+    epochs = base.epochs if epochs is None else epochs
+    main = base.model_copy(update={"epochs": epochs, "polish": 0})
     if recipe == "config":
-        return [main]
-    if recipe == "lbfgs":
-        return [lbfgs.model_copy(update={"epochs": max(10, epochs // 8)})]
+        return main
     if recipe == "adam+lbfgs":
-        return [main, lbfgs.model_copy(update={"epochs": max(5, epochs // 20)})]
+        return main.model_copy(update={"polish": max(5, epochs // 20)})
+    if recipe == "lbfgs":
+        from .training.engine import polish_config
+
+        return polish_config(main.model_copy(update={"polish": max(10, epochs // 8)}))
     raise ConfigurationError(f"search: unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
-
-
-def _recipe_yaml(base: TrainConfig, recipe: str) -> dict[str, Any]:
-    phases = _recipe(base, recipe, base.epochs)
-    d = phases[0].model_dump(mode="json", exclude_defaults=True)
-    if len(phases) > 1:
-        d["then"] = phases[1].model_dump(mode="json", exclude_defaults=True)
-    return d
 
 
 # ----------------------------------------------------------------------------- search
@@ -321,15 +314,10 @@ def search(
         try:
             model = build_from_config(ModelConfig.model_validate(sec), cfg.seed, m, n)
             with num_threads(prep.threads):
-                res = None
-                for phase in _recipe(cfg.train, recipe, epochs):
-                    r = fit(model, hidden, phase, seed=cfg.seed, device=prep.device, interrupt=flag,
-                            restore_best=True)
-                    if res is None or _val_loss(r) <= _val_loss(res):
-                        res, state = r, {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        model.load_state_dict(state)
-                    cand.epochs += r.epochs_run
+                res = fit(model, hidden, recipe_config(cfg.train, recipe, epochs), seed=cfg.seed,
+                          device=prep.device, interrupt=flag, restore_best=True)
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                cand.epochs = res.epochs_run
             cand.val = dict(res.best_metrics.get("val", {}))
             if not math.isfinite(cand.val.get("loss", math.nan)):
                 cand.status = "diverged"
@@ -372,15 +360,9 @@ def search(
         with num_threads(prep.threads):
             winner.test = evaluate(model, bundle, "test", loss=prep.loss, metrics=cfg.train.metrics,
                                    device=prep.device, dtype=dtype, batch_size=cfg.train.eval_batch_size)
-        train_yaml = _recipe_yaml(cfg.train, winner.recipe)
-        if winner.stage == "screen":
-            train_yaml["epochs"] = min(screen_epochs, cfg.train.epochs)
+        epochs = min(screen_epochs, cfg.train.epochs) if winner.stage == "screen" else cfg.train.epochs
+        train_yaml = recipe_config(cfg.train, winner.recipe, epochs).model_dump(mode="json", exclude_defaults=True)
     return SearchResult(winner, done, train_yaml, round(time.perf_counter() - t0, 1), budget)
-
-
-def _val_loss(res) -> float:
-    v = res.best_metrics.get("val", {}).get("loss", math.inf)
-    return v if math.isfinite(v) else math.inf
 
 
 # ----------------------------------------------------------------------------- output
@@ -413,15 +395,12 @@ def write_outputs(result: SearchResult, cfg: RunConfig, out: Path) -> None:
     if result.winner is not None:
         conf = cfg.to_dict()
         conf["model"] = result.winner.model
-        then = result.train.get("then")
-        conf["train"] = {k: v for k, v in result.train.items() if k != "then"}
+        conf["train"] = dict(result.train)
         conf["baselines"] = []
         conf.pop("search", None)
         text = ("# the winner of `rpnkit search` (validation loss "
-                f"{result.winner.val.get('loss', float('nan')):.4g}, {result.winner.params} parameters)\n")
-        if then:
-            text += ("# recipe adam+lbfgs: after this train section, polish with\n#   "
-                     + json.dumps(then) + "\n")
+                f"{result.winner.val.get('loss', float('nan')):.4g}, {result.winner.params} parameters, "
+                f"recipe {result.winner.recipe}): train it with `rpnkit train winner.yaml --out RUN`\n")
         _atomic(out / "winner.yaml", text + yaml.safe_dump(conf, sort_keys=False))
 
 

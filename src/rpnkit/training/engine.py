@@ -34,6 +34,7 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
+from ..budget import eval_rows
 from ..config import TrainConfig, _format_error
 from ..data import DataBundle
 from ..errors import ConfigurationError
@@ -354,7 +355,7 @@ def evaluate(
     metrics: list[str] | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    batch_size: int = 8192,
+    batch_size: int | None = None,
     loss_params: Mapping[str, Any] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     precision: str = "fp32",
@@ -366,11 +367,15 @@ def evaluate(
     ``label_smoothing`` count), else loss ``loss`` built with ``loss_params``. ``forward``
     (e.g. a compiled model) replaces ``model(x)``; ``precision`` selects mixed precision.
     In a process group every rank evaluates its shard of the split and the outputs are
-    gathered: the metrics are those of the whole split, on every rank.
+    gathered: the metrics are those of the whole split, on every rank. ``batch_size`` rows
+    are evaluated at a time (None: as many as the model's plan fits in the memory budget's
+    evaluation share, :func:`rpnkit.budget.eval_rows`).
     """
     if bundle.size(split) == 0:
         return {}
     device = torch.device(device)
+    if batch_size is None:  # chunks sized from the model's plan under the memory budget
+        batch_size = eval_rows(model, dtype, device)
     was_training = model.training
     model.eval()
     try:
@@ -476,6 +481,50 @@ def _finite(v: float) -> bool:
     return v is not None and math.isfinite(v)
 
 
+def polish_config(cfg: TrainConfig) -> TrainConfig:
+    """The L-BFGS phase of a recipe with ``polish: k``: k full-batch epochs of L-BFGS (lr 1,
+    strong-Wolfe line search, 20 iterations per epoch), no schedule, clipping or early stop."""
+    phase = TrainConfig.model_validate({"optimizer": {"name": "lbfgs", "lr": 1.0, "max_iter": 20},
+                                        "scheduler": "none"})
+    return cfg.model_copy(update={"epochs": cfg.polish, "polish": 0, "optimizer": phase.optimizer,
+                                  "scheduler": phase.scheduler, "batch_size": None, "grad_clip": None,
+                                  "early_stopping": None, "precision": "fp32"})
+
+
+def _fit_with_polish(model, bundle, cfg, seed, device, progress, checkpoint_path, resume, interrupt,
+                     on_epoch_end, checkpoint_extra, restore_best, task) -> FitResult:
+    """``cfg.polish`` > 0: the main schedule (checkpointed and resumable as usual), then the
+    L-BFGS polish from its best-on-validation weights; the better phase (validation loss) is
+    the run's best. A run interrupted during the polish resumes at the polish."""
+    main_cfg = cfg.model_copy(update={"polish": 0})
+    r1 = fit(model, bundle, main_cfg, seed, device, progress, checkpoint_path, resume, interrupt,
+             on_epoch_end, checkpoint_extra, restore_best=True, task=task)
+    n1 = r1.epochs_run
+
+    def shifted(epoch: int, record: dict[str, Any]) -> None:
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + n1, {**record, "epoch": record.get("epoch", epoch) + n1})
+
+    r2 = fit(model, bundle, polish_config(cfg), seed, device, progress, None, None, interrupt,
+             shifted, None, restore_best=restore_best, task=task)
+    v1 = r1.best_metrics.get("val", {}).get("loss", math.nan)
+    v2 = r2.best_metrics.get("val", {}).get("loss", math.nan)
+    second = r2.best_state is not None and _finite(v2) and (not _finite(v1) or v2 <= v1)
+    if r1.best_state is not None and not second:
+        best = r1.best
+        best_metrics, best_state = r1.best_metrics, r1.best_state
+        if restore_best:
+            model.load_state_dict(r1.best_state)
+    else:
+        best = {**r2.best, "epoch": r2.best.get("epoch", 0) + n1}
+        best_metrics, best_state = r2.best_metrics, r2.best_state
+    history = list(r1.history) + [{**h, "epoch": h.get("epoch", 0) + n1, "phase": "polish"}
+                                  for h in r2.history]
+    return FitResult(history=history, best=best, final=r2.final, best_metrics=best_metrics,
+                     best_state=best_state, stopped=r2.stopped or r1.stopped, epochs_run=n1 + r2.epochs_run,
+                     seconds=r1.seconds + r2.seconds, extra={**r1.extra, "polish_epochs": r2.epochs_run})
+
+
 def fit(
     model: nn.Module,
     bundle: DataBundle | tuple | Mapping[str, Any],
@@ -515,6 +564,9 @@ def fit(
     """
     t_start = time.perf_counter()
     cfg = train_config(cfg)
+    if cfg.polish:
+        return _fit_with_polish(model, bundle, cfg, seed, device, progress, checkpoint_path, resume,
+                                interrupt, on_epoch_end, checkpoint_extra, restore_best, task)
     bundle = as_bundle(bundle, task)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
@@ -577,6 +629,18 @@ def fit(
             x_full, y_full = x_tr[world.rank :: world.size], y_tr[world.rank :: world.size]
         else:
             x_full, y_full = x_tr, y_tr
+    # inspection hooks (rpnkit.grid / rpnkit.pruning): regulariser, grid updates, masks
+    reg = grid_every = None
+    if cfg.reg_l1 > 0 or cfg.reg_entropy > 0 or cfg.grid_update_every:
+        if streaming:
+            raise ConfigurationError("train.reg_l1 / reg_entropy / grid_update_every need the "
+                                     "training data in memory (not stream: true)")
+        from ..pruning import Regularizer
+
+        if cfg.reg_l1 > 0 or cfg.reg_entropy > 0:
+            reg = Regularizer(model, x_tr[:4096], cfg.reg_l1, cfg.reg_entropy)
+        grid_every = cfg.grid_update_every or None
+    from ..pruning import apply_masks
 
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "monitor": f"val_{monitor}" if has_val else None}
@@ -675,6 +739,8 @@ def fit(
             with autocast(device, precision):
                 out = forward(xb)
                 loss = loss_fn(out, yb) if local_n > 0 else out.sum() * 0.0
+                if reg is not None:
+                    loss = loss + reg()
             value = loss.detach().double()
             if world.distributed:  # the global mean loss (and stop requests) on every rank
                 stats = torch.stack([value * local_n,
@@ -710,6 +776,7 @@ def fit(
                     scaler.update()
                 else:
                     optimizer.step()
+        apply_masks(model)  # pruned entries stay zero (no-op without rpnkit.prune masks)
         return holder["first"], holder.get("stop", stop)
 
     bar = None
@@ -727,6 +794,11 @@ def fit(
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            if grid_every and epoch > 0 and epoch % grid_every == 0 and start_batch == 0:
+                from ..grid import update_grid
+
+                update_grid(model, x_tr)
+                optimizer.state.clear()  # moments / curvature of the old grid's weights
             # --- one epoch of optimisation
             if not full_batch and not streaming and (perm is None or start_batch == 0):
                 perm = torch.randperm(n, generator=gen)
