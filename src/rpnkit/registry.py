@@ -15,7 +15,7 @@ from torch import nn
 
 from .errors import ConfigurationError, UnknownNameError, did_you_mean, short
 
-__all__ = ["Registry", "EXPANSIONS", "RECONCILIATIONS", "REMAINDERS"]
+__all__ = ["Registry", "EXPANSIONS", "RECONCILIATIONS", "REMAINDERS", "INTERDEPENDENCES", "FUSIONS"]
 
 
 class Registry:
@@ -119,3 +119,5 @@ class Registry:
 EXPANSIONS = Registry("expansion")
 RECONCILIATIONS = Registry("reconciliation")
 REMAINDERS = Registry("remainder")
+INTERDEPENDENCES = Registry("interdependence")  # ξ (RPN 2), rpnkit.interdependence
+FUSIONS = Registry("fusion")  # channel / head fusion objects, rpnkit.fusion

@@ -22,6 +22,7 @@ from .formula import CONSTANTS, FUNCTIONS, Formula, parse_formula
 from .scaling import Standardised
 from .sources import DATASETS, FEYNMAN_PAPER_IDS, RawData, equation_ids, equation_table
 from .streaming import STREAM_SOURCES, StreamingBundle, open_stream
+from .structured import PLANETOID as _PLANETOID  # noqa: F401  registers cora, citeseer, sst2, ...
 
 __all__ = [
     "DATASETS",
@@ -65,7 +66,9 @@ class DataBundle(Standardised):
 
     @property
     def n_features(self) -> int:
-        return int(self.x["train"].shape[1])
+        # a source may declare the model's input width (graph nodes given by id carry the
+        # graph's feature width: rpnkit.data.structured)
+        return int(self.info.get("input_width", self.x["train"].shape[1]))
 
     @property
     def n_classes(self) -> int | None:
@@ -210,6 +213,8 @@ def load_data(
     """
     raw = raw if raw is not None else load_raw(name, params, seed)
     n = raw.x.shape[0]
+    if indices is None and raw.indices is not None:  # the source's own split (e.g. Planetoid)
+        indices = raw.indices
     if indices is None:
         split = dict(split or {"train": 0.8, "val": 0.0, "test": 0.2})
         strat = raw.y if (stratify and raw.task == "classification") else None

@@ -53,6 +53,9 @@ class RawData:
     info: dict[str, Any] = field(default_factory=dict)
     formula: Formula | None = None
     ranges: list[tuple[float, float]] | None = None
+    #: a split fixed by the source (standard graph splits, text with its own test file):
+    #: row positions per split, used by load_data instead of a random split
+    indices: dict[str, np.ndarray] | None = None
 
 
 def _resource_text(*parts: str) -> str:

@@ -18,6 +18,7 @@ from ..model import RPN
 from ..registry import Registry
 from .baselines import TorchMLP
 from .classic import DISTRIBUTIONS, KAN, KERNELS, MLP, PGM, KANBaseRemainder, KernelSVM, NaiveBayes
+from .structured import AttentionRPN, ChainRPN, GraphRPN, GridRPN, InterdependentRPN
 
 __all__ = [
     "MODELS",
@@ -29,6 +30,11 @@ __all__ = [
     "PGM",
     "KANBaseRemainder",
     "TorchMLP",
+    "GraphRPN",
+    "GridRPN",
+    "ChainRPN",
+    "AttentionRPN",
+    "InterdependentRPN",
     "KERNELS",
     "DISTRIBUTIONS",
 ]
@@ -48,6 +54,11 @@ MODELS.register("kernel_svm")(KernelSVM)
 MODELS.register("naive_bayes")(NaiveBayes)
 MODELS.register("pgm")(PGM)
 MODELS.register("torch_mlp")(TorchMLP)
+MODELS.register("graph_rpn")(GraphRPN)  # RPN 2 structured models (models/structured.py)
+MODELS.register("grid_rpn")(GridRPN)
+MODELS.register("chain_rpn")(ChainRPN)
+MODELS.register("attention_rpn")(AttentionRPN)
+MODELS.register("interdependent_rpn")(InterdependentRPN)
 
 
 def build_model(name: str, **params: Any) -> nn.Module:
