@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from test_structured import EXPANSION_PARAMS, PAIRS, inputs, make_head, recon_params, rel
+from test_structured import (
+    EXPANSION_PARAMS,
+    PAIRS,
+    XI_CASES,
+    inputs,
+    make_head,
+    make_xi_head,
+    recon_params,
+    rel,
+    xi_inputs,
+)
 
 __all__ = [
     "ALL_CASES",
@@ -21,11 +31,15 @@ __all__ = [
     "Case",
     "EXPANSION_PARAMS",
     "L0_RECONCILIATIONS",
+    "XI_CASES",
     "case",
     "inputs",
     "make_head",
+    "make_xi_head",
     "recon_params",
     "rel",
+    "xi_inputs",
+    "xi_model",
 ]
 
 # reconciliations with l = 0 (no learnable numbers): head.w is a (channels, 0) parameter
@@ -59,3 +73,24 @@ assert len(CASES) == len(ALL_CASES), "duplicate case ids"
 
 def case(case_id: str) -> Case:
     return CASES[case_id]
+
+
+def xi_model(batch: int = 2):
+    """An RPN 2 model from ``RPN.from_dims``: chain ξ (2 heads, learned head fusion, max channel
+    fusion) then attention ξ, float64, seeded, with bias; returns (model, x (batch, 4, 3))."""
+    import torch
+
+    from rpnkit import RPN
+
+    torch.manual_seed(0)
+    model = RPN.from_dims(
+        [3, 4, 2], expansion="taylor", reconciliation="lorr", reconciliation_params={"r": 2},
+        interdependence={"name": "chain", "length": 4, "hops": 2, "decay": 0.7}, heads=2,
+        head_fusion="learned", channels=2, channel_fusion="max", bias=True, activation="tanh",
+        layers=[None, {"interdependence": "attention", "interdependence_params": {"rank": 2},
+                       "heads": 1, "channels": 1, "channel_fusion": "sum"}],
+    ).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model, xi_inputs((batch, 4, 3))

@@ -6,9 +6,13 @@ small sizes, float64), ``torch.compile(head, fullgraph=True)`` must trace the wh
 of a fixed scalar projection of the output w.r.t. head.w (where it has elements) and x must
 equal eager's, to 1e-10 relative in float64.
 
+RPN 2: interdependent heads (ξ around a (κ, ψ) pair, built as in test_structured.py's ξ test)
+and an ``RPN.from_dims`` model with ξ layers and fusion objects, under the same check.
+
 Default run: a representative subset (a few with the inductor backend, the rest with
-``aot_eager``, which runs dynamo + AOTAutograd but skips code generation). All pairs:
-``pytest -m slow tests/test_compile.py`` (aot_eager).
+``aot_eager``, which runs dynamo + AOTAutograd but skips code generation). All pairs, and
+every ξ of the catalog with four (κ, ψ) pairs: ``pytest -m slow tests/test_compile.py``
+(aot_eager).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 import torch._dynamo
 
 import rpnkit
-from _catalog_cases import ALL_CASES, CASES, inputs, rel
+from _catalog_cases import ALL_CASES, CASES, XI_CASES, inputs, make_xi_head, rel, xi_model
 
 TOL = 1e-10
 
@@ -38,6 +42,14 @@ DEFAULT = [
     ("nested-masking", "aot_eager"),  # nested = taylor d=2 ∘ linear
     ("fourier-hypernet", "aot_eager"),
 ]
+
+#: RPN 2 (ξ, κ, ψ): the default subset is a sparse ξ (graph: scatter form when compiling);
+#: the model test adds chain and attention ξ and fusion objects; slow: every ξ with these
+#: four pairs
+XI_DEFAULT = [("graph", "taylor", "lorr")]
+XI_PAIRS = [("identity", "identity"), ("taylor", "lorr"), ("bspline", "dual_lphm"),
+            ("fourier", "hypernet")]
+XI_ALL = [(xi, e, r) for xi in XI_CASES for e, r in XI_PAIRS]
 
 
 @pytest.fixture(autouse=True)
@@ -93,5 +105,28 @@ def test_compile_two_layer_model_fullgraph():
     check_compiled(model, inputs(3), "inductor", params=list(model.parameters()))
 
 
+def check_xi_case(xi: str, exp: str, rec: str, backend: str = "aot_eager") -> None:
+    head, x = make_xi_head(xi, exp, rec, bias=True)
+    check_compiled(head, x, backend, params=[p for p in head.parameters() if p.requires_grad])
+
+
+@pytest.mark.parametrize(("xi", "exp", "rec"), XI_DEFAULT, ids=["-".join(t) for t in XI_DEFAULT])
+def test_compile_interdependent_head_fullgraph(xi, exp, rec):
+    check_xi_case(xi, exp, rec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("xi", "exp", "rec"), XI_ALL, ids=["-".join(t) for t in XI_ALL])
+def test_compile_interdependent_head_fullgraph_all(xi, exp, rec):
+    check_xi_case(xi, exp, rec)
+
+
+def test_compile_interdependent_model_fullgraph():
+    """RPN.from_dims with chain then attention ξ, learned head fusion and max channel fusion."""
+    model, x = xi_model()
+    check_compiled(model, x, "aot_eager", params=list(model.parameters()))
+
+
 def test_default_subset_names_exist():
     assert {c for c, _ in DEFAULT} <= set(CASES)
+    assert {xi for xi, _, _ in XI_DEFAULT} <= set(XI_CASES)

@@ -19,8 +19,14 @@ All cases of one test run inside ONE spawned 2-process group (start-up is paid o
 workers write their failures to JSON files that the test reports. The workers are joined
 with a timeout so that a hang fails the test instead of blocking CI.
 
-Default run: a representative subset (all l = 0 reconciliations included). All pairs:
-``pytest -m slow tests/test_ddp.py``.
+RPN 2 (slow): interdependent heads, every ξ of the catalog around (κ, ψ) pairs (built as in
+test_structured.py's ξ test, ``bias=True``), and an ``RPN.from_dims`` model with chain and
+attention ξ, learned head fusion and max channel fusion, under the same check. The global
+batch of 8 samples splits on dimension 0; ξ acts within a sample (its nodes, tokens, patches
+or attributes), so DDP's averaging again equals the full-batch step.
+
+Default run: a representative subset (all l = 0 reconciliations included). All pairs, and
+the RPN 2 cases: ``pytest -m slow tests/test_ddp.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from _catalog_cases import ALL_CASES, CASES, L0_RECONCILIATIONS, inputs, rel
+from _catalog_cases import (
+    ALL_CASES,
+    CASES,
+    L0_RECONCILIATIONS,
+    XI_CASES,
+    inputs,
+    make_xi_head,
+    rel,
+    xi_inputs,
+    xi_model,
+)
 
 TOL = 1e-10
 WORLD = 2
@@ -66,6 +82,18 @@ DEFAULT = [
     "fourier-constant_eye",
 ]
 
+#: RPN 2 cases: "xi:<ξ>-<κ>-<ψ>" (an InterdependentHead) and "xi_model" (RPN.from_dims with ξ)
+XI_DDP = [
+    *(f"xi:{xi}-taylor-lorr" for xi in XI_CASES),
+    "xi:graph-bspline-identity",  # linear κ: A(X)·⟨X, W⟩ after the product
+    "xi:chain-identity-identity",
+    "xi:grid-fourier-hm",
+    "xi:attention-taylor-dual_lphm",
+    "xi:parameterised-chebyshev-random_matrix_adaption",
+    "xi:kernel-identity-constant_eye",  # l = 0: the bias is the only parameter
+    "xi_model",
+]
+
 
 def loss_fn(y: torch.Tensor) -> torch.Tensor:
     return y.square().sum(-1).mean()
@@ -77,11 +105,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def build_case(case_id: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """The module (seeded: identical on every rank) and the global batch of a case."""
+    if case_id == "xi_model":
+        model, x = xi_model(BATCH)
+        return model, x.detach()
+    if case_id.startswith("xi:"):
+        head, x = make_xi_head(*case_id[3:].split("-"), bias=True)
+        return head, xi_inputs((BATCH, *x.shape[1:])).detach()
+    head = CASES[case_id].build(bias=True)  # seeded inside make_head
+    return head, inputs(head.m, b=BATCH).detach()
+
+
 def run_case(case_id: str, rank: int, problems: list[str]) -> None:
     """One DDP step vs one single-process step; appends the problems found to ``problems``."""
-    head = CASES[case_id].build(bias=True)  # seeded inside make_head: identical on every rank
+    head, x = build_case(case_id)
     ref = copy.deepcopy(head)
-    x = inputs(head.m, b=BATCH).detach()
     half = BATCH // WORLD
     xr = x[rank * half:(rank + 1) * half]
 
@@ -209,5 +248,15 @@ def test_ddp_one_step_equals_single_process_all_pairs(tmp_path):
     check_group([c.id for c in ALL_CASES], tmp_path)
 
 
+@pytest.mark.slow
+def test_ddp_interdependent_heads_and_model_one_step_equal_single_process(tmp_path):
+    check_group(XI_DDP, tmp_path)
+
+
 def test_default_subset_names_exist():
     assert set(DEFAULT) <= set(CASES)
+    assert {c[3:].split("-")[0] for c in XI_DDP if c.startswith("xi:")} == set(XI_CASES)
+    for case_id in XI_DDP:  # every case builds, and its batch splits evenly
+        module, x = build_case(case_id)
+        assert x.shape[0] == BATCH
+        assert module(x[: BATCH // WORLD]).shape[0] == BATCH // WORLD

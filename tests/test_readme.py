@@ -46,6 +46,10 @@ def test_catalog_lists_every_component_once():
         for name in names:
             assert sum(line.startswith(f"| {kind} | `{name}` |") for line in rows) == 1
     assert "| expansion | `bspline` | `rpnkit.expansion.BSpline` |" in table
+    assert set(comps) == {"expansion", "reconciliation", "remainder", "interdependence", "fusion"}
+    assert "| interdependence | `graph` | `rpnkit.interdependence.GraphInterdependence` |" in table
+    assert "| fusion | `learned` | `rpnkit.fusion.LearnedFusion` |" in table
+    assert "`length=1`, `hops=None`, `direction='forward'`" in table  # chain's parameters
     assert "`range=(-1.0, 1.0)`, `t=5`, `d=3`" in table
     assert "`r=2`" in table
     assert all(line.count(" | ") == 4 for line in rows)  # pipes in docs are escaped

@@ -9,7 +9,14 @@ from torch import nn
 
 import rpnkit
 from rpnkit.errors import ConfigurationError, UnknownNameError, closest, did_you_mean
-from rpnkit.registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS, Registry
+from rpnkit.registry import (
+    EXPANSIONS,
+    FUSIONS,
+    INTERDEPENDENCES,
+    RECONCILIATIONS,
+    REMAINDERS,
+    Registry,
+)
 
 SPEC = {
     "expansion": {
@@ -36,12 +43,28 @@ SPEC = {
         "zero": "ZeroRemainder", "constant": "ConstantRemainder",
         "identity": "IdentityRemainder", "linear": "LinearRemainder",
     },
+    "interdependence": {  # ξ, RPN 2
+        "identity": "IdentityInterdependence", "graph": "GraphInterdependence",
+        "graph_pagerank": "PageRankInterdependence", "grid": "GridInterdependence",
+        "chain": "ChainInterdependence", "kernel": "KernelInterdependence",
+        "parameterised": "ParameterisedInterdependence", "attention": "AttentionInterdependence",
+    },
+    "fusion": {
+        "sum": "SumFusion", "mean": "MeanFusion", "max": "MaxFusion", "concat": "ConcatFusion",
+        "weighted": "WeightedFusion", "learned": "LearnedFusion", "linear": "LinearFusion",
+    },
 }  # fmt: skip
 
 MODULES = {"expansion": rpnkit.expansion, "reconciliation": rpnkit.reconciliation,
-           "remainder": rpnkit.remainder}
+           "remainder": rpnkit.remainder, "interdependence": rpnkit.interdependence,
+           "fusion": rpnkit.fusion}
 BUILDERS = {"expansion": rpnkit.build_expansion, "reconciliation": rpnkit.build_reconciliation,
-            "remainder": rpnkit.build_remainder}
+            "remainder": rpnkit.build_remainder, "interdependence": rpnkit.build_interdependence,
+            "fusion": rpnkit.build_fusion}
+#: parameters without which a component's defaults do not build (a 3×3 patch needs a grid)
+REQUIRED = {("interdependence", "grid"): {"height": 4, "width": 4}}
+REGISTRIES = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS,
+              "remainder": REMAINDERS, "interdependence": INTERDEPENDENCES, "fusion": FUSIONS}
 
 #: SPEC defaults (tables §2–§4) by registry name
 DEFAULTS = {
@@ -79,7 +102,7 @@ def test_spec_names_and_classes(kind):
     assert sorted(rpnkit.list_components()[kind]) == sorted(SPEC[kind])
     for name, cls_name in SPEC[kind].items():
         cls = getattr(MODULES[kind], cls_name)
-        obj = BUILDERS[kind](name)
+        obj = BUILDERS[kind](name, **REQUIRED.get((kind, name), {}))
         assert type(obj) is cls
         assert cls.registry_name == name
         assert isinstance(obj, nn.Module)
@@ -87,7 +110,8 @@ def test_spec_names_and_classes(kind):
 
 def test_list_components_shape():
     comps = rpnkit.list_components()
-    assert set(comps) == {"expansion", "reconciliation", "remainder"}
+    assert set(comps) == {"expansion", "reconciliation", "remainder", "interdependence", "fusion"}
+    assert list(comps) == list(SPEC)  # κ, ψ, π, then RPN 2's ξ and the fusion objects
     assert all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in comps.values())
 
 
@@ -102,7 +126,7 @@ def test_spec_defaults(key, defaults):
 
 @pytest.mark.parametrize("kind", list(SPEC))
 def test_build_by_name_accepts_the_class_keyword_arguments(kind):
-    reg = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS, "remainder": REMAINDERS}[kind]
+    reg = REGISTRIES[kind]
     for name in reg.names():
         sig = inspect.signature(reg.get(name).__init__)
         kwargs = {
@@ -110,7 +134,7 @@ def test_build_by_name_accepts_the_class_keyword_arguments(kind):
             for p in list(sig.parameters.values())[1:]
             if p.default is not inspect.Parameter.empty
         }
-        obj = reg.build(name, **kwargs)
+        obj = reg.build(name, **{**kwargs, **REQUIRED.get((kind, name), {})})
         assert type(obj) is reg.get(name)
 
 
@@ -118,7 +142,8 @@ def test_build_by_name_accepts_the_class_keyword_arguments(kind):
     ("kind", "bad", "good"),
     [("expansion", "taylr", "taylor"), ("expansion", "bsplin", "bspline"),
      ("reconciliation", "dual_lpmh", "dual_lphm"), ("reconciliation", "lowrank", "lorr"),
-     ("remainder", "lienar", "linear")],
+     ("remainder", "lienar", "linear"), ("interdependence", "chian", "chain"),
+     ("interdependence", "grpah", "graph"), ("fusion", "learnd", "learned")],
 )
 def test_unknown_name_did_you_mean(kind, bad, good):
     with pytest.raises(UnknownNameError, match=f"did you mean '{good}'") as info:
@@ -222,10 +247,10 @@ def test_numpy_and_torch_scalars_are_accepted_as_hyperparameters():
     assert all(type(d) is int for d in model.dims)
 
 
-@pytest.mark.parametrize("kind", list(SPEC))
+@pytest.mark.parametrize("kind", ["expansion", "reconciliation", "remainder"])  # RPN 1's kinds
 def test_hparams_round_trip_through_the_registry(kind):
     """``hparams()`` holds constructor arguments: building from them gives an equal component."""
-    reg = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS, "remainder": REMAINDERS}[kind]
+    reg = REGISTRIES[kind]
     for name in reg.names():
         obj = reg.build(name)
         hp = obj.hparams()

@@ -122,6 +122,112 @@ def test_catalog_pairs_cover_the_whole_catalog():
 
 
 # ------------------------------------------------------------------------------------------
+# RPN 2: every interdependence ξ of the catalog around (κ, ψ) pairs. The head (its planned
+# product, A(X)·⟨X, W⟩ reordering where κ is linear) must equal the definition
+# κ(ξ(X)) Σ_c ψ(w_c)ᵀ with ξ applied first, for values and gradients (x, w, ξ's parameters).
+# Default: every ξ meets every expansion, the reconciliations cycling so that every ξ also
+# meets every reconciliation; all triples with ``pytest -m slow``.
+# ------------------------------------------------------------------------------------------
+XI_EDGES = [[0, 1], [1, 2], [2, 3], [0, 3], [3, 4]]
+#: one small instance of every registered ξ: (parameters, input shape (*, sites, m) or (*, m))
+XI_CASES = {
+    "identity": ({}, (5, M)),
+    "graph": ({"edges": XI_EDGES, "num_nodes": 5}, (2, 5, M)),
+    "graph_pagerank": ({"edges": XI_EDGES, "num_nodes": 5, "hops": 3, "alpha": 0.2}, (2, 5, M)),
+    "grid": ({"channels": 1, "height": 3, "width": 3, "kernel": 2}, (2, 9)),  # 4 patches of 4
+    "chain": ({"length": 4, "hops": 2, "decay": 0.7, "normalize": True}, (2, 4, M)),
+    "kernel": ({"kernel": "rbf", "gamma": 0.5}, (2, 4, M)),
+    "parameterised": ({"reconciliation": "lorr", "out": 4}, (5, M)),  # m' = 4
+    "attention": ({"rank": 2}, (2, 4, M)),
+}
+RECS = CATALOG["reconciliation"]
+XI_TRIPLES = [(xi, e, r) for xi in XI_CASES for e in CATALOG["expansion"] for r in RECS]
+XI_DEFAULT = [(xi, e, RECS[(j + k) % len(RECS)]) for k, xi in enumerate(XI_CASES)
+              for j, e in enumerate(CATALOG["expansion"])]
+
+
+def xi_inputs(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
+    """As :func:`inputs`, in any shape: away from 0 and inside the spline ranges."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(*shape, generator=g, dtype=torch.float64) * 1.4 - 0.7
+    return (x + 0.05 * torch.sign(x)).requires_grad_(True)
+
+
+def make_xi_head(xi: str, exp: str, rec: str, n: int = N, channels: int = 2, **kw):
+    """An InterdependentHead with ξ = ``xi`` around make_head's (κ, ψ), float64, seeded, with
+    w ~ N(0, 1) in every channel; returns (head, x)."""
+    from rpnkit.interdependence import InterdependentHead
+
+    params, shape = XI_CASES[xi]
+    m = shape[-1]
+    kappa = rpnkit.build_expansion(exp, **EXPANSION_PARAMS.get(exp, {}))
+    m_xi = rpnkit.build_interdependence(xi, **params).calculate_m(m)
+    torch.manual_seed(0)
+    head = InterdependentHead(m, n, xi, params, expansion=kappa, reconciliation=rec,
+                              reconciliation_params=recon_params(rec, kappa.calculate_D(m_xi)),
+                              channels=channels, **kw).double()
+    with torch.no_grad():
+        for inner in head.inner:
+            inner.w.normal_()
+    return head, xi_inputs(shape)
+
+
+def xi_reference(head, x: torch.Tensor) -> torch.Tensor:
+    """κ(ξ(X)) Σ_c ψ(w_c)ᵀ (+ b + π(X)): ξ first, then :func:`reference` of every inner head."""
+    z = head.xi(x)
+    flat = z.reshape(-1, z.shape[-1])
+    y = [reference(inner, flat) for inner in head.inner]
+    y = (y[0] if head.channel_fusion is None else head.channel_fusion(y)).reshape(
+        *z.shape[:-1], -1)
+    if head.bias is not None:
+        y = y + head.bias
+    if head.has_remainder:
+        y = y + head.remainder(x.reshape(-1, head.m)).reshape(*x.shape[:-1], -1)
+    return y
+
+
+def check_xi_equal(head, x: torch.Tensor, tol: float = TOL) -> None:
+    y, y0 = head(x), xi_reference(head, x)
+    assert y.dtype == y0.dtype
+    assert y.shape == y0.shape, (y.shape, y0.shape)
+    assert rel(y, y0) <= tol, (head.plan(), rel(y, y0))
+    proj = torch.randn(y0.shape, generator=torch.Generator().manual_seed(7), dtype=y0.dtype)
+    targets = [x, *(p for p in head.parameters() if p.numel() and p.requires_grad)]
+    g = torch.autograd.grad((y * proj).sum(), targets, allow_unused=True)
+    g0 = torch.autograd.grad((y0 * proj).sum(), targets, allow_unused=True)
+    for i, (a, b) in enumerate(zip(g, g0)):
+        assert rel(a, b) <= tol, (head.plan(), "x" if i == 0 else tuple(targets[i].shape), rel(a, b))
+
+
+@pytest.mark.parametrize(("xi", "exp", "rec"), XI_DEFAULT, ids=["-".join(t) for t in XI_DEFAULT])
+def test_every_interdependence_with_catalog_pairs_matches_definition(xi, exp, rec):
+    check_xi_equal(*make_xi_head(xi, exp, rec))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("xi", "exp", "rec"), XI_TRIPLES, ids=["-".join(t) for t in XI_TRIPLES])
+def test_every_interdependence_with_every_catalog_pair_matches_definition(xi, exp, rec):
+    check_xi_equal(*make_xi_head(xi, exp, rec))
+
+
+@pytest.mark.parametrize("xi", ["identity", "graph", "chain", "kernel", "parameterised"])
+@pytest.mark.parametrize("fusion", ["mean", "max", "learned"])
+def test_interdependent_channel_fusions_and_remainder_match_definition(xi, fusion):
+    head, x = make_xi_head(xi, "taylor", "lorr", channels=3, channel_fusion=fusion, bias=True,
+                           remainder="linear")
+    with torch.no_grad():
+        head.bias.normal_()
+    check_xi_equal(head, x)
+
+
+def test_interdependence_cases_cover_the_catalog():
+    assert set(XI_CASES) == set(CATALOG["interdependence"])
+    covered = {xi: ({e for x, e, _ in XI_DEFAULT if x == xi}, {r for x, _, r in XI_DEFAULT if x == xi})
+               for xi in XI_CASES}
+    assert all(e == set(CATALOG["expansion"]) and r == set(RECS) for e, r in covered.values())
+
+
+# ------------------------------------------------------------------------------------------
 # targeted fast paths: each names its path and never forms the big blocks
 # ------------------------------------------------------------------------------------------
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 An RPN approximates f: R^m -> R^n as ``g(x) = <κ(x), ψ(w)> + π(x)`` with a data
 expansion κ, a parameter reconciliation ψ and a remainder π (see SPEC and the
-README). Components are ``nn.Module`` classes, also available by registry name.
+README); RPN 2 adds a data interdependence ξ, g = <κ(ξ(X)), ψ(w)> + π(X), and fusion
+objects for channels and heads. Components are ``nn.Module`` classes, also available by
+registry name.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from . import expansion, reconciliation, remainder
+from . import expansion, fusion, interdependence, reconciliation, remainder
 from .errors import ConfigurationError, UnknownNameError, did_you_mean
 from .head import RPNHead
 from .layer import RPNLayer
 from .model import RPN
-from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
+from .registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
 from .spec import HeadSpec
 
 __version__ = "0.1.0"
@@ -27,15 +29,23 @@ __all__ = [
     "HeadSpec",
     "fit",
     "load_run",
+    "inspect",
+    "model_view",
+    "update_grid",
+    "prune",
     "ConfigurationError",
     "UnknownNameError",
     "build_expansion",
     "build_reconciliation",
     "build_remainder",
+    "build_interdependence",
+    "build_fusion",
     "list_components",
     "expansion",
     "reconciliation",
     "remainder",
+    "interdependence",
+    "fusion",
     "__version__",
 ]
 
@@ -55,15 +65,28 @@ def build_remainder(name: str, **params: Any) -> remainder.Remainder:
     return REMAINDERS.build(name, **params)
 
 
+def build_interdependence(name: str, **params: Any) -> interdependence.Interdependence:
+    """Build a data interdependence ξ (RPN 2) by registry name, e.g.
+    ``build_interdependence("chain", length=8)``."""
+    return INTERDEPENDENCES.build(name, **params)
+
+
+def build_fusion(name: str, **params: Any) -> fusion.Fusion:
+    """Build a channel / head fusion by registry name, e.g. ``build_fusion("learned")``."""
+    return FUSIONS.build(name, **params)
+
+
 def list_components(kind: str | None = None, filter: str | None = None):  # noqa: A002
     """Registered component names, sorted.
 
     ``list_components()`` gives ``{"expansion": [...], "reconciliation": [...],
-    "remainder": [...]}``; ``kind="expansion"`` gives that kind's list only; ``filter`` is a
-    shell-style pattern (``"*rbf*"``, ``"naive_*"``) or a plain substring.
+    "remainder": [...], "interdependence": [...], "fusion": [...]}``; ``kind="expansion"``
+    gives that kind's list only; ``filter`` is a shell-style pattern (``"*rbf*"``,
+    ``"naive_*"``) or a plain substring.
     """
     registries = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS,
-                  "remainder": REMAINDERS}
+                  "remainder": REMAINDERS, "interdependence": INTERDEPENDENCES,
+                  "fusion": FUSIONS}
 
     def names(reg) -> list[str]:
         out = sorted(reg.names())
@@ -110,8 +133,37 @@ def load_run(run, which: str = "final", device="cpu"):
     return _load_run(run, which, device)
 
 
+def inspect(model, x, names=None):
+    """The learned one-input edge functions φ_ji of a model on data x
+    (:func:`rpnkit.inspection.inspect`): callable, sampled, with their importance."""
+    from .inspection import inspect as _inspect
+
+    return _inspect(model, x, names)
+
+
+def model_view(model_or_view, path=None, x=None, **options):
+    """Draw the network's edges and their curves (:func:`rpnkit.inspection.model_view`)."""
+    from .inspection import model_view as _model_view
+
+    return _model_view(model_or_view, path, x, **options)
+
+
+def update_grid(model, x, **options):
+    """Move spline grids to the data, keeping the function (:func:`rpnkit.grid.update_grid`)."""
+    from .grid import update_grid as _update_grid
+
+    return _update_grid(model, x, **options)
+
+
+def prune(model, x, threshold: float = 1e-2, y=None, **options):
+    """Zero and mask unimportant edges (:func:`rpnkit.pruning.prune`)."""
+    from .pruning import prune as _prune
+
+    return _prune(model, x, threshold, y, **options)
+
+
 _LAZY = ("models", "training", "data", "sklearn", "symbolic", "contract", "budget", "config",
-         "cli", "spec", "predict")
+         "cli", "spec", "predict", "inspection", "grid", "pruning", "symbolic_fit")
 
 
 def __getattr__(name: str):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS, Registry
+from .registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS, Registry
 
 __all__ = ["START", "END", "render_catalog", "replace_block", "update_readme", "main"]
 
@@ -24,6 +24,8 @@ _KINDS: tuple[tuple[str, Registry], ...] = (
     ("expansion", EXPANSIONS),
     ("reconciliation", RECONCILIATIONS),
     ("remainder", REMAINDERS),
+    ("interdependence", INTERDEPENDENCES),  # ξ, RPN 2
+    ("fusion", FUSIONS),  # channel / head fusion objects
 )
 #: keyword arguments every expansion accepts; listed once under the table
 _COMMON = ("preprocess", "postprocess")

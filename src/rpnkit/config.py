@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -195,12 +196,14 @@ class _ModelConfigBase(BaseModel):
     remainder_params: dict[str, Any] = Field(default_factory=dict)
     heads: int = Field(1, ge=1)
     channels: int = Field(_HEAD_DEFAULTS["channels"], ge=1)
-    head_fusion: str = "sum"
+    head_fusion: Any = "sum"
     bias: bool = _HEAD_DEFAULTS["bias"]
     seed: int | None = _HEAD_DEFAULTS["seed"]
     activation: Any = None
     layers: list[dict[str, Any] | None] = Field(default_factory=list)
     label: str | None = None
+    #: ξ of RPN 2 (``rpnkit.spec.LAYER_FIELDS``); None: plain RPN layers
+    interdependence: Any = None
 
     @field_validator("dims")
     @classmethod
@@ -209,9 +212,11 @@ class _ModelConfigBase(BaseModel):
             raise ValueError(f"dims must list at least two positive widths, got {short(v)}")
         return v
 
-    @field_validator("expansion", "reconciliation", "remainder")
+    @field_validator("expansion", "reconciliation", "remainder", "interdependence", "head_fusion")
     @classmethod
-    def _component(cls, v: Any) -> Any:
+    def _component(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None and info.field_name == "interdependence":
+            return v
         if isinstance(v, str):
             return v
         if isinstance(v, Mapping) and isinstance(v.get("name"), str):
@@ -276,7 +281,8 @@ class _ModelConfigBase(BaseModel):
         def nm(c):
             return c if isinstance(c, str) else c["name"]
 
-        return f"RPN {self.dims} {nm(self.expansion)}/{nm(self.reconciliation)}/{nm(self.remainder)}"
+        title = f"RPN {self.dims} {nm(self.expansion)}/{nm(self.reconciliation)}/{nm(self.remainder)}"
+        return title if self.interdependence is None else f"{title} ξ={nm(self.interdependence)}"
 
 
 ModelConfig = create_model(

@@ -128,8 +128,9 @@ class LearnedFusion(Fusion):
 
 @FUSIONS.register("linear")
 class LinearFusion(Fusion):
-    """A learned map from the concatenation to ``n`` (default: the common width), initially
-    the mean of the parts when their widths equal n."""
+    """A learned map from the concatenation to ``n`` (default: the common width).
+
+    Initially the mean of the parts when their widths equal n."""
 
     def __init__(self, n: int | None = None) -> None:
         super().__init__()

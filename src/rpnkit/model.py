@@ -11,8 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, did_you_mean
-from .head import _restore, model_input
-from .layer import LAYER_HEAD_OPTIONS, RPNLayer
+from .fusion import FUSIONS
+from .head import CHANNEL_FUSIONS, _restore, model_input
+from .interdependence.head import InterdependentLayer
+from .layer import HEAD_FUSIONS, LAYER_HEAD_OPTIONS, RPNLayer
 from .modules import compact_repr
 from .spec import LAYER_FIELDS, head_defaults
 
@@ -36,17 +38,24 @@ class RPN(nn.Module):
     Input of shape ``(*, m)`` is accepted; input whose trailing dimensions hold m numbers
     (e.g. images (B, 28, 28) for m = 784) is flattened to (B, m). Input is cast once, here,
     to the model's parameter dtype.
+
+    Layers are :class:`~rpnkit.RPNLayer` s or, for RPN 2,
+    :class:`~rpnkit.interdependence.InterdependentLayer` s (a data interdependence ξ in every
+    head). With any interdependent layer the input keeps its layout ``(*, sites, m)`` (the
+    nodes of a graph, the tokens of a sequence: ξ acts across dimension -2) and each layer
+    returns ``(*, sites', n)``.
     """
 
-    def __init__(self, layers: Sequence[RPNLayer]) -> None:
+    def __init__(self, layers: Sequence[RPNLayer | InterdependentLayer]) -> None:
         super().__init__()
         layers = list(layers)
         if not layers:
             raise ConfigurationError("RPN needs at least one layer")
         for i, layer in enumerate(layers):
-            if not isinstance(layer, RPNLayer):
+            if not isinstance(layer, (RPNLayer, InterdependentLayer)):
                 raise ConfigurationError(
-                    f"RPN: layer {i} is a {type(layer).__name__}, expected RPNLayer"
+                    f"RPN: layer {i} is a {type(layer).__name__}, expected RPNLayer or "
+                    f"InterdependentLayer"
                 )
         for i in range(len(layers) - 1):
             a, b = layers[i], layers[i + 1]
@@ -56,6 +65,8 @@ class RPN(nn.Module):
                     f"m={b.m}; consecutive layers must agree"
                 )
         self.layers = nn.ModuleList(layers)
+        #: some layer has a data interdependence ξ: keep the input's leading layout
+        self.structured = any(isinstance(layer, InterdependentLayer) for layer in layers)
 
     @property
     def dims(self) -> list[int]:
@@ -70,9 +81,11 @@ class RPN(nn.Module):
         if isinstance(x, Tensor) and x.dim() > 2 and x.shape[-1] != m and x[0].numel() == m:
             x = x.flatten(1)  # images and other samples laid out over several dimensions
         x, lead = model_input(x, m, self.dtype, "RPN")
+        if self.structured:  # ξ mixes across dimension -2: the layers see (*, sites, m)
+            x = x.reshape(*lead, m)
         for layer in self.layers:
             x = layer(x)
-        return _restore(x, lead)
+        return x if self.structured else _restore(x, lead)
 
     def reset_parameters(self) -> None:
         """Re-initialise every layer."""
@@ -103,7 +116,11 @@ class RPN(nn.Module):
         ``options`` are the head options of :class:`~rpnkit.spec.HeadSpec` (``expansion``,
         ``reconciliation_params``, ``channels``, ``seed`` ...; a head's output modules are
         ``head_output``) and the layer options ``heads`` (number of heads per layer),
-        ``head_fusion`` and ``output``. Every head gets fresh components.
+        ``head_fusion``, ``output`` and ``interdependence`` / ``interdependence_params`` (RPN 2:
+        ξ by registry name, e.g. ``interdependence={"name": "chain", "length": 8}``; such
+        layers are :class:`~rpnkit.interdependence.InterdependentLayer` s and take any
+        ``FUSIONS`` name as ``head_fusion`` / ``channel_fusion``). Every head gets fresh
+        components.
         ``activation`` (a module name such as ``"relu"``) is applied after every layer
         except the last. ``layers`` is an optional list (one entry per layer, ``None``
         to keep the defaults) of per-layer overrides with the same keys.
@@ -140,7 +157,8 @@ class RPN(nn.Module):
             )
         overrides += [None] * (n_layers - len(overrides))
         base = {k: v for k, v in head_defaults().items() if k in LAYER_HEAD_OPTIONS}
-        base.update({"heads": 1, "head_fusion": "sum", "output": None, "head_output": None})
+        base.update({"heads": 1, "head_fusion": "sum", "output": None, "head_output": None,
+                     "interdependence": None, "interdependence_params": None})
         base.update(options)
         built = []
         seed_offset = 0
@@ -157,15 +175,22 @@ class RPN(nn.Module):
                         )
                 cfg.update(ov)
                 # a new component name resets that component's params unless given
-                for comp in ("expansion", "reconciliation", "remainder"):
+                for comp in ("expansion", "reconciliation", "remainder", "interdependence"):
                     if comp in ov and f"{comp}_params" not in ov:
                         cfg[f"{comp}_params"] = None
             head_options = {k: cfg[k] for k in LAYER_HEAD_OPTIONS}
             if head_options["seed"] is not None and not (ov and "seed" in ov):
                 head_options["seed"] = head_options["seed"] + seed_offset
             num_heads = cfg["heads"]
+            layer_cls, extra = RPNLayer, {}
+            if cfg["interdependence"] is not None:
+                layer_cls = InterdependentLayer
+                extra = {"interdependence": cfg["interdependence"],
+                         "interdependence_params": cfg["interdependence_params"]}
+            else:
+                _check_plain_fusions(cfg, i)
             built.append(
-                RPNLayer(
+                layer_cls(
                     dims[i],
                     dims[i + 1],
                     fusion=cfg["head_fusion"],
@@ -174,8 +199,29 @@ class RPN(nn.Module):
                     head_output=cfg["head_output"],
                     device=device,
                     dtype=dtype,
+                    **extra,
                     **head_options,
                 )
             )
             seed_offset += num_heads if isinstance(num_heads, int) else 1
         return cls(built)
+
+
+def _check_plain_fusions(cfg: Mapping[str, Any], i: int) -> None:
+    """A plain RPN layer fuses heads by sum / mean / concat / linear and channels by sum /
+    mean; a fusion object's name (``max``, ``learned``, ...) needs an interdependent layer."""
+    for key, valid in (("head_fusion", HEAD_FUSIONS), ("channel_fusion", CHANNEL_FUSIONS)):
+        value = cfg[key]
+        if isinstance(value, str) and value in valid:
+            continue
+        name = value.get("name") if isinstance(value, Mapping) else value
+        if isinstance(name, str) and name in FUSIONS:
+            raise ConfigurationError(
+                f"RPN.from_dims: layer {i}: {key} {name!r} is a fusion object, which only "
+                f"interdependent layers take; add interdependence: identity (the same "
+                f"⟨κ(x), ψ(w)⟩ + π(x) heads) or use one of {', '.join(valid)}"
+            )
+        try:  # an unknown name or a bad mapping: the registry's error, with the valid names
+            FUSIONS.resolve(value)
+        except ConfigurationError as exc:
+            raise type(exc)(f"RPN.from_dims: layer {i}: {key}: {exc}") from None

@@ -5,9 +5,9 @@ keyword arguments *are* the spec's fields), :meth:`RPN.from_dims` and its per-la
 overrides, the YAML ``model:`` section and the scikit-learn estimators. A new head option
 is added here, once; the others read :data:`HEAD_FIELDS` / :func:`head_defaults`.
 
-Layer-level options (number of heads, head fusion, layer output modules) live beside it in
-:data:`LAYER_FIELDS`, so that ``from_dims`` overrides and configs accept exactly
-``HEAD_FIELDS + LAYER_FIELDS``.
+Layer-level options (number of heads, head fusion, layer output modules, and the data
+interdependence ξ of RPN 2) live beside it in :data:`LAYER_FIELDS`, so that ``from_dims``
+overrides and configs accept exactly ``HEAD_FIELDS + LAYER_FIELDS``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,13 @@ class HeadSpec:
 HEAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HeadSpec))
 
 #: Layer options accepted next to the head options (``RPN.from_dims``, configs).
-LAYER_FIELDS: tuple[str, ...] = ("heads", "head_fusion", "output", "head_output")
+#: ``interdependence`` / ``interdependence_params``: ξ (a registry name of
+#: :data:`~rpnkit.registry.INTERDEPENDENCES`, a ``{"name": ...}`` mapping or a module; ``None``,
+#: the default, is a plain RPN layer). A layer with ξ is an
+#: :class:`~rpnkit.interdependence.InterdependentLayer`, whose heads each get their own copy of
+#: ξ and whose ``head_fusion`` / ``channel_fusion`` may be any :data:`~rpnkit.registry.FUSIONS` name.
+LAYER_FIELDS: tuple[str, ...] = ("heads", "head_fusion", "output", "head_output",
+                                 "interdependence", "interdependence_params")
 
 
 def head_defaults() -> dict[str, Any]:

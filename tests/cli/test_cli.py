@@ -156,7 +156,8 @@ def test_cli_usage_errors(tmp_path, capsys):
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("taylor", "lorr", "zero", "iris", "mnist", "adamw", "cosine", "cross_entropy", "r2"):
+    for word in ("taylor", "lorr", "zero", "iris", "mnist", "adamw", "cosine", "cross_entropy", "r2",
+                 "interdependences (ξ, RPN 2)", "graph_pagerank", "fusions", "learned"):
         assert word in out
 
 

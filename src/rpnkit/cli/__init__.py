@@ -286,7 +286,8 @@ def _model_summary(title: str, model) -> list[str]:
         heads = getattr(layer, "heads", None)
         if heads is None:
             continue
-        paths = ", ".join(sorted({getattr(h, "contraction", None).path for h in heads
+        inner = [i for h in heads for i in getattr(h, "inner", [h])]  # RPN 2 heads wrap RPN heads
+        paths = ", ".join(sorted({getattr(h, "contraction", None).path for h in inner
                                   if getattr(h, "contraction", None) is not None}))
         lines.append(f"  layer {i}: {layer.m}->{layer.n}, {len(heads)} head(s), "
                      f"{count(layer):,} parameters, path {paths or '-'}")
@@ -396,7 +397,7 @@ def _cmd_list(args) -> int:
 
     from ..data import DATASETS
     from ..models import MODELS
-    from ..registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
+    from ..registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
     from ..training import LOSSES, METRICS, OPTIMIZERS, SCHEDULERS
 
     del rpnkit
@@ -404,6 +405,8 @@ def _cmd_list(args) -> int:
         ("expansions (κ)", EXPANSIONS),
         ("reconciliations (ψ)", RECONCILIATIONS),
         ("remainders (π)", REMAINDERS),
+        ("interdependences (ξ, RPN 2)", INTERDEPENDENCES),
+        ("fusions (channels, heads)", FUSIONS),
         ("models", MODELS),
         ("datasets", DATASETS),
         ("optimizers", OPTIMIZERS),

@@ -70,6 +70,8 @@ class InterdependentHead(nn.Module):
         self.sites = int(self.xi.sites(self.m))
         channels = check_dim("channels", channels, "InterdependentHead", 4096)
         inner_fused = isinstance(channel_fusion, str) and channel_fusion in ("sum", "mean")
+        if not inner_fused and channels == 1:
+            build_fusion(channel_fusion)  # an unknown name fails with one channel too
         if inner_fused or channels == 1:
             self.inner = nn.ModuleList([RPNHead(
                 self.m_xi, self.n, channels=channels,
@@ -161,12 +163,15 @@ class InterdependentLayer(nn.Module):
 
     ``heads`` (built heads) or ``num_heads`` heads built from the head options (each with its
     own ξ copy when ξ is given by name or mapping); ``fusion``: ``sum`` (default), ``mean``,
-    ``max``, ``concat`` (n split evenly), ``weighted``, ``learned``, ``linear``.
+    ``max``, ``concat`` (n split evenly), ``weighted``, ``learned``, ``linear``. ``output``
+    acts on the fused result, ``head_output`` on each built head's output (as in
+    :class:`~rpnkit.RPNLayer`).
     """
 
     def __init__(self, m: int, n: int, heads: Sequence[InterdependentHead] | None = None,
-                 fusion: Any = "sum", num_heads: int = 1, output: Any = None, *,
-                 device: Any = None, dtype: torch.dtype | None = None, **head_options: Any) -> None:
+                 fusion: Any = "sum", num_heads: int = 1, output: Any = None,
+                 head_output: Any = None, *, device: Any = None, dtype: torch.dtype | None = None,
+                 **head_options: Any) -> None:
         super().__init__()
         self.m = check_dim("m", m, "InterdependentLayer")
         n = check_dim("n", n, "InterdependentLayer")
@@ -183,8 +188,14 @@ class InterdependentLayer(nn.Module):
             seed = head_options.pop("seed", None)
             heads = [InterdependentHead(self.m, head_n, device=device, dtype=dtype,
                                         seed=None if seed is None else seed + i,
+                                        output=copy.deepcopy(head_output),
                                         **copy.deepcopy(head_options))
                      for i in range(num_heads)]
+        elif head_options or head_output is not None:
+            raise ConfigurationError(
+                f"InterdependentLayer: head options {sorted(head_options)} given together with "
+                f"built heads"
+            )
         heads = list(heads)
         if not heads:
             raise ConfigurationError("InterdependentLayer: needs at least one head")
@@ -197,12 +208,22 @@ class InterdependentLayer(nn.Module):
             )
         self.output = build_module_list(output)
         bind_module_list(self.output, self.n)
+        if device is not None or dtype is not None:
+            self.output.to(**{k: v for k, v in {"device": device, "dtype": dtype}.items()
+                              if v is not None})
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.heads[0].dtype
 
     def reset_parameters(self) -> None:
         for h in self.heads:
             h.reset_parameters()
         if hasattr(self.fusion, "reset_parameters"):
             self.fusion.reset_parameters()
+        for mod in self.output:
+            if hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         return apply_list(self.output, self.fusion([h(x) for h in self.heads]))
