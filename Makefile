@@ -38,9 +38,16 @@ tabular: setup
 cov: setup
 	$(PY) -m pytest -q --cov=rpnkit --cov-report=term
 
-# structured-vs-materialised speed benchmark (results: benchmarks/results/)
+# speed benchmarks, paired interleaved rounds with spreads (results: benchmarks/results/):
+# structured-vs-materialised, then KAN against the GEMM floor and peers, optimizer step,
+# symmetric Taylor and evaluation memory. Peers and the "before" checkout are optional:
+#   git archive <rev> src | tar -x -C /tmp/before; pip install --no-deps pykan;
+#   efficient-kan's src/efficient_kan copied to /tmp/peers (fetched for measurement only)
+BEFORE ?= /tmp/before/src
+PEERS  ?= /tmp/peers
 bench: setup
 	$(PY) benchmarks/structured.py --device cpu $(BENCH_ARGS)
+	$(PY) benchmarks/kan_floor.py --before $(BEFORE) --peers $(PEERS) $(BENCH_ARGS)
 
 # speed of this checkout against another revision, side by side in one run:
 #   git worktree add /tmp/before <rev>; make compare BEFORE=/tmp/before/src

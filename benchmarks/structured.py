@@ -91,9 +91,23 @@ def step_fn(module: nn.Module, x: torch.Tensor, dense: bool):
     return run
 
 
+#: per-round times of the last :func:`time_pair` call (for ratio spreads)
+LAST_ROUNDS: list[list[float]] = []
+
+
+def iqr(values: list[float]) -> tuple[float, float, float]:
+    """(median, 25th, 75th percentile)."""
+    v = sorted(values)
+    if len(v) < 4:
+        return statistics.median(v), v[0], v[-1]
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return q[1], q[0], q[2]
+
+
 def time_pair(fns: list, device: torch.device, reps: int, warmup: int = 1,
               budget_s: float = 20.0) -> list[float]:
-    """Median seconds of each fn, interleaved (a, b, a, b, ...)."""
+    """Median seconds of each fn, interleaved (a, b, a, b, ...); at least ``reps`` rounds
+    (the time budget only stops a run after them). Per-round times: ``LAST_ROUNDS``."""
     for f in fns:
         for _ in range(warmup):
             f()
@@ -107,8 +121,9 @@ def time_pair(fns: list, device: torch.device, reps: int, warmup: int = 1,
             f()
             sync(device)
             times[j].append(time.perf_counter() - t0)
-        if i >= 2 and time.perf_counter() - start > budget_s:
+        if i >= reps - 1 and time.perf_counter() - start > budget_s:
             break
+    LAST_ROUNDS[:] = times
     return [statistics.median(t) for t in times]
 
 
@@ -189,8 +204,10 @@ def compare(name, module, x, device, reps, rows, extra=None):
     tf, td = time_pair([fast, dense], device, reps)
     mf = peak_bytes(fast, module, x, False)
     md = peak_bytes(dense, module, x, True)
+    fast_r, dense_r = LAST_ROUNDS
+    med, q1, q3 = iqr([d / f for d, f in zip(dense_r, fast_r)])  # paired, per round
     row = [name] + (extra or []) + [
-        fmt_ms(td), fmt_ms(tf), f"**{td / tf:.1f}×**", fmt_mb(md), fmt_mb(mf),
+        fmt_ms(td), fmt_ms(tf), f"**{med:.1f}×** [{q1:.1f}–{q3:.1f}]", fmt_mb(md), fmt_mb(mf),
         f"{md / max(mf, 1):.1f}×", f"{err:.1e}",
     ]
     rows.append(row)
@@ -387,24 +404,28 @@ def main(argv=None) -> int:
         print("CUDA requested but not available", file=sys.stderr)
         return 2
     device = torch.device(args.device)
-    reps = args.reps or (5 if args.quick else 11)
+    reps = args.reps or (5 if args.quick else 21)
     RESULTS.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     sections = args.sections.split(",")
     threads = torch.get_num_threads()
+    env = ", ".join(f"{k}={os.environ.get(k)}" for k in
+                    ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY"))
     name = (torch.cuda.get_device_name(device) if device.type == "cuda" else
-            f"CPU, {threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+            f"CPU ({os.cpu_count()} logical), torch threads {threads}, interop "
+            f"{torch.get_num_interop_threads()}, {env}, load average "
+            f"{os.getloadavg()[0]:.2f} at start")
     out = [
         f"# rpnkit structured evaluation – {device.type}",
         "",
         f"Device: {name}; torch {torch.__version__}; float32; forward+backward of a training "
-        f"step (loss = mean square of the output, input without grad); median of up to {reps} "
-        "interleaved runs after warm-up. *materialised* = dense κ(X), dense ψ(w), one matmul "
+        f"step (loss = mean square of the output, input without grad); median of {reps} "
+        "interleaved rounds after warm-up; speed-ups are per-round ratios, median "
+        "[interquartile range]. *materialised* = dense κ(X), dense ψ(w), one matmul "
         "(the definition). Memory: " + ("CUDA peak allocated during the step." if
                                         device.type == "cuda" else
                                         "bytes saved for backward (non-parameter) + output."),
-        f"Command: `python benchmarks/structured.py --device {args.device}"
-        + (" --quick`" if args.quick else "`"),
+        f"Command: `python benchmarks/structured.py {' '.join(sys.argv[1:])}`",
         "",
     ]
     t0 = time.perf_counter()

@@ -205,6 +205,9 @@ class RPNHead(nn.Module):
         self._init_w(spec.init)
         if device is not None or dtype is not None:
             self.to(**{k: v for k, v in factory.items() if v is not None})
+        elif self.w.is_floating_point():
+            # the expansion's grids/centres in the parameter dtype, cast once here, not per call
+            self.expansion.to(dtype=self.w.dtype)
 
     def _check_budget(self, device: Any, dtype: torch.dtype | None) -> None:
         """Estimate the sizes from what the components declare and refuse, before anything is

@@ -31,12 +31,60 @@ def _pos(name: str, value, allow_zero: bool = False) -> float:
 
 
 # ----------------------------------------------------------------------------- optimizers
+def _impl_flags(fused, foreach) -> dict:
+    """Checked ``fused`` / ``foreach`` options (None: choose per device, see :func:`_impl`)."""
+    for name, value in (("fused", fused), ("foreach", foreach)):
+        if value is not None and not isinstance(value, bool):
+            raise ConfigurationError(f"optimizer option {name} must be true, false or null, "
+                                     f"got {value!r}")
+    if fused and foreach:
+        raise ConfigurationError("optimizer options fused and foreach exclude each other; "
+                                 "set one of them (fused is the faster where supported)")
+    return {"fused": fused, "foreach": foreach}
+
+
+def _impl(params, flags: dict) -> tuple[list, dict]:
+    """(params as a list, implementation kwargs): by default the fused kernel where PyTorch has
+    one for every parameter's device and dtype (CPU and CUDA floats), else the multi-tensor
+    ``foreach`` kernel where the device has it, else PyTorch's per-parameter loop."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+    params = list(params)
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused, foreach = flags["fused"], flags["foreach"]
+    if fused is None and foreach is None:
+        devices = {p.device.type for p in tensors}
+        floating = all(p.is_floating_point() and not p.is_sparse for p in tensors)
+        if tensors and floating and devices <= set(_get_fused_kernels_supported_devices()):
+            return params, {"fused": True}
+        if tensors and devices <= set(_get_foreach_kernels_supported_devices()):
+            return params, {"foreach": True}
+        return params, {}
+    return params, {k: v for k, v in flags.items() if v is not None}
+
+
+def _make(cls, params, kw: dict, flags: dict) -> torch.optim.Optimizer:
+    params, impl = _impl(params, flags)
+    try:
+        return cls(params, **kw, **impl)
+    except RuntimeError as exc:  # e.g. fused: true on a device or dtype without the kernel
+        raise ConfigurationError(f"{cls.__name__} with {impl}: {exc}; set fused: null (the "
+                                 f"default chooses what the device supports)") from None
+
+
 @OPTIMIZERS.register("adam")
 class Adam:
-    """Adam (Kingma & Ba 2015)."""
+    """Adam (Kingma & Ba 2015).
+
+    ``fused`` / ``foreach``: PyTorch's single-kernel or multi-tensor implementations; by
+    default (null) the fused kernel is used wherever PyTorch has one (CPU and CUDA floats),
+    else foreach where the device has it. ``false`` forces the per-parameter loop.
+    """
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+                 weight_decay: float = 0.0, amsgrad: bool = False, fused: bool | None = None,
+                 foreach: bool | None = None) -> None:
         if (
             not isinstance(betas, (list, tuple))
             or len(betas) != 2
@@ -45,9 +93,10 @@ class Adam:
             raise ConfigurationError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.kw = {"lr": _pos("lr", lr), "betas": tuple(betas), "eps": _pos("eps", eps),
                    "weight_decay": _pos("weight_decay", weight_decay, True), "amsgrad": bool(amsgrad)}
+        self.impl = _impl_flags(fused, foreach)
 
     def __call__(self, params) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, **self.kw)
+        return _make(torch.optim.Adam, params, self.kw, self.impl)
 
 
 @OPTIMIZERS.register("adamw")
@@ -55,25 +104,29 @@ class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019)."""
 
     def __init__(self, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, amsgrad: bool = False) -> None:
-        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+                 weight_decay: float = 0.01, amsgrad: bool = False, fused: bool | None = None,
+                 foreach: bool | None = None) -> None:
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, fused, foreach)
 
     def __call__(self, params) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, **self.kw)
+        return _make(torch.optim.AdamW, params, self.kw, self.impl)
 
 
 @OPTIMIZERS.register("sgd")
 class SGD:
-    """Stochastic gradient descent with optional (Nesterov) momentum."""
+    """Stochastic gradient descent with optional (Nesterov) momentum (``fused`` / ``foreach`` as
+    for :class:`Adam`)."""
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False, dampening: float = 0.0) -> None:
+                 nesterov: bool = False, dampening: float = 0.0, fused: bool | None = None,
+                 foreach: bool | None = None) -> None:
         self.kw = {"lr": _pos("lr", lr), "momentum": _pos("momentum", momentum, True),
                    "weight_decay": _pos("weight_decay", weight_decay, True),
                    "nesterov": bool(nesterov), "dampening": _pos("dampening", dampening, True)}
+        self.impl = _impl_flags(fused, foreach)
 
     def __call__(self, params) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, **self.kw)
+        return _make(torch.optim.SGD, params, self.kw, self.impl)
 
 
 class _L2LBFGS(torch.optim.LBFGS):

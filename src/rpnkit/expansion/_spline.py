@@ -1,0 +1,215 @@
+"""Local evaluation of the uniform B-spline basis with an analytic backward.
+
+On a uniform grid (knots ``k_0 + j·h``) a degree-d basis is non-zero on d+1 knot intervals,
+so at any x only the d+1 bases ``j−d … j`` of x's interval j are non-zero. With
+``u = (x − k_0)/h``, ``j = ⌊u⌋`` and ``f = u − j ∈ [0, 1)`` their values are fixed
+polynomials of f (the pieces of the cardinal B-spline):
+
+    N_{j−d+k}(x) = Σ_e C[e, k] f^e,        k, e = 0 … d
+
+and their x-derivatives are ``Σ_e e·C[e, k] f^{e−1} / h``. :class:`UniformBSplineBasis` uses
+this: the forward pass forms the powers of f (d products), the d+1 values (one small GEMM)
+and writes them into the dense feature-major (B, m·(t+d)) block (one ``scatter_add``); the
+backward pass gathers the d+1 gradient entries per feature and contracts them with the saved
+derivatives: two passes over (B, m, d+1), never one over the dense block besides the gather.
+
+Everything that depends only on (m, t, d) – the coefficient matrices and the column tables –
+is built once (:func:`spline_tables`) and held by the expansion as non-persistent buffers; the
+knot values are read from the knots buffer on every call (two scalar reads), so overwriting
+the knots in place keeps this path right as long as they stay uniform (see
+:meth:`rpnkit.expansion.rbf.BSpline.refresh`).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis"]
+
+
+def cardinal_coefficients(d: int) -> list[list[Fraction]]:
+    """C[e][k]: coefficient of f^e in the local value of basis ``j−d+k`` (exact rationals).
+
+    From the uniform Cox–de Boor recursion on the local offset f:
+    ``N_k ← ((f + p − k) N_{k−1} + (k + 1 − f) N_k) / p`` for p = 1 … d.
+    """
+    # polys[k] = coefficient list (index e) of the k-th local value
+    polys: list[list[Fraction]] = [[Fraction(1)]]
+    for p in range(1, d + 1):
+        new = []
+        for k in range(p + 1):
+            acc = [Fraction(0)] * (p + 1)
+            if k >= 1:  # (f + p - k) * N_{k-1}
+                for e, c in enumerate(polys[k - 1]):
+                    acc[e] += c * (p - k)
+                    acc[e + 1] += c
+            if k < p:  # (k + 1 - f) * N_k
+                for e, c in enumerate(polys[k]):
+                    acc[e] += c * (k + 1)
+                    acc[e + 1] -= c
+            new.append([c / p for c in acc])
+        polys = new
+    return [[polys[k][e] for k in range(d + 1)] for e in range(d + 1)]
+
+
+def spline_tables(m: int, t: int, d: int) -> dict[str, Tensor]:
+    """Tables of the local path for m features, t intervals, degree d >= 1 (float64 / long).
+
+    ``coef`` (d+1, d+1): values = powers @ coef; ``dcoef`` (d, d+1): derivatives (in u) =
+    powers[:, :d] @ dcoef. ``cols`` (m·(t+2d+2), d+1): for feature i and clamped interval
+    jc ∈ [−1, t+2d] (row ``i·(t+2d+2) + jc + 1``) the dense column of each local basis, or
+    the discarded column m·(t+d) when that basis does not exist (outside the t+d bases, or x
+    outside the knots). ``row0`` (m,): ``i·(t+2d+2) + 1``.
+    """
+    width = t + d
+    n_rows = t + 2 * d + 2  # jc = -1 .. t + 2d
+    c = cardinal_coefficients(d)
+    coef = torch.tensor([[float(v) for v in row] for row in c], dtype=torch.float64)
+    dcoef = coef[1:] * torch.arange(1, d + 1, dtype=torch.float64).unsqueeze(1)
+    jc = torch.arange(-1, t + 2 * d + 1).view(n_rows, 1)
+    base = jc - d + torch.arange(d + 1).view(1, d + 1)  # (n_rows, d+1) basis index
+    inside = (jc >= 0) & (jc <= t + 2 * d - 1)
+    keep = ((base >= 0) & (base < width) & inside).unsqueeze(0)
+    cols = torch.arange(m).view(m, 1, 1) * width + base.unsqueeze(0)
+    cols = torch.where(keep, cols, torch.full_like(cols, m * width))
+    return {
+        "coef": coef,
+        "dcoef": dcoef,
+        "cols": cols.reshape(m * n_rows, d + 1).contiguous(),
+        "row0": torch.arange(m) * n_rows + 1,
+    }
+
+
+def _rows(x: Tensor, knots: Tensor, d: int, top: int, row0: Tensor) -> tuple[Tensor, Tensor]:
+    """(f, table rows) for x (B, m): f = u − ⌊u⌋ and row ``i·(t+2d+2) + clamp(⌊u⌋) + 1``."""
+    k0 = knots[0]
+    u = (x - k0).div_(knots[1] - k0)
+    j = torch.floor(u)
+    f = u.sub_(j)  # in place: u is not needed again
+    # NaN/±inf inputs: f is NaN; their values go to interval d (whose d+1 bases all exist),
+    # so NaN reaches the output as with the recursion
+    jc = j.nan_to_num_(nan=d, posinf=d, neginf=d).clamp_(-1, top).to(torch.long)
+    return f.reshape(-1), jc.add_(row0).reshape(-1)
+
+
+def _powers(f: Tensor, d1: int) -> Tensor:
+    """(d1, N) rows 1, f, f², … (contiguous rows, written in place)."""
+    out = f.new_empty(d1, f.shape[0])
+    out[0].fill_(1)
+    if d1 > 1:
+        out[1].copy_(f)
+    for e in range(2, d1):
+        torch.mul(out[e - 1], f, out=out[e])
+    return out
+
+
+class UniformBSplineBasis(torch.autograd.Function):
+    """Dense (B, m·(t+d)) B-spline basis of x on uniform knots; backward in O(B·m·(d+1)).
+
+    The values are scattered into a (B, m·(t+d) + 1) buffer whose last column takes the bases
+    that do not exist; the output is the view without it (rows keep the buffer's stride).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor,
+                cols: Tensor, row0: Tensor, width: int) -> Tensor:
+        b, m = x.shape
+        d1 = coef.shape[0]
+        top = cols.shape[0] // m - 2  # t + 2d: the last interval that has a row
+        f, rows = _rows(x, knots, d1 - 1, top, row0)
+        powers = _powers(f, d1)  # (d+1, B·m): 1, f, …, f^d
+        vals = powers.t() @ coef  # (B·m, d+1)
+        col = cols.index_select(0, rows).view(b, m * d1)
+        out = x.new_zeros(b, m * width + 1).scatter_(1, col, vals.view(b, m * d1))
+        if ctx.needs_input_grad[0]:
+            # du/dx = 1/h; the discarded column's gradient is zero, so bases that do not
+            # exist contribute nothing
+            dvals = (powers[: d1 - 1].t() @ dcoef).div_(knots[1] - knots[0])
+            ctx.save_for_backward(col, dvals)
+        ctx.shape = (b, m, d1)
+        return out[:, : m * width]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        col, dvals = ctx.saved_tensors
+        b, m, d1 = ctx.shape
+        g = torch.nn.functional.pad(grad, (0, 1)).gather(1, col).view(b * m, d1)
+        gx = torch.linalg.vecdot(g, dvals).view(b, m)
+        return (gx,) + (None,) * 6
+
+
+def functorch_active() -> bool:
+    """True inside ``torch.func`` transforms (vmap, grad, jacrev, …): the custom autograd
+    Functions here are eager-only, so callers take their plain differentiable form there."""
+    return bool(torch._C._are_functorch_transforms_active())
+
+
+def uniform_basis_plain(x: Tensor, knots: Tensor, tables: dict[str, Tensor],
+                        width: int) -> Tensor:
+    """The same basis with out-of-place differentiable ops (autograd derives the backward),
+    for ``torch.func`` transforms such as vmap over stacked models."""
+    b, m = x.shape
+    coef, cols, row0 = tables["coef"], tables["cols"], tables["row0"]
+    d1 = coef.shape[0]
+    top = cols.shape[0] // m - 2
+    k0 = knots[0]
+    u = (x - k0) / (knots[1] - k0)
+    j = torch.floor(u)
+    f = (u - j).reshape(-1)
+    jc = torch.nan_to_num(j.detach(), nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1)
+    rows = (jc.clamp(-1, top).to(torch.long) + row0).reshape(-1)
+    pows = [torch.ones_like(f), f]
+    while len(pows) < d1:
+        pows.append(pows[-1] * f)
+    vals = torch.stack(pows[:d1], 1) @ coef
+    col = cols.index_select(0, rows).view(b, m * d1)
+    out = torch.zeros(b, m * width + 1, dtype=x.dtype, device=x.device)
+    return out.scatter(1, col, vals.view(b, m * d1))[:, : m * width]
+
+
+def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: int) -> Tensor:
+    """Dense feature-major basis (B, m·width) of x (B, m) on uniform ``knots``."""
+    if functorch_active():
+        return uniform_basis_plain(x, knots, tables, width)
+    return UniformBSplineBasis.apply(
+        x, knots, tables["coef"], tables["dcoef"], tables["cols"], tables["row0"],
+        width,
+    )
+
+
+class RadialBasis(torch.autograd.Function):
+    """φ(ε(x_i − c_k)) for Gaussian (exp(−z²)) or inverse quadratic (1/(1+z²)) bumps, (B, m·K).
+
+    Forward in place on one (B, m, K) buffer; backward ``Σ_k g·φ'(z)·ε`` from the saved
+    output, with z recomputed (no autograd graph of five elementwise ops, no saved z).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, centres: Tensor, eps: float, gaussian: bool) -> Tensor:
+        z = (x.unsqueeze(-1) - centres).mul_(eps)
+        s = z.square_()
+        out = s.neg_().exp_() if gaussian else s.add_(1.0).reciprocal_()
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x, centres, out)
+        ctx.eps, ctx.gaussian = eps, gaussian
+        return out.flatten(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        x, centres, out = ctx.saved_tensors
+        z = (x.unsqueeze(-1) - centres).mul_(ctx.eps)
+        g = grad.reshape(out.shape) * out
+        if not ctx.gaussian:  # d/dz 1/(1+z²) = −2z φ²
+            g.mul_(out)
+        gx = torch.linalg.vecdot(g, z).mul_(-2.0 * ctx.eps)
+        return gx, None, None, None
