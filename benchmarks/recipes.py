@@ -97,11 +97,13 @@ def render(store, md: Path) -> None:
          "paper functions, 5 seeds each (own samples and initialisation per seed; 900/100/1,000 "
          "split; Feynman inputs standardised). MSE = test MSE of the best-validation epoch. "
          "*spread* = standard deviation over seeds of log10 MSE (median over functions); "
-         "*worst/best* = max/min MSE over seeds (median over functions).", "",
-         "| recipe | functions | median MSE | spread (dex) | worst/best | s per run |",
-         "|---|---|---|---|---|---|"]
+         "*worst/best* = max/min MSE over seeds (median over functions); *worst seed* = the worst "
+         "seed's MSE (median over functions); *std* = standard deviation of the MSE over seeds "
+         "(median over functions).", "",
+         "| recipe | functions | median MSE | worst seed | std | spread (dex) | worst/best | s per run |",
+         "|---|---|---|---|---|---|---|---|"]
     for name, rows in store.items():
-        meds, spreads, ratios, secs = [], [], [], []
+        meds, spreads, ratios, secs, worst, stds = [], [], [], [], [], []
         for rec in rows.values():
             v = np.array([m if m is not None and math.isfinite(m) else np.nan for m in rec["mse"]])
             v = v[np.isfinite(v) & (v > 0)]
@@ -110,10 +112,13 @@ def render(store, md: Path) -> None:
             meds.append(np.median(v))
             spreads.append(np.std(np.log10(v)))
             ratios.append(v.max() / v.min())
+            worst.append(v.max())
+            stds.append(np.std(v))
             secs.append(rec["seconds"])
         if meds:
-            L.append(f"| {name} | {len(meds)} | {np.median(meds):.2e} | {np.median(spreads):.2f} | "
-                     f"{np.median(ratios):.1f} | {np.mean(secs):.1f} |")
+            L.append(f"| {name} | {len(meds)} | {np.median(meds):.2e} | {np.median(worst):.2e} | "
+                     f"{np.median(stds):.1e} | {np.median(spreads):.2f} | {np.median(ratios):.1f} | "
+                     f"{np.mean(secs):.1f} |")
     L += ["", "Per function (median MSE over seeds; spread in dex):", ""]
     names = list(store)
     keys = sorted({k for rows in store.values() for k in rows})
