@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import _venv  # noqa: F401
+import paper_protocol as PP
 import torch
 
-import paper_protocol as PP
 from rpnkit.config import parse_config
 from rpnkit.search import search
 from rpnkit.training import count_params
@@ -85,7 +85,8 @@ def main() -> None:
                       "scheduler": "cosine", "loss": "mse"},
         })
         t0 = time.perf_counter()
-        res = search(cfg, budget, args.minutes, space=SPACE, screen_epochs=100, finalists=2)
+        res = search(cfg, budget, args.minutes, space=SPACE, screen_epochs=100, finalists=2,
+                     screen_recipe="config", screen_share=1.0)  # as run for results/paper_search.json
         top = [{"name": c.name, "recipe": c.recipe, "params": c.params, "val": c.val.get("loss")}
                for c in res.leaderboard()[:5]]
         store[f"{kind}/{eq}"] = {"budget": budget, "winner": res.summary(),

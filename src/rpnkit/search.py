@@ -11,10 +11,11 @@ with a recipe:
 * ``adam+lbfgs``: the config's recipe, then an L-BFGS polish from its best-on-validation
   weights.
 
-The search runs in two stages: every architecture is screened with the ``config`` recipe
-(at most ``screen_epochs`` epochs, cheapest first, round-robin over expansions so that an
-early deadline still covers the catalog), then the best ``finalists`` architectures are
-trained with every recipe for the config's full epoch count. The deadline
+The search runs in two stages: every architecture is screened with a short ``adam+lbfgs``
+recipe (``screen_epochs`` epochs, cheapest first, round-robin over expansions so that an
+early deadline still covers the catalog; no new candidate after 60% of the time), then the
+best ``finalists`` architectures are trained with every recipe for the config's full epoch
+count. The deadline
 (``max_minutes``) is checked between candidates and also interrupts a candidate that
 overruns it (that candidate is discarded). Everything a candidate needs is decided by the
 same :class:`~rpnkit.config.ModelConfig` / :class:`~rpnkit.config.TrainConfig` a user
@@ -65,7 +66,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "reconciliations": [{"name": "lorr", "r": 1}, {"name": "lorr", "r": 2}, {"name": "identity"}],
     "remainders": ["zero", "linear"],
     "depths": [1, 2, 3],
-    "recipes": ["config", "lbfgs", "adam+lbfgs"],
+    "recipes": ["adam+lbfgs", "lbfgs", "config"],
     "max_width": 64,
 }
 RECIPES = ("config", "lbfgs", "adam+lbfgs")
@@ -245,11 +246,15 @@ def search(
     screen_epochs: int = 200,
     finalists: int = 3,
     on_candidate: Callable[[Candidate, int, int], None] | None = None,
+    screen_recipe: str = "adam+lbfgs",
+    screen_share: float = 0.6,
 ) -> SearchResult:
     """Search catalog RPNs with at most ``budget`` parameters on ``cfg``'s data.
 
     Selection uses the validation split only (a config without one is refused); the test
     split is hidden from every candidate's training and evaluated once, for the winner.
+    Screening (``screen_recipe`` for ``screen_epochs``) starts no new candidate after
+    ``screen_share`` of ``max_minutes``, so that the finalists get the rest.
     ``on_candidate(candidate, index, total)`` is called after each candidate (progress).
     """
     import torch
@@ -267,11 +272,14 @@ def search(
         raise ConfigurationError(f"search: unknown search-space keys {sorted(unknown)}; "
                                  f"valid: {', '.join(DEFAULT_SPACE)}")
     recipes = list((space or {}).get("recipes", DEFAULT_SPACE["recipes"]))
-    for r in recipes:
+    if not 0.0 < screen_share <= 1.0:
+        raise ConfigurationError(f"search: screen_share must be in (0, 1], got {screen_share!r}")
+    for r in [*recipes, screen_recipe]:
         if r not in RECIPES:
             raise ConfigurationError(f"search: unknown recipe {r!r}; valid: {', '.join(RECIPES)}")
     t0 = time.perf_counter()
     deadline = t0 + 60.0 * max_minutes
+    screen_deadline = t0 + 60.0 * max_minutes * screen_share
     prep = prepare(cfg)
     bundle = prep.bundle
     if getattr(bundle, "streaming", False):
@@ -339,9 +347,9 @@ def search(
     total = len(archs) + finalists * len(recipes)
     screen = min(screen_epochs, cfg.train.epochs)
     for i, (label, sec, p) in enumerate(archs):
-        if time.perf_counter() >= deadline:
+        if time.perf_counter() >= screen_deadline:
             break
-        run(label, sec, p, "config", screen, "screen", i + 1, total)
+        run(label, sec, p, screen_recipe, screen, "screen", i + 1, total)
     ranked = sorted((c for c in done if c.stage == "screen"), key=lambda c: (c.score, c.params))
     top = [c for c in ranked if math.isfinite(c.score)][:finalists]
     k = len(done)
