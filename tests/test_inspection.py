@@ -172,3 +172,12 @@ def test_plot_command(tmp_path, capsys, model):
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "rpnkit: error:" in err
+
+
+def test_interdependent_layers_are_refused_clearly():
+    m = RPN.from_dims([3, 4, 1], expansion="bspline", interdependence={"name": "chain"})
+    x = torch.rand(10, 3)
+    with pytest.raises(ConfigurationError, match="layer 0 is a InterdependentLayer"):
+        rpnkit.inspect(m, x)
+    with pytest.raises(ConfigurationError, match="update_grid: layer 0"):
+        rpnkit.update_grid(m, x)

@@ -54,6 +54,9 @@ def _heads_with_inputs(model: nn.Module, x: Tensor) -> list[tuple[RPNHead, Tenso
     if layers is None:
         raise ConfigurationError(f"update_grid: cannot read a {type(model).__name__}; give an "
                                  "RPN, RPNLayer or RPNHead")
+    from .inspection import _plain_layers
+
+    _plain_layers(layers, "update_grid")
     out = []
     h = x
     for layer in layers:
@@ -164,6 +167,11 @@ def update_grid(
     Returns:
         ``{"heads": count updated, "max_change": largest |Δoutput| on x}``.
     """
+    from .inspection import _plain_layers
+    from .model import RPN
+
+    if isinstance(model, RPN):
+        _plain_layers(list(model.layers), "update_grid")
     p = next(model.parameters())
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
     xt = xt.to(device=p.device, dtype=p.dtype)

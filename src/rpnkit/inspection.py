@@ -380,15 +380,28 @@ def _layer_fn(head_fns: list, j: int) -> Callable:
     return lambda u: sum(np.tensordot(f(u), A[j], axes=([-1], [0])) for A, f in head_fns)
 
 
+def _plain_layers(layers: list[Any], what: str) -> list[RPNLayer]:
+    """``layers`` when each is a plain :class:`RPNLayer`; a layer with an interdependence ξ
+    mixes sites (tokens, nodes, pixels), so it has no per-input edge functions."""
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, RPNLayer):
+            raise ConfigurationError(
+                f"{what}: layer {i} is a {type(layer).__name__} (interdependence "
+                f"{getattr(getattr(layer, 'interdependence', None), 'name', '') or 'ξ'}), whose outputs "
+                "mix sites; per-input edge functions exist only for layers without interdependence"
+            )
+    return layers
+
+
 def _layers_of(model: Any) -> list[RPNLayer]:
     if isinstance(model, RPN):
-        return list(model.layers)
+        return _plain_layers(list(model.layers), "inspect")
     if isinstance(model, RPNLayer):
         return [model]
     if isinstance(model, RPNHead):
         return [RPNLayer(model.m, model.n, heads=[model])]
     if hasattr(model, "model_") and isinstance(model.model_, RPN):
-        return list(model.model_.layers)
+        return _plain_layers(list(model.model_.layers), "inspect")
     raise ConfigurationError(
         f"inspect: cannot read a {type(model).__name__}; give an RPN, RPNLayer, RPNHead or a "
         "fitted RPNRegressor / RPNClassifier"

@@ -47,8 +47,12 @@ def test_polish_config_is_lbfgs_full_batch():
     cfg = TrainConfig.model_validate({"epochs": 100, "batch_size": 32, "grad_clip": 1.0, "polish": 7,
                                       "early_stopping": 5})
     p = polish_config(cfg)
-    assert p.optimizer.name == "lbfgs" and p.epochs == 7 and p.polish == 0
-    assert p.batch_size is None and p.grad_clip is None and p.early_stopping is None
+    assert p.optimizer.name == "lbfgs"
+    assert p.epochs == 7
+    assert p.polish == 0
+    assert p.batch_size is None
+    assert p.grad_clip is None
+    assert p.early_stopping is None
     assert p.scheduler.name == "none"
 
 
