@@ -13,14 +13,7 @@ from rpnkit.grid import grid_components, refine_grid, update_grid
 from rpnkit.models.classic import KAN
 from rpnkit.training.engine import fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is fastest (and fair on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXT = {"name": "extended", "expansions": [{"name": "bspline", "t": 8}, {"name": "taylor", "d": 2}]}
 

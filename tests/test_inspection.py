@@ -16,14 +16,7 @@ from rpnkit.cli import main
 from rpnkit.errors import ConfigurationError
 from rpnkit.models.classic import KAN
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is fastest (and fair on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXT = {"name": "extended", "expansions": [{"name": "bspline"}, {"name": "taylor", "d": 2}]}
 

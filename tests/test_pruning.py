@@ -13,13 +13,7 @@ from rpnkit.models.classic import KAN
 from rpnkit.pruning import Regularizer, apply_masks, prune
 from rpnkit.training.engine import fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(seed=0, n=300):

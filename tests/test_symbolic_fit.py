@@ -16,14 +16,7 @@ from rpnkit.symbolic import fit_formula, to_sympy
 from rpnkit.symbolic_fit import evaluate, fit_function, snap
 from rpnkit.training.engine import fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread is fastest (and fair on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 U = np.linspace(-2.5, 2.5, 200)
 X = sympy.Symbol("x")
