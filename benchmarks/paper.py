@@ -395,7 +395,10 @@ def render(store: dict, md_path: Path, args_protocol: str = "paper") -> None:
         import paper_protocol as PP
 
         search = json.loads(SEARCH_JSON.read_text()) if SEARCH_JSON.exists() else None
-        sec_lines, sec_notes = PP.render_sections({**REF.ELEMENTARY, **REF.COMPOSITE, **REF.FEYNMAN}, search)
+        bl_path = SEARCH_JSON.with_name("paper_baselines.json")
+        baselines = json.loads(bl_path.read_text()) if bl_path.exists() else None
+        sec_lines, sec_notes = PP.render_sections({**REF.ELEMENTARY, **REF.COMPOSITE, **REF.FEYNMAN}, search,
+                                                  baselines=baselines)
         L += sec_lines
         notes += sec_notes
     else:

@@ -25,9 +25,9 @@ import _venv  # noqa: F401
 import paper_protocol as PP
 import torch
 
-from rpnkit.config import parse_config
-from rpnkit.search import search
-from rpnkit.training import count_params
+from rpnkit.config import TrainConfig, parse_config
+from rpnkit.search import recipe_config, search
+from rpnkit.training import count_params, fit, prepare
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "paper_search.json"
@@ -59,17 +59,64 @@ def budget_of(kind: str, eq: str, m: int) -> int:
     return count_params(PP.builders(kind, m, PP.input_range(kind, eq))["RPN-Ext"](0))
 
 
+def recipe_baselines(kind: str, eq: str, epochs: int) -> dict:
+    """Seed-0 MLP and KAN (the paper's shapes) trained with each of the search's recipes,
+    the recipe chosen on validation: the search winner's like-for-like opponents."""
+    cfg = parse_config({
+        "seed": 0,
+        "data": {"name": kind, "equation": eq, "n_samples": PP.PROTOCOL["samples"],
+                 "split": {"train": PP.PROTOCOL["train"], "val": PP.PROTOCOL["val"],
+                           "test": PP.PROTOCOL["test"]}},
+        "model": {"dims": [1, 1]},
+    })
+    bundle = prepare(cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"dims": [len(PP.equation_table(kind)[eq]["ranges"]), 1]})})).bundle
+    m = bundle.n_features
+    build = PP.builders(kind, m, PP.input_range(kind, eq))
+    base = TrainConfig.model_validate({"epochs": epochs, "optimizer": {"name": "adam", "lr": 0.01},
+                                       "scheduler": "cosine", "loss": "mse"})
+    out = {}
+    for name in ("MLP", "KAN"):
+        best = None
+        for recipe in ("adam+lbfgs", "lbfgs", "config"):
+            res = fit(build[name](0), bundle, recipe_config(base, recipe, epochs), seed=0)
+            v = res.best_metrics.get("val", {}).get("loss", float("inf"))
+            if v == v and (best is None or v < best[0]):
+                best = (v, res.best_metrics["test"]["mse"], recipe)
+        out[name] = {"val": best[0], "test": best[1], "recipe": best[2]} if best else None
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=2.0, help="search time per function")
     ap.add_argument("--epochs", type=int, default=600, help="epochs of the finalists' config recipe")
     ap.add_argument("--only", default=None)
     ap.add_argument("--json", default=str(OUT))
+    ap.add_argument("--baselines", action="store_true",
+                    help="only add recipe-matched MLP/KAN baselines to functions already searched")
     args = ap.parse_args()
     torch.set_num_threads(1)
     path = Path(args.json)
     store = json.loads(path.read_text()) if path.exists() else {}
     only = set(args.only.split(",")) if args.only else None
+    if args.baselines:  # a file of its own: it may run beside the search
+        bpath = path.with_name("paper_baselines.json")
+        bstore = json.loads(bpath.read_text()) if bpath.exists() else {}
+        for key in list(store):
+            if key in bstore or (only and key.split("/", 1)[1] not in only):
+                continue
+            kind, eq = key.split("/", 1)
+            t0 = time.perf_counter()
+            bstore[key] = recipe_baselines(kind, eq, args.epochs)
+            tmp = bpath.with_suffix(".tmp")
+            tmp.write_text(json.dumps(bstore, indent=1))
+            os.replace(tmp, bpath)
+            b = bstore[key]
+            print(f"[{time.strftime('%H:%M:%S')}] {key}: MLP {b['MLP']['test']:.2e} [{b['MLP']['recipe']}], "
+                  f"KAN {b['KAN']['test']:.2e} [{b['KAN']['recipe']}] ({time.perf_counter() - t0:.0f}s)",
+                  flush=True)
+        return
     for kind, eq in order():
         if (only and eq not in only) or f"{kind}/{eq}" in store:
             continue
