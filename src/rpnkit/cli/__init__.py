@@ -96,15 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
                                       "validation); writes a leaderboard, prints the winner as JSON")
     s.add_argument("config", help="YAML config (its data and train sections; an optional search: "
                                   "section narrows the space)")
-    s.add_argument("--budget", type=_positive_int, required=True, metavar="N",
+    s.add_argument("--budget", type=_positive(int), required=True, metavar="N",
                    help="most trainable parameters a candidate may have")
-    s.add_argument("--max-minutes", type=_positive_float, default=10.0, metavar="M",
+    s.add_argument("--max-minutes", type=_positive(float), default=10.0, metavar="M",
                    help="wall-clock limit for the whole search (default 10)")
     s.add_argument("--out", required=True, metavar="DIR",
                    help="folder for leaderboard.csv, search.json and winner.yaml")
-    s.add_argument("--finalists", type=_positive_int, default=3,
+    s.add_argument("--finalists", type=_positive(int), default=3,
                    help="architectures retrained with every recipe after screening (default 3)")
-    s.add_argument("--screen-epochs", type=_positive_int, default=200,
+    s.add_argument("--screen-epochs", type=_positive(int), default=200,
                    help="epochs per candidate while screening (default 200)")
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable)")
@@ -120,26 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text[:40]!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
+def _positive(kind: type):
+    """An argparse type: a positive ``int``, or a positive finite ``float``."""
     import math
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text[:40]!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text[:40]!r}")
-    return v
+    wanted = "a positive integer" if kind is int else "a positive finite number"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text[:40]!r}") from None
+        if not (math.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text[:40]!r}")
+        return v
+
+    return parse
 
 
 def _cmd_search(args) -> int:
