@@ -26,6 +26,8 @@ class Fusion(nn.Module):
     registry_name = "fusion"
     #: fuse(A y_1, ..., A y_H) = A fuse(y_1, ..., y_H) for a matrix A on dimension -2
     is_linear = True
+    #: the fused width is the sum of the parts' widths (heads then split the layer's n)
+    splits_width = False
 
     def calculate_n(self, widths: Sequence[int]) -> int:
         if len(set(widths)) != 1:
@@ -77,6 +79,8 @@ class MaxFusion(Fusion):
 @FUSIONS.register("concat")
 class ConcatFusion(Fusion):
     """[y_1 | ... | y_H] along the last dimension."""
+
+    splits_width = True
 
     def calculate_n(self, widths: Sequence[int]) -> int:
         return int(sum(widths))

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .budget import NOMINAL_BATCH, Estimate
 from .budget import check as check_budget
-from .contract import Contraction, plan_sizes
+from .contract import Contraction, plan_sizes, refresh_tables
 from .errors import ConfigurationError
 from .expansion.base import Expansion
 from .init import init_rpn_weights
@@ -22,6 +22,7 @@ from .reconciliation.forms import form_of
 from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
 from .remainder.remainders import Remainder
 from .spec import HEAD_FIELDS, HeadSpec
+from .structure import HeadStructure
 
 __all__ = ["RPNHead", "CHANNEL_FUSIONS", "check_dim", "model_input"]
 
@@ -191,15 +192,17 @@ class RPNHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.n, **factory)) if spec.bias else None
         self.output = build_module_list(spec.output)
         bind_module_list(self.output, self.n)
+        psi = rec.structure(self.n, self.D)
         self.contraction = Contraction(
-            self.expansion.layout(self.m),
-            form_of(rec),
+            list(self.expansion.structure(self.m).segments),
+            psi.form,
             self.n,
             self.D,
-            _factor_shapes(rec, self.n, self.D),
+            None if psi.factor_shapes is None else [tuple(f) for f in psi.factor_shapes],
             self.channels,
             self.channel_fusion,
             (self.expansion.registry_name, rec.registry_name),
+            fft=spec.fft,
         )
         self.init_scheme = spec.init
         self._init_w(spec.init)
@@ -253,6 +256,20 @@ class RPNHead(nn.Module):
         for mod in (self.reconciliation, self.remainder, *self.expansion.modules(), *self.output):
             if hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
+        self.reset_tables()
+
+    def reset_tables(self) -> None:
+        """Recompute the index tables (non-persistent buffers) of the expansion and of the
+        contraction in place: after meta-device construction and ``to_empty()`` they hold
+        uninitialised memory. ``load_state_dict`` calls it too."""
+        exp = self.expansion
+        if exp.m is not None:
+            refresh_tables(exp, lambda: exp.bind_tables(exp.m))
+        self.contraction.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.reset_tables()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_w(self, init: str | None) -> None:
         init_rpn_weights(self.w.data, self.reconciliation, self.n, self.D, init or self.init_scheme)
@@ -304,6 +321,14 @@ class RPNHead(nn.Module):
                 f"beyond {limit:.3g} where it overflows in {self.w.dtype}; add a preprocess such "
                 f"as tanh or layer_norm (expansion_params: {{preprocess: [tanh]}}) or "
                 f"standardise the data")
+
+    def structure(self) -> HeadStructure:
+        """What this head's components declare (:mod:`rpnkit.structure`), with the planned
+        path: κ's :class:`~rpnkit.structure.ExpansionStructure` at width m and ψ's
+        :class:`~rpnkit.structure.ReconciliationStructure` at (n, D)."""
+        return HeadStructure(self.expansion.structure(self.m),
+                             self.reconciliation.structure(self.n, self.D),
+                             None, self.contraction.path)
 
     def plan(self) -> str:
         """The stored plan of the forward pass: the path that runs and why."""

@@ -13,9 +13,9 @@ base branch is). Columns of κ that depend on two or more inputs (the cross term
 of a Taylor part) are kept as *interaction terms*; columns of structured layout segments
 (:mod:`rpnkit.expansion.layout`) have an exact monomial form.
 
-Which column belongs to which input is asked of the component, never read off its class:
-the declared layout says which columns are monomials of which inputs, and for dense
-segments the columns' dependence is measured by moving one input at a time on the data.
+Which column belongs to which input is asked of the component, never read off its class or
+measured: its declared :class:`~rpnkit.structure.ExpansionStructure` gives, per column, the
+inputs it depends on and, for structured columns, its monomial.
 
 :func:`inspect` (exported as ``rpnkit.inspect``) returns a :class:`ModelView`: per layer,
 its edges (callable, sampled on the data range, with an importance: the mean absolute
@@ -140,56 +140,23 @@ class ModelView:
 
 
 # -- column dependence --------------------------------------------------------------------
-def _column_inputs(expansion: nn.Module, m: int, x: Tensor) -> tuple[list[frozenset], list]:
-    """For each column of κ: the set of inputs it depends on, and its monomial exponents
-    (tuple of m ints) when its layout segment declares it, else None."""
-    segs = expansion.layout(m)
+def _column_inputs(expansion: nn.Module, m: int, x: Tensor | None = None
+                   ) -> tuple[list[frozenset], list]:
+    """Per column of κ: the inputs it depends on, and its monomial as an exponent vector
+    (None for non-monomial columns), as the expansion declares them in its
+    :class:`~rpnkit.structure.ExpansionStructure` (never measured)."""
+    st = expansion.structure(m)
+    cols = st.column_inputs()
+    mons = st.monomials or (None,) * st.D
     powers: list = []
-    from .expansion.layout import monomial_indices
-
-    for seg in segs:
-        if seg.kind == "dense":
-            powers.extend([None] * seg.width)
+    for row in mons:
+        if row is None:
+            powers.append(None)
             continue
-        if seg.kind == "power":
-            lead = [None] + list(range(seg.m)) if seg.tilde else list(range(seg.m))
-            tails = [()]
-            for _ in range(seg.k - 1):
-                tails = [t + (i,) for t in tails for i in range(seg.m)]
-            rows = [((a,) if a is not None else ()) + t for a in lead for t in tails]
-        else:  # sympower
-            rows = [tuple(int(v) for v in r) for r in monomial_indices(seg.m, seg.k)]
-        for r in rows:
-            p = [0] * seg.m
-            for i in r:
-                p[i] += 1
-            powers.append(tuple(p))
-    base = expansion(x)
-    D = base.shape[1]
-    if len(powers) != D:  # a layout that does not describe κ column by column
-        powers = [None] * D
-    scale = base.abs().amax(0).clamp_min(1.0)
-    tol = 16 * torch.finfo(base.dtype).eps
-    dep: list[set] = [set() for _ in range(D)]
-    gen = torch.Generator().manual_seed(0)
-    for i in range(m):
-        for shift in (1, 2):
-            xi = x.clone()
-            col = x[:, i]
-            perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
-            alt = col[perm]
-            same = (alt == col)
-            lo, hi = col.min(), col.max()
-            alt = torch.where(same, lo + (hi - lo) * (0.25 * shift) + 0.1 * shift, alt)
-            xi[:, i] = alt
-            moved = ((expansion(xi) - base).abs() > tol * scale).any(0)
-            for c in torch.nonzero(moved).flatten().tolist():
-                dep[c].add(i)
-    cols = [frozenset(d) for d in dep]
-    # a structured column's declared monomial wins when the measurement agrees with it
-    for c, p in enumerate(powers):
-        if p is not None and frozenset(i for i, k in enumerate(p) if k) != cols[c]:
-            powers[c] = None
+        p = [0] * m
+        for i in row:
+            p[i] += 1
+        powers.append(tuple(p))
     return cols, powers
 
 

@@ -29,9 +29,9 @@ XIS = {
     "graph_pagerank": ({"edges": EDGES, "num_nodes": 7, "hops": 3}, (7, 3), 3),
     "grid": ({"channels": 1, "height": 4, "width": 4, "kernel": 3, "padding": 1}, (2, 16), 16),
     "chain": ({"length": 5, "hops": 2, "decay": 0.7}, (2, 5, 3), 3),
-    "kernel": ({"kernel": "rbf", "gamma": 0.5}, (6, 3), 3),
+    "kernel": ({"kernel": "rbf", "gamma": 0.5}, (2, 6, 3), 3),
     "kernel_attribute": ({"name": "kernel", "kernel": "cosine", "level": "attribute",
-                          "normalize": "none"}, (6, 3), 3),
+                          "normalize": "none"}, (2, 6, 3), 3),
     "parameterised": ({"reconciliation": "lorr", "out": 4}, (4, 3), 3),
     "attention": ({"rank": 2}, (2, 5, 3), 3),
 }

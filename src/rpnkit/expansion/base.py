@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -10,9 +11,29 @@ from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from ..modules import apply_list, bind_module_list, build_module_list, compact_repr
-from .layout import Segment, dense
+from ..structure import BasisBlock, ExpansionStructure, elementwise_chain
+from .layout import Segment, dense, segment_monomials
 
-__all__ = ["Expansion", "check_positive_int"]
+__all__ = ["Expansion", "GridLeaf", "check_positive_int"]
+
+
+@dataclass(frozen=True, eq=False)
+class GridLeaf:
+    """An expansion with a grid (``leaf``), the ``chain`` of modules from the input of the
+    expansion that listed it to the values the leaf's basis sees, and the leaf's ``grid``."""
+
+    leaf: Expansion
+    chain: tuple[nn.Module, ...]
+    grid: Tensor
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """The values the leaf's basis sees for input x: the chain applied to x."""
+        for mod in self.chain:
+            x = mod(x)
+        return x
+
+    def prefixed(self, chain: Any) -> GridLeaf:
+        return GridLeaf(self.leaf, tuple(chain) + self.chain, self.grid)
 
 
 def check_positive_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
@@ -137,6 +158,125 @@ class Expansion(nn.Module):
     def _segment_inputs(self, z: Tensor) -> list[Tensor]:
         """Segment tensors of the core expansion for pre-processed input z."""
         return [self.expand(z)]
+
+    # -- the declared Structure ---------------------------------------------------------
+    def structure(self, m: int | None = None) -> ExpansionStructure:
+        """Everything the library needs to know about κ at width ``m`` (default: the bound
+        width), as one :class:`~rpnkit.structure.ExpansionStructure`: its segments, whether
+        it is linear, which inputs each column depends on, the monomials of structured
+        columns and its per-input basis blocks with their pre-processing chains and grids.
+
+        A subclass declares its own structure through :meth:`_basis` (elementwise bases),
+        :meth:`_is_linear`, :meth:`_columns` / :meth:`_grid`, or by overriding
+        :meth:`_core_structure`; pre/post-processing is accounted for here.
+        """
+        if m is None:
+            if self.m is None:
+                raise ConfigurationError(
+                    f"{type(self).__name__}.structure(): not bound to a width; pass m"
+                )
+            m = self.m
+        m = int(m)
+        D = int(self.calculate_D(m))
+        segments = tuple(self.layout(m))
+        linear, columns, monomials, bases = self._core_structure(m)
+        pre = tuple(self.preprocess)
+        if pre:
+            linear = False
+            monomials = None
+            if not elementwise_chain(pre):
+                columns = None
+            bases = tuple(b.shifted(0, pre) for b in bases)
+        if len(self.postprocess):
+            linear = False
+            monomials = None
+            bases = ()
+            if not elementwise_chain(self.postprocess):
+                columns = None
+        return ExpansionStructure(self.registry_name, m, D, segments, bool(linear),
+                                  tuple(bases), columns, monomials)
+
+    def _core_structure(self, m: int) -> tuple[bool, Any, Any, tuple]:
+        """(linear, columns, monomials, bases) of the core expansion (no pre/post): columns
+        and monomials as zero-argument callables (evaluated only when asked), or None."""
+        D = int(self.calculate_D(m))
+        basis = self._basis(m)
+        if basis is not None:
+            per_input, order = basis
+            block = BasisBlock(0, m, int(per_input), order, self, (), self._grid())
+            if block.width != D:
+                raise ConfigurationError(
+                    f"{type(self).__name__}: declared basis of {per_input} per input gives "
+                    f"{block.width} columns, but calculate_D({m}) = {D}"
+                )
+
+            def columns():
+                return [frozenset((block.input_of(c),)) for c in range(D)]
+
+            return self._is_linear(), columns, lambda: [None] * D, (block,)
+        layout = self._layout(m)
+        if any(seg.kind == "dense" for seg in layout) and self._columns(m) is None:
+            return self._is_linear(), None, None, ()
+
+        def walk(want_monomials: bool) -> list:
+            out: list = []
+            dense_cols = None
+            for seg in layout:
+                if seg.kind == "dense":
+                    if dense_cols is None:
+                        dense_cols = self._columns(m)
+                    out.extend([None] * seg.width if want_monomials
+                               else dense_cols[len(out):len(out) + seg.width])
+                    continue
+                for row in segment_monomials(seg):
+                    out.append(tuple(sorted(row)) if want_monomials else frozenset(row))
+            return out
+
+        return self._is_linear(), lambda: walk(False), lambda: walk(True), ()
+
+    def _basis(self, m: int) -> tuple[int, str] | None:
+        """(functions per input, ``"feature"`` or ``"block"`` order) for an elementwise
+        expansion (every column a function of one input), else None (the default)."""
+        return None
+
+    def _grid(self) -> Tensor | None:
+        """The grid tensor of the basis (knots, centres), if it has one."""
+        return None
+
+    def _is_linear(self) -> bool:
+        """Whether the core expansion is a fixed linear map of its input (default False).
+
+        Declared for the class that defines :meth:`expand`: a subclass that overrides
+        ``expand`` must declare it again."""
+        return False
+
+    def _columns(self, m: int) -> list[frozenset] | None:
+        """Per dense column, the set of inputs it depends on (non-elementwise expansions with
+        a known dependence, e.g. feature subsets); None: unknown (every input)."""
+        return None
+
+    # -- grids (rpnkit.grid) ---------------------------------------------------------------
+    def grid_leaves(self) -> list[GridLeaf]:
+        """Every expansion inside this one (itself included) that has a grid, each with the
+        chain of modules that maps this expansion's input to the values its basis sees: the
+        pre-processing of every enclosing composite, the expansions a ``nested`` applies
+        before it, then the leaf's own pre-processing. :func:`rpnkit.grid.update_grid` fits
+        the grids to ``leaf.chain`` applied to the head's input."""
+        grid = self._grid()
+        if grid is None:
+            return []
+        return [GridLeaf(self, tuple(self.preprocess), grid)]
+
+    def grid_layout(self) -> tuple[int, int] | None:
+        """``(t, d)`` when the grid is a knot vector of t intervals with d extra knots on each
+        side that :meth:`set_grid` may move to the data (B-splines), else None (default)."""
+        return None
+
+    def set_grid(self, grid: Tensor) -> None:
+        """Overwrite the grid with ``grid`` (same shape) and re-derive what depends on it."""
+        raise ConfigurationError(
+            f"{type(self).__name__} has no adjustable grid (grid_layout() is None)"
+        )
 
     # -- sizes, before anything is allocated -----------------------------------------------
     def table_numel(self, m: int) -> int:

@@ -23,6 +23,12 @@ class Identity(Expansion):
     def expand(self, x: Tensor) -> Tensor:
         return x
 
+    def _basis(self, m: int) -> tuple[int, str]:
+        return 1, "feature"
+
+    def _is_linear(self) -> bool:
+        return type(self).expand is Identity.expand
+
     def _sympy(self, xs: list[Any]) -> list[Any]:
         return list(xs)
 
@@ -40,6 +46,9 @@ class Reciprocal(Expansion):
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return int(m)
+
+    def _basis(self, m: int) -> tuple[int, str]:
+        return 1, "feature"
 
     def expand(self, x: Tensor) -> Tensor:
         sign = torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
@@ -74,6 +83,12 @@ class Linear(Expansion):
 
     def expand(self, x: Tensor) -> Tensor:
         return self.c * x
+
+    def _basis(self, m: int) -> tuple[int, str]:
+        return 1, "feature"
+
+    def _is_linear(self) -> bool:
+        return type(self).expand is Linear.expand
 
     def _sympy(self, xs: list[Any]) -> list[Any]:
         from ..modules import sympy_number

@@ -10,13 +10,20 @@ from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
-from .base import Expansion
+from .base import Expansion, GridLeaf
 from .layout import Segment
 
-__all__ = ["Nested", "Extended"]
+__all__ = ["Nested", "Extended", "MAX_NESTED", "MAX_EXTENDED", "MAX_COMPOSITE_D"]
+
+#: most expansions a composition / concatenation may list (counted before any is built)
+MAX_NESTED = 32
+MAX_EXTENDED = 256
+#: a composite's D (and every intermediate width of a composition) above this is refused
+#: at once: no model of that width can be held, and the exact integers would only grow
+MAX_COMPOSITE_D = 2**53
 
 
-def _build_list(expansions: Any, owner: str) -> nn.ModuleList:
+def _build_list(expansions: Any, owner: str, limit: int) -> nn.ModuleList:
     if expansions is None or isinstance(expansions, (str, nn.Module)) or not isinstance(
         expansions, Sequence
     ):
@@ -26,6 +33,12 @@ def _build_list(expansions: Any, owner: str) -> nn.ModuleList:
         )
     if len(expansions) == 0:
         raise ConfigurationError(f"{owner}: 'expansions' must not be empty")
+    if len(expansions) > limit:
+        raise ConfigurationError(
+            f"{owner}: 'expansions' lists {len(expansions):,} expansions; at most {limit} are "
+            "allowed (a longer list is almost certainly a mistake: each one is built, bound "
+            "and run on every forward)"
+        )
     built = []
     for spec in expansions:
         if isinstance(spec, nn.Module) and not isinstance(spec, Expansion):
@@ -36,6 +49,17 @@ def _build_list(expansions: Any, owner: str) -> nn.ModuleList:
     return nn.ModuleList(built)
 
 
+def _check_D(d: int, what: str) -> int:  # noqa: N802
+    d = int(d)
+    if d > MAX_COMPOSITE_D:
+        shown = f"{d:,}" if d < 10**30 else f"about 2**{d.bit_length() - 1}"
+        raise ConfigurationError(
+            f"{what} is {shown}, above the limit {MAX_COMPOSITE_D:,} (2**53); use fewer or "
+            "smaller expansions (lower degrees, fewer nested steps)"
+        )
+    return d
+
+
 @EXPANSIONS.register("nested")
 class Nested(Expansion):
     """Composition κ_k ∘ ... ∘ κ_1 of the listed expansions (applied first to last)."""
@@ -44,11 +68,13 @@ class Nested(Expansion):
         self, expansions: Sequence[Any] = ("identity",), preprocess: Any = None, postprocess: Any = None
     ) -> None:
         super().__init__(preprocess, postprocess)
-        self.expansions = _build_list(list(expansions) if isinstance(expansions, tuple) else expansions, "Nested")
+        self.expansions = _build_list(list(expansions) if isinstance(expansions, tuple) else expansions, "Nested",
+                                       MAX_NESTED)
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
-        for e in self.expansions:
+        for i, e in enumerate(self.expansions):
             m = e.calculate_D(m)
+            _check_D(m, f"Nested: the width after expansion {i} ({e.registry_name})")
         return int(m)
 
     def bind(self, m: int) -> None:
@@ -67,6 +93,45 @@ class Nested(Expansion):
         for e in self.expansions:
             xs = e.sympy(xs)
         return xs
+
+    def _core_structure(self, m: int):
+        """Columns compose through the chain; the last expansion's basis blocks stay per input
+        (with the earlier expansions in their chain) when every earlier one maps input i to
+        column i alone (width-preserving elementwise)."""
+        subs = []
+        size = m
+        for e in self.expansions:
+            subs.append(e.structure(size))
+            size = subs[-1].D
+        linear = all(s.linear for s in subs)
+
+        def columns():
+            cols = subs[0].columns
+            for s in subs[1:]:
+                if cols is None or s.columns is None:
+                    return None
+                cols = tuple(frozenset().union(*(cols[j] for j in c)) for c in s.columns)
+            return cols
+
+        first_ok = all(s.D == s.m and s.bases and sum(b.width for b in s.bases) == s.D
+                       and all(b.per_input == 1 for b in s.bases) for s in subs[:-1])
+        bases = ()
+        if first_ok:
+            chain = tuple(self.expansions[:-1])
+            bases = tuple(b.shifted(0, chain) for b in subs[-1].bases)
+        cols_known = all(s.columns_fn is not None for s in subs)
+        mons = subs[0].monomials_fn if len(subs) == 1 else None
+        return linear, columns if cols_known else None, mons, bases
+
+    def grid_leaves(self) -> list[GridLeaf]:
+        """The grid leaves of every listed expansion; a leaf of the k-th sees this
+        expansion's pre-processing, then expansions 1 .. k-1, then its own chain."""
+        pre = tuple(self.preprocess)
+        out = []
+        for k, e in enumerate(self.expansions):
+            before = pre + tuple(self.expansions[:k])
+            out.extend(leaf.prefixed(before) for leaf in e.grid_leaves())
+        return out
 
     def _layout(self, m: int) -> list[Segment]:
         for e in self.expansions[:-1]:
@@ -87,10 +152,14 @@ class Extended(Expansion):
         self, expansions: Sequence[Any] = ("identity",), preprocess: Any = None, postprocess: Any = None
     ) -> None:
         super().__init__(preprocess, postprocess)
-        self.expansions = _build_list(list(expansions) if isinstance(expansions, tuple) else expansions, "Extended")
+        self.expansions = _build_list(list(expansions) if isinstance(expansions, tuple) else expansions, "Extended",
+                                       MAX_EXTENDED)
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
-        return sum(e.calculate_D(m) for e in self.expansions)
+        total = 0
+        for i, e in enumerate(self.expansions):
+            total += _check_D(e.calculate_D(m), f"Extended: D of expansion {i} ({e.registry_name})")
+        return _check_D(total, "Extended: D")
 
     def bind(self, m: int) -> None:
         for e in self.expansions:
@@ -102,6 +171,29 @@ class Extended(Expansion):
 
     def _sympy(self, xs: list[Any]) -> list[Any]:
         return [y for e in self.expansions for y in e.sympy(xs)]
+
+    def _core_structure(self, m: int):
+        subs = [e.structure(m) for e in self.expansions]
+        linear = all(s.linear for s in subs)
+
+        def columns():
+            if any(s.columns is None for s in subs):
+                return None
+            return [c for s in subs for c in s.columns]
+
+        def monomials():
+            return [p for s in subs for p in (s.monomials or (None,) * s.D)]
+
+        bases, offset = [], 0
+        for s in subs:
+            bases.extend(b.shifted(offset) for b in s.bases)
+            offset += s.D
+        return linear, columns, monomials, tuple(bases)
+
+    def grid_leaves(self) -> list[GridLeaf]:
+        """The grid leaves of every listed expansion, after this expansion's pre-processing."""
+        pre = tuple(self.preprocess)
+        return [leaf.prefixed(pre) for e in self.expansions for leaf in e.grid_leaves()]
 
     def _layout(self, m: int) -> list[Segment]:
         return [seg for e in self.expansions for seg in e.layout(m)]

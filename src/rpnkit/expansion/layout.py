@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Segment", "dense", "power", "sympower", "monomial_indices"]
+__all__ = ["Segment", "dense", "power", "sympower", "monomial_indices", "segment_monomials"]
 
 KINDS = ("dense", "power", "sympower")
 
@@ -77,3 +77,18 @@ def monomial_indices(m: int, k: int) -> torch.Tensor:
     """
     rows = list(itertools.combinations_with_replacement(range(int(m)), int(k)))
     return torch.tensor(rows, dtype=torch.long).reshape(len(rows), int(k))
+
+
+def segment_monomials(seg: Segment) -> list[tuple[int, ...]]:
+    """The input indices multiplied in each column of a ``power`` / ``sympower`` segment, in
+    column order (an index repeats for a higher power; ``()`` for the constant of a tilde
+    lead). Small widths only (inspection, pruning)."""
+    if seg.kind == "power":
+        lead = [()] + [(i,) for i in range(seg.m)] if seg.tilde else [(i,) for i in range(seg.m)]
+        tails: list[tuple[int, ...]] = [()]
+        for _ in range(seg.k - 1):
+            tails = [t + (i,) for t in tails for i in range(seg.m)]
+        return [a + t for a in lead for t in tails]
+    if seg.kind == "sympower":
+        return [tuple(r) for r in itertools.combinations_with_replacement(range(seg.m), seg.k)]
+    raise ValueError(f"segment_monomials: a {seg.kind!r} segment has no declared monomials")

@@ -94,6 +94,10 @@ class Taylor(Expansion):
             power(m, k) for k in range(3, self.d + 1)
         ]
 
+    def _columns(self, m: int) -> list:
+        """The dense degree-1 block: column i is x_i (the other columns are structured)."""
+        return [frozenset((i,)) for i in range(m)]
+
     def _segment_inputs(self, z: Tensor) -> list[Tensor]:
         return [z] * (self.d if self.symmetric else max(self.d - 1, 1))
 
@@ -142,6 +146,9 @@ class _Orthogonal(Expansion):
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return int(m) * self.d
+
+    def _basis(self, m: int) -> tuple[int, str]:
+        return self.d, "feature"
 
     def p0(self, x: Tensor) -> Tensor:
         return torch.ones_like(x)

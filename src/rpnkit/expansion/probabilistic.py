@@ -34,6 +34,9 @@ class _Naive(Expansion):
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return int(m)
 
+    def _basis(self, m: int) -> tuple[int, str]:
+        return 1, "feature"
+
 
 class _LocScale(_Naive):
     def __init__(
@@ -229,6 +232,10 @@ class _Subsets(Expansion):
         if self.d <= 1:
             return []
         return [(f"{self.registry_name} d={self.d - 1}", type(self)(self.d - 1).calculate_D(m))]
+
+    def _columns(self, m: int) -> list[frozenset]:
+        return [frozenset(s) for r in range(1, min(self.d, m) + 1)
+                for s in itertools.combinations(range(m), r)]
 
     def bind_tables(self, m: int) -> None:
         for r in range(1, min(self.d, m) + 1):

@@ -10,11 +10,30 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
-from ._spline import RadialBasis, functorch_active, spline_tables, uniform_basis
+from ._spline import autocast_off, radial_basis, spline_tables, uniform_basis
 from .base import Expansion, check_finite_number, check_positive_int
 from .layout import Segment, dense
 
-__all__ = ["GaussianRBF", "InverseQuadraticRBF", "BSpline"]
+__all__ = ["GaussianRBF", "InverseQuadraticRBF", "BSpline", "MAX_GRID", "MAX_SPLINE_DEGREE"]
+
+#: Most centres (RBF ``K``) or knot intervals (B-spline ``t``, KAN's ``grid``) per feature,
+#: checked before any tensor is allocated. A million per feature is far beyond what any
+#: data resolves; the head's memory budget then bounds m·K or m·(t + d) as a whole.
+MAX_GRID = 1 << 20
+#: Highest B-spline degree d: the local coefficients are exact rationals built in O(d³)
+#: (0.1 s at d = 20), and beyond it the monomial form loses float precision.
+MAX_SPLINE_DEGREE = 20
+
+
+def _check_size(name: str, value: Any, owner: str, maximum: int, minimum: int = 1,
+                what: str = "") -> int:
+    """``check_positive_int`` with an upper bound, before anything is allocated."""
+    value = check_positive_int(name, value, owner, minimum=minimum)
+    if value > maximum:
+        raise ConfigurationError(
+            f"{owner}: {name}{what} must be at most {maximum:,}, got {value:,}"
+        )
+    return value
 
 
 def _check_range(value: Any, owner: str) -> tuple[float, float]:
@@ -43,29 +62,55 @@ class _RBF(Expansion):
         super().__init__(preprocess, postprocess)
         owner = type(self).__name__
         self.range = _check_range(range, owner)
-        self.K = check_positive_int("K", K, owner)
+        self.K = _check_size("K", K, owner, MAX_GRID, what=" (centres per feature)")
         self.eps = check_finite_number("eps", eps, owner)
+        # under a `with torch.device(...)` context (meta) the buffer is created there
         centres = torch.linspace(self.range[0], self.range[1], self.K, dtype=torch.float64)
         self.register_buffer("centres", centres)
 
+    def default_centres(self, dtype: torch.dtype = torch.float64) -> Tensor:
+        """The construction grid linspace(low, high, K), in float64 on the CPU, rounded once."""
+        lo, hi = self.range
+        return torch.linspace(lo, hi, self.K, dtype=torch.float64, device="cpu").to(dtype)
+
+    def _is_default(self, c: Tensor) -> bool:
+        return (not c.is_meta and c.is_floating_point() and tuple(c.shape) == (self.K,)
+                and torch.equal(c.cpu(), self.default_centres(c.dtype)))
+
     def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
         """After a cast, centres that are still the construction grid are re-rounded from
-        float64 (a float32 → float64 round trip keeps no float32 rounding)."""
-        old = self.centres.detach().clone()
+        float64 (a float32 → float64 round trip keeps no float32 rounding). Meta centres
+        (meta-device construction) have no values: ``to_empty`` gets the construction grid."""
+        old = self.centres
+        rebuild = old.is_meta or self._is_default(old)
         super()._apply(fn, recurse)
-        c = self.centres
-        if c.is_floating_point() and c.shape == old.shape:
-            ref = torch.linspace(self.range[0], self.range[1], self.K, dtype=torch.float64)
-            if torch.equal(old, ref.to(device=old.device, dtype=old.dtype)):
-                with torch.no_grad():
-                    c.copy_(ref.to(dtype=c.dtype))
+        if rebuild:
+            self._write_default()
         return self
+
+    def _write_default(self) -> None:
+        c = self.centres
+        if c.is_floating_point() and not c.is_meta and tuple(c.shape) == (self.K,):
+            with torch.no_grad():
+                c.copy_(self.default_centres(c.dtype))
+
+    def reset_parameters(self) -> None:
+        """Write the construction centres linspace(low, high, K) into the ``centres`` buffer,
+        in place (its device and dtype kept): after meta-device construction and
+        ``to_empty()`` this makes the expansion equal to one built normally."""
+        self._write_default()
 
     def hparams(self) -> dict[str, Any]:
         return {"range": self.range, "K": self.K, "eps": self.eps}
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return int(m) * self.K
+
+    def _basis(self, m: int) -> tuple[int, str]:
+        return self.K, "feature"
+
+    def _grid(self) -> Tensor:
+        return self.centres
 
     #: "gaussian" / "inverse_quadratic": φ has the analytic path (:class:`RadialBasis`);
     #: None: ``phi`` through autograd (subclasses with their own φ)
@@ -75,12 +120,14 @@ class _RBF(Expansion):
         raise NotImplementedError
 
     def expand(self, x: Tensor) -> Tensor:
+        if autocast_off(x):  # in the centres' dtype; the GEMM after it is autocast
+            with torch.autocast(x.device.type, enabled=False):
+                return self.expand(x.to(self.centres.dtype))
         c = self.centres  # cast once with the module (a head casts it to its dtype)
         if c.dtype != x.dtype or c.device != x.device:
             c = c.to(device=x.device, dtype=x.dtype)
-        if (self._analytic is not None and type(self).phi is _ANALYTIC_PHI[self._analytic]
-                and not functorch_active()):
-            return RadialBasis.apply(x, c, self.eps, self._analytic == "gaussian")
+        if self._analytic is not None and type(self).phi is _ANALYTIC_PHI[self._analytic]:
+            return radial_basis(x, c, self.eps, self._analytic == "gaussian")
         z = self.eps * (x.unsqueeze(-1) - c)
         return self.phi(z).flatten(1)
 
@@ -158,46 +205,81 @@ class BSpline(Expansion):
     ) -> None:
         super().__init__(preprocess, postprocess)
         self.range = _check_range(range, "BSpline")
-        self.t = check_positive_int("t", t, "BSpline")
-        self.d = check_positive_int("d", d, "BSpline", minimum=0)
+        self.t = _check_size("t", t, "BSpline", MAX_GRID, what=" (knot intervals; KAN's grid)")
+        self.d = _check_size("d", d, "BSpline", MAX_SPLINE_DEGREE, minimum=0, what=" (degree)")
         lo, hi = self.range
         h = (hi - lo) / self.t
+        # under a `with torch.device(...)` context (meta) the buffer is created there
         j = torch.arange(-self.d, self.t + self.d + 1, dtype=torch.float64)
         self.register_buffer("knots", lo + j * h)
         self.uniform = True
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def default_knots(self, dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
-        """The construction grid ``low + j·h``, computed in float64 and rounded once."""
+        """The construction grid ``low + j·h``, computed in float64 on the CPU and rounded
+        once, then moved to ``device``."""
         lo, hi = self.range
-        j = torch.arange(-self.d, self.t + self.d + 1, dtype=torch.float64)
-        return (lo + j * ((hi - lo) / self.t)).to(device=device, dtype=dtype)
+        j = torch.arange(-self.d, self.t + self.d + 1, dtype=torch.float64, device="cpu")
+        return (lo + j * ((hi - lo) / self.t)).to(dtype).to(device)
+
+    def _is_default(self, k: Tensor) -> bool:
+        return (not k.is_meta and k.is_floating_point()
+                and tuple(k.shape) == (self.t + 2 * self.d + 1,)
+                and torch.equal(k.cpu(), self.default_knots(k.dtype)))
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
         """After a move or cast, rebuild the exact tables (and the construction grid, when the
         knots are still that grid) in the new dtype, so that float32 → float64 round trips do
-        not keep float32 rounding of 1/6 or of the knots."""
-        old = self.knots.detach().clone() if self.knots.is_floating_point() else None
+        not keep float32 rounding of 1/6 or of the knots. Meta knots (meta-device
+        construction) have no values: ``to_empty`` gets the construction grid."""
+        old = self.knots
+        rebuild = old.is_meta or self._is_default(old)
         super()._apply(fn, recurse)
-        k = self.knots
-        if old is not None and k.is_floating_point() and k.dim() == 1 and \
-                k.numel() == self.t + 2 * self.d + 1:
-            grid = self.default_knots(k.dtype, k.device)
-            ref = self.default_knots(old.dtype, old.device)
-            if torch.equal(old, ref) and not torch.equal(k, grid):
-                with torch.no_grad():
-                    k.copy_(grid)
+        if self.knots.is_meta:
+            return self
+        if rebuild:
+            self._write_default_knots()
         if self.m is not None and "spline_coef" in self._buffers:
+            k = self.knots
             for name, tab in spline_tables(self.m, self.t, self.d).items():
                 want = k.dtype if tab.is_floating_point() else tab.dtype
-                self._buffers[f"spline_{name}"] = tab.to(device=k.device, dtype=want)
+                self._buffers[f"spline_{name}"] = tab.to(dtype=want).to(k.device)
         return self
+
+    def _write_default_knots(self) -> None:
+        k = self.knots
+        if k.is_floating_point() and not k.is_meta and \
+                tuple(k.shape) == (self.t + 2 * self.d + 1,):
+            with torch.no_grad():
+                k.copy_(self.default_knots(k.dtype))
+            self.uniform = True
+
+    def reset_parameters(self) -> None:
+        """Recompute the buffers from the hyperparameters, in place (each keeps its device and
+        dtype): the knots become the construction grid of ``range``, t and d (uniform: the
+        local path), and the tables of the local path are rebuilt. After meta-device
+        construction and ``to_empty()`` this makes the expansion equal to one built normally.
+        """
+        self._write_default_knots()
+        if self.m is None or "spline_coef" not in self._buffers:
+            return
+        for name, tab in spline_tables(self.m, self.t, self.d).items():
+            buf = self._buffers[f"spline_{name}"]
+            if buf.is_meta:
+                continue
+            if tuple(buf.shape) == tuple(tab.shape):
+                buf.copy_(tab)
+            else:
+                self._buffers[f"spline_{name}"] = tab.to(dtype=buf.dtype).to(buf.device)
 
     def refresh(self) -> None:
         """Recompute what is derived from the knot values: whether they are uniform (one host
         sync). Call it after writing ``knots`` in place; non-uniform knots make the head use
-        the Cox–de Boor definition (:meth:`expand`) instead of the local uniform path."""
+        the Cox–de Boor definition (:meth:`expand`) instead of the local uniform path. Meta
+        knots have no values: nothing is derived."""
         k = self.knots.detach()
+        if k.is_meta:
+            return
         if k.dim() != 1 or k.numel() < 2:
             self.uniform = False
             return
@@ -209,8 +291,9 @@ class BSpline(Expansion):
 
     def bind_tables(self, m: int) -> None:
         if self.d >= 1:  # column tables and coefficients of the local path, built once
+            dev = self.knots.device  # meta when the expansion was built on meta
             for name, tab in spline_tables(m, self.t, self.d).items():
-                self.register_buffer(f"spline_{name}", tab, persistent=False)
+                self.register_buffer(f"spline_{name}", tab.to(dev), persistent=False)
 
     def table_numel(self, m: int) -> int:
         if self.d < 1:
@@ -237,7 +320,30 @@ class BSpline(Expansion):
         return b
 
     def expand(self, x: Tensor) -> Tensor:
+        if autocast_off(x):  # in the knots' dtype; the GEMM after it is autocast
+            with torch.autocast(x.device.type, enabled=False):
+                return self.basis(x.to(self.knots.dtype)).flatten(1)
         return self.basis(x).flatten(1)
+
+    def _basis(self, m: int) -> tuple[int, str]:
+        return self.t + self.d, "feature"
+
+    def _grid(self) -> Tensor:
+        return self.knots
+
+    def grid_layout(self) -> tuple[int, int]:
+        return self.t, self.d
+
+    def set_grid(self, grid: Tensor) -> None:
+        """Overwrite the knots in place (t + 2d + 1 values), set ``range`` to the inner knots
+        and :meth:`refresh`."""
+        if tuple(grid.shape) != tuple(self.knots.shape):
+            raise ConfigurationError(f"BSpline.set_grid: expected {self.knots.numel()} knots "
+                                     f"(t + 2d + 1), got shape {tuple(grid.shape)}")
+        with torch.no_grad():
+            self.knots.copy_(grid.to(device=self.knots.device, dtype=self.knots.dtype))
+        self.range = (float(grid[self.d]), float(grid[self.d + self.t]))
+        self.refresh()
 
     def _layout(self, m: int) -> list[Segment]:
         if self.d >= 1:
@@ -274,6 +380,9 @@ class BSpline(Expansion):
         """
         if self.d < 1 or not self.uniform:
             return self.expand(x)
+        if autocast_off(x):  # in the knots' dtype; the GEMM after it is autocast
+            with torch.autocast(x.device.type, enabled=False):
+                return self.local_basis(x.to(self.knots.dtype))
         k = self.knots
         if k.dtype != x.dtype or k.device != x.device:
             k = k.to(device=x.device, dtype=x.dtype)

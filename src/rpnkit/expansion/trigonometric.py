@@ -36,6 +36,9 @@ class Fourier(Expansion):
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return 2 * int(m) * self.N
 
+    def _basis(self, m: int) -> tuple[int, str]:
+        return 2 * self.N, "block"
+
     def expand(self, x: Tensor) -> Tensor:
         j = torch.arange(1, self.N + 1, dtype=x.dtype, device=x.device)
         arg = (2 * math.pi / self.P) * j.view(1, -1, 1) * x.unsqueeze(1)  # (B, N, m)
@@ -59,6 +62,9 @@ class _Blocks(Expansion):
 
     def calculate_D(self, m: int) -> int:  # noqa: N802
         return 3 * int(m)
+
+    def _basis(self, m: int) -> tuple[int, str]:
+        return 3, "block"
 
     def blocks(self, x: Tensor) -> list[Tensor]:
         raise NotImplementedError

@@ -28,11 +28,14 @@ special case; ``forward`` is straight tensor code.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..structure import InterdependenceStructure
 
 __all__ = ["Interdependence", "check_positive_int", "check_choice"]
 
@@ -81,6 +84,27 @@ class Interdependence(nn.Module):
 
     def form(self) -> str:
         return "dense"
+
+    #: ξ's A depends on, or mixes, the positions along dimension -2 (instances, tokens)
+    couples_rows: bool = False
+    #: the rows of a 2-D input are the instances ξ relates (one graph's nodes): declared
+    #: transductive, so a (N, m) input is the whole graph, not a batch of samples
+    transductive: bool = False
+
+    def structure(self, m: int | None = None) -> InterdependenceStructure:
+        """ξ's declaration (:class:`~rpnkit.structure.InterdependenceStructure`): its side,
+        sites, output width, whether it couples the rows along dimension -2 and whether a
+        2-D input is its whole (transductive) instance set."""
+        from ..structure import InterdependenceStructure
+
+        m = self.m if m is None else int(m)
+        if m is None:
+            raise ConfigurationError(f"{type(self).__name__}.structure(): bind(m) it first")
+        couples = bool(self.couples_rows)
+        return InterdependenceStructure(
+            self.registry_name, int(m), int(self.calculate_m(m)),
+            "left" if self.left_multiplies else "right", int(self.sites(m)), couples,
+            bool(self.transductive), self.form(), 2 if self.transductive or not couples else 3)
 
     # -- evaluation ------------------------------------------------------------
     def mix(self, z: Tensor, x: Tensor) -> Tensor:

@@ -22,14 +22,43 @@ __all__ = ["GraphInterdependence", "PageRankInterdependence", "normalised_edges"
 
 NORMALIZATIONS = ("sym", "row", "col", "none")
 ACCUMULATE = ("last", "sum", "mean")
+#: most nodes a graph may have: (row, col) pairs are keyed as row * N + col in int64
+MAX_GRAPH_NODES = 2**31
+#: most propagation steps: every step is one sparse product in every forward pass
+MAX_HOPS = 1000
+#: bytes per entry of the edge tables while they are built (int64 pairs, sort keys,
+#: values, degrees and their temporaries)
+_BYTES_PER_ENTRY = 64
+
+
+def check_graph_size(num_nodes: int, num_edges: int, owner: str) -> None:
+    """Refuse a graph whose edge tables would not fit the memory budget, before building."""
+    from ..budget import format_bytes, memory_budget
+
+    if num_nodes > MAX_GRAPH_NODES:
+        raise ConfigurationError(
+            f"{owner}: num_nodes={num_nodes:,} is above the limit of {MAX_GRAPH_NODES:,} nodes"
+        )
+    need = (2 * int(num_edges) + int(num_nodes)) * _BYTES_PER_ENTRY
+    budget, source = memory_budget()
+    if budget is not None and need > budget:
+        raise ConfigurationError(
+            f"{owner}: a graph of {num_nodes:,} nodes and {num_edges:,} edges needs about "
+            f"{format_bytes(need)} to build its edge tables, above the memory budget of "
+            f"{format_bytes(budget)} ({source}; set RPNKIT_MEMORY_BUDGET to change it)"
+        )
 
 
 def _edge_array(edges: Any, num_nodes: int, owner: str) -> np.ndarray:
+    # A tensor or array of shape (2, E) is an edge index (PyTorch Geometric's convention),
+    # whatever E is (E = 2 included); a Python list is a list of (source, target) pairs,
+    # or two rows of equal length E != 2.
+    index_layout = isinstance(edges, (Tensor, np.ndarray))
     if isinstance(edges, Tensor):
         edges = edges.detach().cpu().numpy()
     arr = np.asarray(edges if edges is not None else np.zeros((0, 2)), dtype=np.float64)
-    if arr.ndim != 2 or (arr.size and arr.shape[1] != 2 and arr.shape[0] == 2):
-        arr = arr.T if arr.ndim == 2 else arr
+    if arr.ndim == 2 and arr.shape[0] == 2 and (index_layout or arr.shape[1] != 2):
+        arr = arr.T
     if arr.size == 0:
         arr = np.zeros((0, 2))
     if arr.ndim != 2 or arr.shape[1] != 2:
@@ -58,6 +87,7 @@ def normalised_edges(edges: Any, num_nodes: int, normalization: str = "sym",
     Undirected graphs (default) use every edge in both directions.
     """
     arr = _edge_array(edges, num_nodes, owner)
+    check_graph_size(num_nodes, len(arr), owner)
     if not directed:
         arr = np.concatenate([arr, arr[:, ::-1]], axis=0)
     arr = arr[arr[:, 0] != arr[:, 1]]
@@ -97,6 +127,8 @@ class GraphInterdependence(Interdependence):
 
     level = "instance"
     left_multiplies = True
+    couples_rows = True
+    transductive = True  # a (N, m) input is the graph's N nodes
 
     def __init__(self, edges: Any = None, num_nodes: int = 1, normalization: str = "sym",
                  self_loops: bool = True, hops: int = 1, accumulate: str = "last",
@@ -106,6 +138,11 @@ class GraphInterdependence(Interdependence):
         self.num_nodes = check_positive_int("num_nodes", num_nodes, owner)
         self.normalization = check_choice("normalization", normalization, NORMALIZATIONS, owner)
         self.hops = check_positive_int("hops", hops, owner)
+        if self.hops > MAX_HOPS:
+            raise ConfigurationError(
+                f"{owner}: hops={self.hops:,} is above the limit of {MAX_HOPS:,} propagation "
+                "steps (each is a sparse product in every forward pass)"
+            )
         self.accumulate = check_choice("accumulate", accumulate, ACCUMULATE, owner)
         self.self_loops, self.directed = bool(self_loops), bool(directed)
         row, col, val = normalised_edges(edges, self.num_nodes, normalization, self_loops,

@@ -23,6 +23,7 @@ from ..head import RPNHead, check_dim
 from ..modules import apply_list, bind_module_list, build_module_list, compact_repr
 from ..registry import INTERDEPENDENCES, REMAINDERS
 from ..remainder.remainders import Remainder
+from ..seeding import derive_seed
 from .base import Interdependence
 
 __all__ = ["InterdependentHead", "InterdependentLayer"]
@@ -82,19 +83,21 @@ class InterdependentHead(nn.Module):
             seed = head_options.pop("seed", None)
             self.inner = nn.ModuleList([
                 RPNHead(self.m_xi, self.n, bias=False, output=None, remainder="zero",
-                        seed=None if seed is None else seed + c, device=device, dtype=dtype,
+                        seed=None if seed is None else derive_seed(seed, c), device=device, dtype=dtype,
                         **head_options) for c in range(channels)])
             self.channel_fusion = build_fusion(channel_fusion)
             self.n = self.channel_fusion.bind([self.n] * channels, **factory)
-        exp = self.inner[0].expansion
-        self.reorder = bool(reorder and self.xi.left_multiplies and exp.registry_name == "identity"
-                            and not len(exp.preprocess)
+        # what ξ and κ declare decides the order: A(X)⟨X, W⟩ = ⟨A(X) X, W⟩ needs ξ on the
+        # left and κ linear (no pre/post-processing, a class that declares itself linear)
+        self.xi_structure = self.xi.structure(self.m)
+        kappa = self.inner[0].structure().expansion
+        self.reorder = bool(reorder and self.xi_structure.side == "left" and kappa.linear
                             and (self.channel_fusion is None or self.channel_fusion.is_linear))
         self.remainder: Remainder = REMAINDERS.resolve(copy.deepcopy(remainder),
                                                        copy.deepcopy(remainder_params))
         if not isinstance(self.remainder, Remainder):
             raise ConfigurationError(f"remainder must be an rpnkit Remainder, got {type(self.remainder).__name__}")
-        self.has_remainder = self.remainder.registry_name != "zero"
+        self.has_remainder = not self.remainder.is_zero
         if self.has_remainder and self.sites != 1:
             raise ConfigurationError(
                 f"InterdependentHead: remainder {self.remainder.registry_name!r} acts on X, but ξ "
@@ -133,6 +136,15 @@ class InterdependentHead(nn.Module):
             raise TypeError(f"InterdependentHead expects a torch.Tensor, got {type(x).__name__}")
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
+        if x.dim() < self.xi_structure.min_rank:
+            raise ValueError(
+                f"InterdependentHead: ξ {self.xi_structure.name!r} relates the positions along "
+                f"dimension -2 (tokens or instances of one sample); a {x.dim()}-D input "
+                f"{tuple(x.shape)} would mix the rows of the batch, so a prediction would depend "
+                f"on the batch size. Give input of shape (batch, sites, {self.m}) (e.g. "
+                f"x.unsqueeze(1) for one site, or the tokens of each sample), or use an "
+                f"attribute-level ξ such as 'parameterised'"
+            )
         if self.reorder:
             y = self.xi.mix(self.product(x), x)
         else:
@@ -145,7 +157,11 @@ class InterdependentHead(nn.Module):
 
     def plan(self) -> str:
         order = "A(X)·⟨X, ψ(w)⟩ (ξ after the product)" if self.reorder else "⟨κ(ξ(X)), ψ(w)⟩"
-        lines = [f"ξ {self.xi.registry_name}: {self.xi.form()}; order {order}"]
+        st = self.xi_structure
+        rows = ("; input (*, sites, m): rows of dimension -2 are related" if st.min_rank > 2
+                else "; a 2-D input is one whole instance set (transductive)" if st.transductive
+                else "")
+        lines = [f"ξ {st.name}: {st.form}, {st.side} side{rows}; order {order}"]
         lines += [h.plan() for h in self.inner]
         return "\n".join(lines)
 
@@ -178,7 +194,7 @@ class InterdependentLayer(nn.Module):
         self.fusion = build_fusion(fusion)
         if heads is None:
             num_heads = check_dim("num_heads", num_heads, "InterdependentLayer", 4096)
-            concat = self.fusion.registry_name == "concat"
+            concat = self.fusion.splits_width
             if concat and n % num_heads:
                 raise ConfigurationError(
                     f"InterdependentLayer: concat fusion splits n={n} over {num_heads} heads; n "
@@ -187,7 +203,7 @@ class InterdependentLayer(nn.Module):
             head_n = n // num_heads if concat else n
             seed = head_options.pop("seed", None)
             heads = [InterdependentHead(self.m, head_n, device=device, dtype=dtype,
-                                        seed=None if seed is None else seed + i,
+                                        seed=None if seed is None else derive_seed(seed, i),
                                         output=copy.deepcopy(head_output),
                                         **copy.deepcopy(head_options))
                      for i in range(num_heads)]

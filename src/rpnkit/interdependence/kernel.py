@@ -28,6 +28,10 @@ class KernelInterdependence(Interdependence):
     ``none``. A is b×b (or m×m), computed in forward from the data (form ``data``).
     """
 
+    #: A is computed from the positions along dimension -2 at either level (the instances,
+    #: or the values each attribute takes over them): input (*, T, m), never a bare batch
+    couples_rows = True
+
     def __init__(self, kernel: str = "rbf", level: str = "instance", gamma: float = 1.0,
                  degree: int = 2, coef0: float = 1.0, normalize: str = "row") -> None:
         super().__init__()

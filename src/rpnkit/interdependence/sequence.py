@@ -15,7 +15,10 @@ from ..errors import ConfigurationError
 from ..registry import INTERDEPENDENCES
 from .base import Interdependence, check_choice, check_positive_int
 
-__all__ = ["ChainInterdependence", "AttentionInterdependence"]
+__all__ = ["ChainInterdependence", "AttentionInterdependence", "MAX_CHAIN_LENGTH"]
+
+#: longest chain: its band is a dense T×T matrix (built in float64 with a few temporaries)
+MAX_CHAIN_LENGTH = 8192
 
 
 @INTERDEPENDENCES.register("chain")
@@ -33,12 +36,18 @@ class ChainInterdependence(Interdependence):
 
     level = "instance"
     left_multiplies = True
+    couples_rows = True  # tokens along dimension -2: input (*, T, d), never a bare batch
 
     def __init__(self, length: int = 1, hops: int | None = None, direction: str = "forward",
                  decay: float = 1.0, self_loop: bool = True, normalize: bool = False) -> None:
         super().__init__()
         owner = "chain interdependence"
         self.length = check_positive_int("length", length, owner)
+        if self.length > MAX_CHAIN_LENGTH:
+            raise ConfigurationError(
+                f"{owner}: length={self.length:,} is above the limit of {MAX_CHAIN_LENGTH:,} "
+                f"tokens (the chain is a dense T×T matrix: {self.length:,}² entries)"
+            )
         self.hops = None if hops is None else check_positive_int("hops", hops, owner)
         self.direction = check_choice("direction", direction, ("forward", "backward", "both"), owner)
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not math.isfinite(decay):
@@ -52,8 +61,8 @@ class ChainInterdependence(Interdependence):
             allowed = lag <= 0
         else:
             allowed = torch.ones_like(lag, dtype=torch.bool)
-        if self.hops is not None:
-            allowed &= lag.abs() <= self.hops
+        if self.hops is not None:  # a band wider than the chain is the whole chain
+            allowed &= lag.abs() <= min(self.hops, self.length)
         if not self.self_loop:
             allowed &= lag != 0
         a = torch.where(allowed, torch.tensor(self.decay, dtype=torch.float64) ** lag.abs(),
@@ -98,6 +107,7 @@ class AttentionInterdependence(Interdependence):
 
     level = "instance"
     left_multiplies = True
+    couples_rows = True  # tokens along dimension -2: input (*, T, d), never a bare batch
 
     def __init__(self, rank: int = 16, causal: bool = False, bias: bool = False) -> None:
         super().__init__()

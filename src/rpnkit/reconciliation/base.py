@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from . import forms
+
+if TYPE_CHECKING:
+    from ..structure import ReconciliationStructure
 
 __all__ = ["Reconciliation", "check_int", "divisors"]
 
@@ -136,6 +139,20 @@ class Reconciliation(nn.Module):
         Default: :class:`~.forms.Opaque` (κ(x) is built and :meth:`apply` is used).
         """
         return forms.Opaque()
+
+    def structure(self, n: int, D: int) -> ReconciliationStructure:  # noqa: N803
+        """ψ's declaration for an (n, D) weight: its form, l, factor shapes and the init
+        homogeneity derived from the form (:class:`~rpnkit.structure.ReconciliationStructure`)."""
+        from ..structure import ReconciliationStructure, form_homogeneity
+
+        form = forms.form_of(self)
+        try:
+            shapes = tuple(tuple(s) for s in self.factor_shapes(n, D))
+        except NotImplementedError:
+            shapes = None
+        return ReconciliationStructure(self.registry_name, int(n), int(D),
+                                       int(self.calculate_l(n, D)), form, shapes,
+                                       form_homogeneity(form))
 
     def form_factors(self, w: Tensor, n: int, D: int) -> list[Tensor]:  # noqa: N803
         """The matrices the form's indices refer to; default: :meth:`factors`."""

@@ -20,6 +20,8 @@ class Remainder(nn.Module):
     """Base remainder π(x). Bound to (m, n) by the head that owns it, at construction."""
 
     registry_name = "remainder"
+    #: π(x) = 0 for every x (a head may skip it); declared by the class that computes it
+    is_zero = False
     needs_square = False
 
     def __init__(self, activation: Any = None) -> None:
@@ -104,6 +106,8 @@ class Remainder(nn.Module):
 @REMAINDERS.register("zero")
 class ZeroRemainder(Remainder):
     """π(x) = 0."""
+
+    is_zero = True
 
     def __init__(self) -> None:
         super().__init__(None)
