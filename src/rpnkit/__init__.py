@@ -10,15 +10,16 @@ registry name.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import expansion, fusion, interdependence, reconciliation, remainder
 from .errors import ConfigurationError, UnknownNameError, did_you_mean
-from .head import RPNHead
-from .layer import RPNLayer
-from .model import RPN
-from .registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
-from .spec import HeadSpec
+
+if TYPE_CHECKING:  # loaded on first use (module __getattr__ below): `import rpnkit` is torch-free
+    from . import expansion, fusion, interdependence, reconciliation, remainder
+    from .head import RPNHead
+    from .layer import RPNLayer
+    from .model import RPN
+    from .spec import HeadSpec
 
 __version__ = "0.1.0"
 
@@ -52,27 +53,37 @@ __all__ = [
 
 def build_expansion(name: str, **params: Any) -> expansion.Expansion:
     """Build a data expansion κ by registry name, e.g. ``build_expansion("taylor", d=2)``."""
+    from .registry import EXPANSIONS
+
     return EXPANSIONS.build(name, **params)
 
 
 def build_reconciliation(name: str, **params: Any) -> reconciliation.Reconciliation:
     """Build a parameter reconciliation ψ by registry name, e.g. ``("lorr", r=2)``."""
+    from .registry import RECONCILIATIONS
+
     return RECONCILIATIONS.build(name, **params)
 
 
 def build_remainder(name: str, **params: Any) -> remainder.Remainder:
     """Build a remainder π by registry name, e.g. ``build_remainder("linear", activation="silu")``."""
+    from .registry import REMAINDERS
+
     return REMAINDERS.build(name, **params)
 
 
 def build_interdependence(name: str, **params: Any) -> interdependence.Interdependence:
     """Build a data interdependence ξ (RPN 2) by registry name, e.g.
     ``build_interdependence("chain", length=8)``."""
+    from .registry import INTERDEPENDENCES
+
     return INTERDEPENDENCES.build(name, **params)
 
 
 def build_fusion(name: str, **params: Any) -> fusion.Fusion:
     """Build a channel / head fusion by registry name, e.g. ``build_fusion("learned")``."""
+    from .registry import FUSIONS
+
     return FUSIONS.build(name, **params)
 
 
@@ -84,6 +95,8 @@ def list_components(kind: str | None = None, filter: str | None = None):  # noqa
     gives that kind's list only; ``filter`` is a shell-style pattern (``"*rbf*"``,
     ``"naive_*"``) or a plain substring.
     """
+    from .registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
+
     registries = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS,
                   "remainder": REMAINDERS, "interdependence": INTERDEPENDENCES,
                   "fusion": FUSIONS}
@@ -163,13 +176,27 @@ def prune(model, x, threshold: float = 1e-2, y=None, **options):
 
 
 _LAZY = ("models", "training", "data", "sklearn", "symbolic", "contract", "budget", "config",
-         "cli", "spec", "predict", "inspection", "grid", "pruning", "symbolic_fit")
+         "cli", "spec", "predict", "inspection", "grid", "pruning", "symbolic_fit",
+         "expansion", "reconciliation", "remainder", "interdependence", "fusion", "registry")
+# public classes, by the module that defines them (imported on first use, like the submodules)
+_LAZY_ATTRS = {"RPN": "model", "RPNHead": "head", "RPNLayer": "layer", "HeadSpec": "spec",
+               "EXPANSIONS": "registry", "RECONCILIATIONS": "registry", "REMAINDERS": "registry",
+               "INTERDEPENDENCES": "registry", "FUSIONS": "registry"}
 
 
 def __getattr__(name: str):
-    """Submodules load on first use (``rpnkit.models``, ``rpnkit.training``, ...)."""
-    if name in _LAZY:
-        import importlib
+    """Submodules and the torch-backed classes load on first use (``rpnkit.models``,
+    ``rpnkit.RPN``, ...), so that ``import rpnkit`` (and ``rpnkit --version``) is instant."""
+    import importlib
 
+    if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_ATTRS:
+        value = getattr(importlib.import_module(f".{_LAZY_ATTRS[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'rpnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_ATTRS))

@@ -7,6 +7,7 @@ Python import path.
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any
@@ -21,9 +22,19 @@ __all__ = ["Registry", "EXPANSIONS", "RECONCILIATIONS", "REMAINDERS", "INTERDEPE
 class Registry:
     """A mapping from registry names to component classes."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
         self._classes: dict[str, type] = {}
+        self._package = package  # imported on the first lookup: its modules register the classes
+
+    def _load(self) -> None:
+        if self._package is not None:
+            package, self._package = self._package, None  # None first: no re-entry while loading
+            try:
+                importlib.import_module(package)
+            except BaseException:
+                self._package = package
+                raise
 
     def register(self, name: str):
         """Class decorator that registers ``cls`` under ``name``."""
@@ -38,9 +49,11 @@ class Registry:
         return deco
 
     def names(self) -> list[str]:
+        self._load()
         return list(self._classes)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._classes
 
     def get(self, name: str) -> type:
@@ -48,6 +61,7 @@ class Registry:
             raise ConfigurationError(
                 f"{self.kind} name must be a string, got {type(name).__name__} {short(name)}"
             )
+        self._load()
         try:
             return self._classes[name]
         except KeyError:
@@ -116,8 +130,10 @@ class Registry:
         )
 
 
-EXPANSIONS = Registry("expansion")
-RECONCILIATIONS = Registry("reconciliation")
-REMAINDERS = Registry("remainder")
-INTERDEPENDENCES = Registry("interdependence")  # ξ (RPN 2), rpnkit.interdependence
-FUSIONS = Registry("fusion")  # channel / head fusion objects, rpnkit.fusion
+# Each registry imports its package on the first lookup, so ``import rpnkit`` stays light
+# (the command line's --version / --help / list never import torch).
+EXPANSIONS = Registry("expansion", "rpnkit.expansion")
+RECONCILIATIONS = Registry("reconciliation", "rpnkit.reconciliation")
+REMAINDERS = Registry("remainder", "rpnkit.remainder")
+INTERDEPENDENCES = Registry("interdependence", "rpnkit.interdependence")  # ξ (RPN 2)
+FUSIONS = Registry("fusion", "rpnkit.fusion")  # channel / head fusion objects

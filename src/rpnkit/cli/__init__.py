@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 
 __all__ = ["main", "build_parser", "DEFAULT_CONFIG"]
@@ -389,40 +388,15 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    import rpnkit
+    from .listing import render, static
 
-    from ..data import DATASETS
-    from ..models import MODELS
-    from ..registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
-    from ..training import LOSSES, METRICS, OPTIMIZERS, SCHEDULERS
-
-    del rpnkit
-    for title, reg in (
-        ("expansions (κ)", EXPANSIONS),
-        ("reconciliations (ψ)", RECONCILIATIONS),
-        ("remainders (π)", REMAINDERS),
-        ("interdependences (ξ, RPN 2)", INTERDEPENDENCES),
-        ("fusions (channels, heads)", FUSIONS),
-        ("models", MODELS),
-        ("datasets", DATASETS),
-        ("optimizers", OPTIMIZERS),
-        ("schedulers", SCHEDULERS),
-        ("losses", LOSSES),
-    ):
-        print(f"{title}:")
-        for name in reg.names():
-            try:
-                desc = reg.describe(name)
-            except Exception:  # a registry entry without a docstring
-                desc = ""
-            print(f"  {name:<26}{desc}")
-    print("metrics:")
-    for name, desc in METRICS.items():
-        print(f"  {name:<26}{desc}")
+    print(render(static()))  # a generated table of the registries: no torch (see listing.py)
     return 0
 
 
 def _default_config_path() -> Path:
+    from importlib import resources
+
     return Path(str(resources.files("rpnkit").joinpath("resources", DEFAULT_CONFIG)))
 
 
