@@ -477,6 +477,21 @@ def _clone_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _holds_state(model: nn.Module, state: Mapping[str, Tensor]) -> bool:
+    """Whether ``model``'s weights and buffers are exactly ``state`` (then evaluating one is
+    evaluating the other)."""
+    current = model.state_dict()
+    if current.keys() != state.keys():
+        return False
+    for k, v in current.items():
+        w = state[k]
+        if not isinstance(w, Tensor) or (v.shape, v.dtype, v.device) != (w.shape, w.dtype, w.device):
+            return False
+        if not torch.equal(v.detach(), w):
+            return False
+    return True
+
+
 def _finite(v: float) -> bool:
     return v is not None and math.isfinite(v)
 
@@ -927,7 +942,9 @@ def fit(
     dev_args = (device, dtype, cfg.eval_batch_size)
     ev = {"loss_fn": loss_fn, "precision": precision, "forward": eval_forward}
     final = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, **ev) for s in _SPLITS}
-    if best_state is not None:
+    if best_state is not None and _holds_state(model, best_state):
+        best_metrics = copy.deepcopy(final)  # best == final (e.g. the last epoch was the best)
+    elif best_state is not None:
         final_state = _clone_state(model)
         model.load_state_dict(best_state)
         best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, **ev)
