@@ -300,9 +300,10 @@ def test_kron_rank_one_plan_and_value(no_materialisation, monkeypatch):
 def test_kron_correlation_fft_and_direct(rec, q, force, monkeypatch):
     m = 6  # D = 42
     rp = {"p": 2, "q": q} if rec == "hm" else {"p": 2, "q": q, "r": 2}
-    monkeypatch.setattr(st, "FORCE_FFT", force)
-    head = make_head("taylor", rec, {"d": 2}, rp, m=m, n=4)
+    head = make_head("taylor", rec, {"d": 2}, rp, m=m, n=4, fft=force)
     assert head.plan().splitlines()[0] == "path: kron-structured"
+    assert head.contraction.kron_method in (("rank-one",) if q == 7 else
+                                            ("fft",) if force else ("gemm",))
     with monkeypatch.context() as mp:
         mp.setattr(st, "tensor_power", None)  # calling it would fail
         mp.setattr(Taylor, "expand", None)
@@ -581,9 +582,8 @@ def test_dense_weight_materialises_when_n_is_not_below_m():
 
 @pytest.mark.parametrize("force", [True, None])
 def test_low_precision_inputs_take_the_direct_correlation(force, monkeypatch):
-    monkeypatch.setattr(st, "FORCE_FFT", force)
     head = RPNHead(6, 4, expansion="taylor", reconciliation="hm",
-                   reconciliation_params={"p": 2, "q": 7}).to(torch.bfloat16)
+                   reconciliation_params={"p": 2, "q": 7}, fft=force).to(torch.bfloat16)
     x = torch.rand(3, 6, dtype=torch.bfloat16)
     y = head(x)
     assert y.dtype == torch.bfloat16

@@ -46,17 +46,33 @@ import math
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F  # noqa: N812
 
+from .errors import ConfigurationError
 from .expansion.layout import Segment, monomial_indices
 from .reconciliation import forms
 
-__all__ = ["Contraction", "materialised_product", "tensor_power", "FORCE_FFT", "use_fft"]
+__all__ = ["Contraction", "PATHS", "materialised_product", "tensor_power", "use_fft",
+           "fft_supported", "refresh_tables"]
 
-#: Kronecker correlation method for heads built from now on: None chooses by cost,
-#: True/False forces FFT / direct GEMM (for tests and benchmarks).
-FORCE_FFT: bool | None = None
+#: Every value :attr:`Contraction.path` can take (stable names; ``head.plan()``'s first line
+#: is ``path: <name>``). ``kron-structured`` runs one of :data:`KRON_METHODS` per degree-2
+#: segment (:attr:`Contraction.kron_method`).
+PATHS: tuple[str, ...] = (
+    "dense-bilinear",
+    "sym-bilinear",
+    "lowrank-bilinear",
+    "kron-structured",
+    "rowsum",
+    "eye-prefix",
+    "zero",
+    "materialised-κ",
+)
+
+#: How ``kron-structured`` evaluates its ordered degree-2 segments: ``rank-one`` (κ reshaped
+#: is u vᵀ per sample, no correlation), ``gemm`` (gathered lag window, one GEMM), ``fft``
+#: (one FFT correlation), ``none`` (no degree-2 segment).
+KRON_METHODS: tuple[str, ...] = ("rank-one", "gemm", "fft", "none")
 
 #: Batch size the FFT-vs-GEMM choice is made for (both costs are nearly linear in it).
 NOMINAL_BATCH = 64
@@ -116,14 +132,20 @@ class _SymBilinear(torch.autograd.Function):
     GEMM: half the ordered form's flops, no B×C intermediate. The backward re-forms each block
     and writes the weight gradient of every column range in place (each column exactly once,
     so no zero fill, no scatter and no weight-sized sum of partial gradients).
+
+    Higher-order gradients (``create_graph=True``: gradient penalties, Hessian-vector
+    products): the backward then runs :func:`_sym_grads`, plain differentiable tensor code of
+    the same gradients, so double backward is exact. ``segs`` holds
+    ``(kind, offset, width, input index, position-table index)``; the position tables
+    (i·m + j of each monomial) come after the inputs in ``tensors``.
     """
 
     @staticmethod
-    def forward(ctx, w_mat: Tensor, segs: tuple, *inputs: Tensor) -> Tensor:
-        b = inputs[0].shape[0]
+    def forward(ctx, w_mat: Tensor, segs: tuple, *tensors: Tensor) -> Tensor:
+        b = tensors[0].shape[0]
         y = None
-        for kind, off, width, j in segs:
-            v = inputs[j]
+        for kind, off, width, j, _p in segs:
+            v = tensors[j]
             if kind == "dense":
                 part = v @ w_mat[:, off : off + width].t()
                 y = part if y is None else y.add_(part)
@@ -137,25 +159,28 @@ class _SymBilinear(torch.autograd.Function):
                 k = _sym_block(v, a0, a1, buf)
                 y.addmm_(k, w_mat[:, off : off + k.shape[1]].t())
                 off += k.shape[1]
-        ctx.save_for_backward(w_mat, *inputs)
+        ctx.save_for_backward(w_mat, *tensors)
         ctx.segs = segs
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, g: Tensor):
-        w_mat, *inputs = ctx.saved_tensors
-        need_w = ctx.needs_input_grad[0]
+        w_mat, *tensors = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        need_w = needs[0]
+        if torch.is_grad_enabled():  # create_graph: differentiable gradients
+            gw, grads = _sym_grads(g, w_mat, tensors, ctx.segs, needs)
+            return (gw, None, *grads)
         gw = torch.empty_like(w_mat, memory_format=torch.contiguous_format) if need_w else None
         gt = g.t()
-        grads: list[Tensor | None] = [None] * len(inputs)
+        grads: list[Tensor | None] = [None] * len(tensors)
 
         def add(j: int, grad: Tensor) -> None:
             grads[j] = grad if grads[j] is None else grads[j] + grad
 
-        for kind, off, width, j in ctx.segs:
-            v = inputs[j]
-            need_v = ctx.needs_input_grad[2 + j]
+        for kind, off, width, j, _p in ctx.segs:
+            v = tensors[j]
+            need_v = needs[2 + j]
             if kind == "dense":
                 if need_w:
                     _mm_into(gt, v, gw[:, off : off + width])
@@ -182,6 +207,37 @@ class _SymBilinear(torch.autograd.Function):
             if need_v:
                 add(j, gv)
         return (gw, None, *grads)
+
+
+def _sym_grads(g: Tensor, w_mat: Tensor, tensors: list[Tensor], segs: tuple, needs: tuple):
+    """The gradients of :class:`_SymBilinear` as plain differentiable tensor code (used when
+    the backward itself is differentiated). A symmetric block's monomials are gathered
+    through its position table; dL/dx = (G + Gᵀ) x per sample, G the upper-triangular m×m
+    matrix of dL/d(x_i x_j)."""
+    gw_parts: list[Tensor] = []
+    grads: list[Tensor | None] = [None] * len(tensors)
+    for kind, off, width, j, p in segs:
+        v = tensors[j]
+        ws = w_mat[:, off : off + width]
+        if kind == "dense":
+            if needs[0]:
+                gw_parts.append(g.t() @ v)
+            gv = g @ ws if needs[2 + j] else None
+        else:
+            b, m = v.shape
+            pos = tensors[p]
+            if needs[0]:
+                mono = v.index_select(1, torch.div(pos, m, rounding_mode="floor"))
+                gw_parts.append(g.t() @ (mono * v.index_select(1, pos % m)))
+            gv = None
+            if needs[2 + j]:
+                dk = g @ ws  # (B, C)
+                full = dk.new_zeros(b, m * m).index_copy(1, pos, dk).view(b, m, m)
+                gv = torch.matmul(full + full.transpose(1, 2), v.unsqueeze(2)).squeeze(2)
+        if gv is not None:
+            grads[j] = gv if grads[j] is None else grads[j] + gv
+    gw = torch.cat(gw_parts, dim=1) if needs[0] else None
+    return gw, grads
 
 
 def _width(m: int, a0: int, a1: int) -> int:
@@ -246,11 +302,19 @@ def _lag_pairs(m_lead: int, m: int, off: int, t: int, q: int):
     return rows, a_idx, slot.reshape(-1), uniq
 
 
-def use_fft(b: int, m: int, t: int, n_lags: int, c: int) -> tuple[bool, int]:
-    """(FFT cheaper than the direct GEMM?, FFT size) for one degree-2 Kronecker segment."""
+def fft_supported(dtype: torch.dtype) -> bool:
+    """Whether the Kronecker correlation can run as an FFT in ``dtype`` (torch has no
+    bfloat16 FFT, and half-precision FFTs only for power-of-two sizes on CUDA)."""
+    return dtype in (torch.float32, torch.float64)
+
+
+def use_fft(b: int, m: int, t: int, n_lags: int, c: int,
+            force: bool | None = None) -> tuple[bool, int]:
+    """(FFT cheaper than the direct GEMM?, FFT size) for one degree-2 Kronecker segment;
+    ``force`` True/False decides instead of the cost model."""
     size = 1 << max(1, int(math.ceil(math.log2(m + t - 1))))
-    if FORCE_FFT is not None:
-        return FORCE_FFT, size
+    if force is not None:
+        return bool(force), size
     direct = b * m * n_lags * c + n_lags * m * c
     fft = 3 * (b * c + b + c) * size * math.log2(size) + b * c * size
     return fft * 2 < direct, size
@@ -274,6 +338,29 @@ def plan_sizes(layout: list[Segment], form: forms.Form, n: int, batch: int) -> t
 
 def _long(a) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=torch.long)
+
+
+@torch.no_grad()
+def refresh_tables(module: nn.Module, rebuild) -> None:
+    """Recompute ``module``'s non-persistent buffers in place: ``rebuild()`` registers them
+    again (on the CPU), and their values are copied into the tensors already there, which
+    keep their device and dtype. After ``to_empty()`` (meta-device construction) the index
+    tables hold uninitialised memory; this makes them right again without re-binding."""
+    names = module._non_persistent_buffers_set
+    old = {k: v for k, v in module._buffers.items() if k in names and v is not None}
+    with torch.device("cpu"):
+        rebuild()
+    for k, fresh in list(module._buffers.items()):
+        have = old.get(k)
+        if have is None or fresh is None or fresh is have:
+            continue
+        if have.shape == fresh.shape and not have.is_meta:
+            have.copy_(fresh)
+            module._buffers[k] = have
+        elif not have.is_meta:  # shape changed: take the new table where the old one lived
+            module._buffers[k] = fresh.to(device=have.device, dtype=have.dtype)
+        else:
+            module._buffers[k] = have  # still on meta: shapes only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,8 +388,15 @@ class Contraction(nn.Module):
         channels: int = 1,
         channel_fusion: str = "sum",
         names: tuple[str, str] = ("κ", "ψ"),
+        fft: bool | None = None,
     ) -> None:
         super().__init__()
+        if fft is not None and not isinstance(fft, bool):
+            raise ConfigurationError(
+                f"fft must be None (choose by cost), True (FFT correlation) or False (direct "
+                f"GEMM), got {fft!r}"
+            )
+        self.fft = fft
         if sum(s.width for s in layout) != D:
             raise ValueError(
                 f"expansion layout covers {sum(s.width for s in layout)} columns, but D={D}"
@@ -321,17 +415,79 @@ class Contraction(nn.Module):
             (s.kind, s.width, s.m, s.k, s.tilde, o, s.label) for s, o in zip(layout, offsets)
         )
         self.path, self.reason = self._choose()
+        self.kron: dict | None = None
+        self.factor_shapes = factor_shapes or []
+        # the floating dtype the plan is made for: it follows .to()/.double()/.bfloat16() of
+        # the module tree, and _apply re-derives the dtype-dependent decisions (FFT or GEMM)
+        self.register_buffer("plan_dtype", torch.empty(0), persistent=False)
+        self._build_tables()
+        if isinstance(form, forms.Kronecker):
+            self._plan_kron(self.factor_shapes)
+
+    def _build_tables(self) -> None:
+        """Register every index table of the plan (non-persistent buffers)."""
         for i, (kind, _w, m, k, *_rest) in enumerate(self.segs):
             if kind == "sympower":
                 idx = monomial_indices(m, k)  # (C, k)
-                pos = torch.zeros(idx.shape[0], dtype=torch.long)
+                pos = torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device)
                 for j in range(k):
                     pos = pos * m + idx[:, j]
                 self.register_buffer(f"cols{i}", idx.t().contiguous(), persistent=False)
                 self.register_buffer(f"pos{i}", pos, persistent=False)
-        self.kron: dict | None = None
-        if isinstance(form, forms.Kronecker):
-            self._plan_kron(factor_shapes or [])
+        if isinstance(self.form, forms.Kronecker) and self.path == "kron-structured":
+            q = self.form.q
+            t = self.D // q
+            for i, (kind, _w, m, k, tilde, off, _label) in enumerate(self.segs):
+                if kind != "power" or k != 2:
+                    continue
+                rows, a_idx, slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
+                win = lags.reshape(-1, 1) + np.arange(m).reshape(1, -1)
+                win = np.where((win >= 0) & (win < t), win, t)  # t: the zero row
+                for name, arr in (("rows", rows), ("aidx", a_idx), ("slot", slot),
+                                  ("lags", lags), ("win", win)):
+                    self.register_buffer(f"k{i}_{name}", _long(arr), persistent=False)
+
+    def reset_parameters(self) -> None:
+        """Recompute every index table in place (they are non-persistent buffers, so after
+        meta-device construction and ``to_empty()`` they hold uninitialised memory), and
+        re-derive the dtype-dependent decisions. The contraction has no parameters."""
+        refresh_tables(self, self._build_tables)
+        self._replan()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the tables are not in a state dict: rebuild them, so that load_state_dict after
+        # to_empty() gives a working module even without reset_parameters()
+        self.reset_parameters()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self._replan()
+        return out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype the plan is made for (that of the head's parameters)."""
+        return self.plan_dtype.dtype
+
+    def _replan(self) -> None:
+        """Decisions that depend on the dtype: FFT runs only where the dtype has one."""
+        if self.kron is None:
+            return
+        ok = fft_supported(self.plan_dtype.dtype)
+        for seg in self.kron["segs"].values():
+            seg["fft"] = bool(seg["fft_wanted"] and ok)
+
+    @property
+    def kron_method(self) -> str:
+        """For ``kron-structured``: the method of :data:`KRON_METHODS` that runs
+        (``"gemm+fft"`` when segments differ); ``""`` for other paths."""
+        if self.path != "kron-structured" or self.kron is None:
+            return ""
+        if self.kron["rank_one"]:
+            return "rank-one"
+        used = sorted({"fft" if seg["fft"] else "gemm" for seg in self.kron["segs"].values()})
+        return "+".join(used) if used else "none"
 
     # -- planning ------------------------------------------------------------------------------
     def _choose(self) -> tuple[str, str]:
@@ -395,15 +551,10 @@ class Contraction(nn.Module):
             for i, (kind, _w, m, k, tilde, off, _label) in enumerate(self.segs):
                 if kind != "power" or k != 2:
                     continue
-                m_lead = m + 1 if tilde else m
-                rows, a_idx, slot, lags = _lag_pairs(m_lead, m, off, t, q)
-                fft, size = use_fft(NOMINAL_BATCH, m, t, len(lags), c)
-                win = lags.reshape(-1, 1) + np.arange(m).reshape(1, -1)
-                win = np.where((win >= 0) & (win < t), win, t)  # t: the zero row
-                for name, arr in (("rows", rows), ("aidx", a_idx), ("slot", slot),
-                                  ("lags", lags), ("win", win)):
-                    self.register_buffer(f"k{i}_{name}", _long(arr), persistent=False)
-                info["segs"][i] = {"n_lags": len(lags), "fft": fft, "size": size, "m": m}
+                _rows, _a, _slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
+                wanted, size = use_fft(NOMINAL_BATCH, m, t, len(lags), c, self.fft)
+                info["segs"][i] = {"n_lags": len(lags), "fft_wanted": wanted, "fft": wanted,
+                                   "size": size, "m": m}
             if len(self.segs) == 1 and 0 in info["segs"]:
                 kind, _w, m, k, tilde, off, _label = self.segs[0]
                 rows, a_idx, _slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
@@ -413,6 +564,7 @@ class Contraction(nn.Module):
                 )
                 info["lag0"] = bool(info["rank_one"] and int(lags[0]) == 0 and t == m)
         self.kron = info
+        self._replan()
 
     # -- evaluation ------------------------------------------------------------------------------
     def _lead(self, i: int, z: Tensor) -> Tensor:
@@ -459,12 +611,25 @@ class Contraction(nn.Module):
                 uniq.append(v)
                 idx = len(uniq) - 1
             where.append(idx)
-        segs = tuple((s[0], s[5], s[1], j) for s, j in zip(self.segs, where))
         if torch._C._are_functorch_transforms_active():  # vmap/grad: plain autograd form
-            parts = [_sym_block(uniq[j], 0, uniq[j].shape[1], None) if kind == "sympower"
-                     else uniq[j] for kind, _off, _w, j in segs]
+            parts = [_sym_block(uniq[j], 0, uniq[j].shape[1], None) if s[0] == "sympower"
+                     else uniq[j] for s, j in zip(self.segs, where)]
             return torch.cat(parts, dim=1) @ w_mat.t()
-        return _SymBilinear.apply(w_mat, segs, *uniq)
+        tabs = [getattr(self, f"pos{i}") for i, s in enumerate(self.segs) if s[0] == "sympower"]
+        segs, t = [], len(uniq)
+        for s, j in zip(self.segs, where):
+            segs.append((s[0], s[5], s[1], j, t if s[0] == "sympower" else -1))
+            t += s[0] == "sympower"
+        dev = w_mat.device.type
+        if torch.is_autocast_enabled(dev):
+            # autocast: the GEMMs' dtype for everything, then autocast off inside (its
+            # in-place GEMMs need one dtype); the casts are in the graph, so w's gradient
+            # comes back in w's dtype
+            dt = torch.get_autocast_dtype(dev)
+            w_mat, uniq = w_mat.to(dt), [u.to(dt) for u in uniq]
+            with torch.autocast(dev, enabled=False):
+                return _SymBilinear.apply(w_mat, tuple(segs), *uniq, *tabs)
+        return _SymBilinear.apply(w_mat, tuple(segs), *uniq, *tabs)
 
     def _right(self, inputs: list[Tensor], r_mat: Tensor) -> Tensor:
         """κ(X) R for a (D, c) matrix R without forming power blocks."""
@@ -538,7 +703,7 @@ class Contraction(nn.Module):
         b, m = z.shape
         c = r.shape[1]
         lags = getattr(self, f"k{i}_lags")
-        if seg["fft"] and z.dtype in (torch.float32, torch.float64):  # no bf16/fp16 FFTs
+        if seg["fft"]:  # planned for the module's dtype (float32/float64, see _replan)
             size = seg["size"]
             # corr[o] = Σ_β R[o+β] z[β] = (R * flip(z))[o + m - 1]
             rf = torch.fft.rfft(r.t(), n=size, dim=-1)  # (c, F)
@@ -660,13 +825,20 @@ class Contraction(nn.Module):
             f"ψ = {self.names[1]} ({self.form.kind} form): {self.reason}",
         ]
         if self.kron is not None and self.path == "kron-structured":
+            lines.append(f"Kronecker method: {self.kron_method} (in {self.dtype})")
             for i, seg in self.kron["segs"].items():
                 label, off = self.segs[i][6], self.segs[i][5]
                 if self.kron["rank_one"]:
                     how = ("aligned: K = x̃ xᵀ is rank one per sample, y = vec((A x̃)(R x)ᵀ), "
                            "no q×t block formed")
                 else:
-                    via = f"one FFT correlation (size {seg['size']})" if seg["fft"] else "one GEMM"
+                    if seg["fft"]:
+                        via = f"one FFT correlation (size {seg['size']})"
+                    elif seg["fft_wanted"]:
+                        via = (f"one GEMM (an FFT would be chosen, but there is no "
+                               f"{str(self.dtype).removeprefix('torch.')} FFT)")
+                    else:
+                        via = "one GEMM"
                     how = f"rows straddle the blocks: {seg['n_lags']} correlation lags via {via}"
                 lines.append(f"  {label} at offset {off} with q={self.kron['q']}, "
                              f"t={self.kron['t']}: {how}")

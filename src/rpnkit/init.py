@@ -8,6 +8,13 @@ with fan-in D would get, whatever ψ is:
 * ``kaiming_uniform`` – bound √(6/D) (ReLU gain); ``kaiming_normal`` – std √(2/D);
 * ``zeros`` – all parameters zero (useful for residual-style fine-tuning).
 
+The degree k of W in w (:func:`init_homogeneity`) is read off the algebraic form the
+reconciliation declares (:mod:`rpnkit.reconciliation.forms`: dense 1, low rank F_l F_rᵀ 2,
+Kronecker A ⊗ B the degrees of A and B added – hm 2, lphm 3, dual_lphm 4, duplicated
+padding 1), so a user class that declares a form gets the right scale; a class's own
+``homogeneity`` attribute decides when it is declared at least as specifically as the form
+(e.g. ``None`` for a hypernetwork, whose W is not homogeneous in w).
+
 For reconciliations that are linear in w (identity, masking, duplicated
 padding) w is drawn directly from the named distribution (masking: scaled by
 1/√p, the kept weights' effective fan-in being p·D, so that W's RMS is the
@@ -31,8 +38,9 @@ from torch import Tensor
 
 from .errors import ConfigurationError, UnknownNameError, did_you_mean
 from .reconciliation.base import Reconciliation
+from .reconciliation.forms import form_of
 
-__all__ = ["INIT_SCHEMES", "target_scale", "init_rpn_weights"]
+__all__ = ["INIT_SCHEMES", "target_scale", "init_rpn_weights", "init_homogeneity"]
 
 INIT_SCHEMES = (
     "default",
@@ -64,6 +72,32 @@ def target_scale(scheme: str, n: int, D: int) -> tuple[str, float]:  # noqa: N80
     )
 
 
+def _owner(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in vars(c)), None)
+
+
+def init_homogeneity(psi: Reconciliation) -> int | None:
+    """Degree k of W = ψ(w) in w used by the initialisation (None: not homogeneous).
+
+    The declared form decides (``form_of(psi).degree``) unless the class states
+    ``homogeneity`` itself at least as specifically as it states its form (an instance
+    attribute, or a class at or below the one defining ``form``); opaque forms fall back to
+    ``psi.homogeneity``.
+    """
+    if "homogeneity" in vars(psi):
+        return psi.homogeneity
+    degree = form_of(psi).degree
+    if degree is None:
+        return psi.homogeneity
+    h_cls = _owner(type(psi), "homogeneity")
+    if h_cls is None or h_cls is Reconciliation:  # only the base class's default
+        return degree
+    f_cls = _owner(type(psi), "form")
+    if f_cls is None or issubclass(h_cls, f_cls):
+        return psi.homogeneity
+    return degree
+
+
 def _draw(family: str, shape: tuple[int, ...], std: float, like: Tensor) -> Tensor:
     if family == "uniform":
         bound = std * math.sqrt(3)
@@ -85,7 +119,7 @@ def init_rpn_weights(w: Tensor, psi: Reconciliation, n: int, D: int, scheme: str
     if family == "zeros":
         w.zero_()
         return
-    k = psi.homogeneity
+    k = init_homogeneity(psi)
     if k is None:
         w.copy_(_draw("uniform", (channels, ell), 1.0 / math.sqrt(3), w))
         return

@@ -45,6 +45,9 @@ class HeadSpec:
             components that were not given a seed of their own. ``None`` (default) draws it
             from torch's global generator, so the heads of a layer differ and
             ``torch.manual_seed`` reproduces them.
+        fft: how ``kron-structured`` contractions correlate degree-2 blocks: ``None``
+            (default) chooses FFT or direct GEMM by cost, ``True`` / ``False`` forces FFT /
+            GEMM (float32/float64 only have an FFT; other dtypes always use the GEMM).
     """
 
     expansion: Any = "identity"
@@ -59,6 +62,7 @@ class HeadSpec:
     init: str = "default"
     output: Any = None
     seed: int | None = None
+    fft: bool | None = None
 
     @classmethod
     def from_options(cls, owner: str = "RPNHead", **options: Any) -> HeadSpec:

@@ -36,6 +36,13 @@ class Form:
     def kind(self) -> str:
         return type(self).__name__.lower()
 
+    @property
+    def degree(self) -> int | None:
+        """Degree of W = ψ(w) in w that the form implies (W(αw) = α^k W(w)), each factor
+        being a piece of w; None when the form says nothing (opaque). Initialisation scales
+        w by it (:func:`rpnkit.init.init_homogeneity`)."""
+        return None
+
 
 @dataclass(frozen=True)
 class Opaque(Form):
@@ -44,13 +51,19 @@ class Opaque(Form):
 
 @dataclass(frozen=True)
 class Dense(Form):
-    pass
+    @property
+    def degree(self) -> int:
+        return 1
 
 
 @dataclass(frozen=True)
 class LowRank(Form):
     left: int = 0
     right: int = 1
+
+    @property
+    def degree(self) -> int:
+        return 2  # F_left F_rightᵀ: a product of two factors
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,12 @@ class Kronecker(Form):
     q: int
     a: tuple[int, ...] = (0,)
     b: tuple[int, ...] = (1,)
+
+    @property
+    def degree(self) -> int:
+        # A ⊗ B: a factor named by two indices is a product (2), by one the factor (1), by
+        # none the all-ones matrix (0)
+        return len(self.a) + len(self.b)
 
     def __post_init__(self) -> None:
         for name, idx in (("a", self.a), ("b", self.b)):
@@ -70,6 +89,10 @@ class Kronecker(Form):
 class Fixed(Form):
     which: str = "zero"
     c: float = 1.0
+
+    @property
+    def degree(self) -> int:
+        return 0
 
     def __post_init__(self) -> None:
         if self.which not in ("zero", "constant", "eye"):
