@@ -109,3 +109,68 @@ def test_grid_update_callback_in_training():
     assert float(k[-4]) > 1.9
     with pytest.raises(Exception, match="grid_update_every"):
         rpnkit.config.TrainConfig(grid_update_every=-1)
+
+
+def _with_smooth_weights(model):
+    with torch.no_grad():
+        for layer in model.layers:
+            head = layer.heads[0]
+            k = torch.arange(head.D, dtype=torch.float64)
+            head.w.copy_((0.3 * torch.sin(0.4 * k)).reshape(1, -1).expand_as(head.w))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["extended", "nested"])
+def test_update_grid_fits_the_values_the_spline_sees(kind):
+    """The knots follow the whole chain from the head's input to the spline (the parent
+    composite's preprocess, a nested expansion before it, the spline's own preprocess), and
+    the function is kept as for KAN. Before: the knots were fitted to the raw inputs
+    ([-9.6, 8.7] while the spline sees (-1, 1)) and the output moved by 0.5%."""
+    if kind == "extended":
+        exp = EXT
+        params = {"preprocess": ["tanh"]}
+        sees = torch.tanh
+    else:  # sigmoid (parent) -> identity with its own tanh -> spline with its own tanh
+        exp = {"name": "nested", "expansions": [
+            {"name": "identity", "preprocess": ["tanh"]},
+            {"name": "bspline", "t": 8, "preprocess": ["tanh"]}]}
+        params = {"preprocess": ["sigmoid"]}
+
+        def sees(v):
+            return torch.tanh(torch.tanh(torch.sigmoid(v)))
+    torch.manual_seed(0)
+    model = RPN.from_dims([2, 1], expansion=exp, expansion_params=params,
+                          reconciliation="identity", remainder="zero").double()
+    _with_smooth_weights(model)
+    g = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(400, 2, generator=g, dtype=torch.float64)
+    before = model(x).detach()
+    assert update_grid(model, x)["heads"] == 1
+    after = model(x).detach()
+    assert float((after - before).abs().max()) < 1e-3 * float(before.abs().max())
+    (spline,) = grid_components(model.layers[0].heads[0])
+    u = sees(x)
+    lo, hi = float(u.min()), float(u.max())
+    pad = 0.01 * (hi - lo)
+    k, d = spline.knots, spline.d
+    assert float(k[d]) == pytest.approx(lo - pad, abs=1e-9)
+    assert float(k[-1 - d]) == pytest.approx(hi + pad, abs=1e-9)
+    assert spline.range == pytest.approx((lo - pad, hi + pad))
+
+
+def test_grid_leaves_declare_the_chain():
+    exp = rpnkit.build_expansion("nested", expansions=[
+        {"name": "taylor", "d": 2}, {"name": "bspline", "t": 4, "preprocess": ["tanh"]}],
+        preprocess=["sigmoid"])
+    exp.bind(2)
+    (leaf,) = exp.grid_leaves()
+    assert leaf.leaf is exp.expansions[1]
+    assert [type(mod).__name__ for mod in leaf.chain] == ["Sigmoid", "Taylor", "Tanh"]
+    assert leaf.grid is exp.expansions[1].knots
+    x = torch.randn(5, 2, dtype=torch.float64)
+    want = torch.tanh(exp.expansions[0](torch.sigmoid(x)))
+    torch.testing.assert_close(leaf.inputs(x), want, rtol=0, atol=0)
+    assert leaf.leaf.grid_layout() == (4, 3)
+    with pytest.raises(ConfigurationError, match="knots"):
+        leaf.leaf.set_grid(torch.zeros(3, dtype=torch.float64))
+    assert rpnkit.build_expansion("taylor", d=2).grid_leaves() == []

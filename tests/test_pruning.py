@@ -131,3 +131,118 @@ def test_pruned_edge_mean_moves_to_the_bias():
     report = prune(model, x, threshold=0.01)
     assert report.pruned == [(0, 0, 1)]
     assert float((model(x).detach() - before).abs().max()) < 1e-3
+
+
+def _trained_and_pruned(seed=0):
+    x, y = _data(seed)
+    torch.manual_seed(0)
+    model = KAN([3, 2, 1]).double()
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(40):
+        opt.zero_grad()
+        ((model(xt) - yt) ** 2).mean().backward()
+        opt.step()
+    report = prune(model, x, threshold=0.2)
+    assert report.pruned
+    return model, opt, xt, yt, report
+
+
+def _masked_max(model):
+    """Largest |entry| of a masked parameter entry, over the whole model."""
+    params = dict(model.named_parameters())
+    out = 0.0
+    for name, keep in rpnkit.pruning.masks(model).items():
+        out = max(out, float((params[name].detach() * ~keep).abs().max()))
+    return out
+
+
+def _plain_loop(model, xt, yt, opt=None, steps=15):
+    opt = opt or torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((model(xt) - yt) ** 2).mean().backward()
+        opt.step()  # no apply_masks: the masks are part of the modules
+
+
+def test_plain_loop_keeps_pruned_edges_exactly_zero():
+    """Before: masks were re-applied only by the engine, so a loop of one's own (here with
+    the optimiser from before pruning, whose Adam moments push the entries) regrew them."""
+    model, opt, xt, yt, report = _trained_and_pruned()
+    _plain_loop(model, xt, yt, opt)
+    assert _masked_max(model) == 0.0
+    view = rpnkit.inspect(model, xt)
+    assert all(view.edge(*e).importance == 0.0 for e in report.pruned)
+    _plain_loop(model, xt, yt, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    assert _masked_max(model) == 0.0
+    # the gradient of a masked entry is zero too (LBFGS and friends see a flat direction)
+    model.zero_grad()
+    ((model(xt) - yt) ** 2).mean().backward()
+    for name, p in model.named_parameters():
+        keep = rpnkit.pruning.masks(model).get(name)
+        if keep is not None:
+            assert float((p.grad * ~keep).abs().max()) == 0.0
+
+
+def test_masks_are_in_the_state_dict_and_load_into_a_fresh_model():
+    model, _, xt, yt, _ = _trained_and_pruned()
+    sd = model.state_dict()
+    keys = [k for k in sd if k.endswith("_prune_mask")]
+    assert "layers.0.heads.0.w_prune_mask" in keys
+    assert "layers.0.heads.0.remainder.weight_prune_mask" in keys
+    assert sd["layers.0.heads.0.w_prune_mask"].dtype == torch.bool
+    fresh = KAN([3, 2, 1]).double()  # unpruned: learns its masks from the state dict
+    fresh.load_state_dict(sd)
+    assert set(rpnkit.pruning.masks(fresh)) == set(rpnkit.pruning.masks(model))
+    for name, keep in rpnkit.pruning.masks(model).items():
+        assert torch.equal(rpnkit.pruning.masks(fresh)[name], keep)
+    torch.testing.assert_close(fresh(xt), model(xt), rtol=0, atol=0)
+    _plain_loop(fresh, xt, yt)
+    assert _masked_max(fresh) == 0.0
+    # copies keep them as well
+    import copy
+    import pickle
+
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        _plain_loop(twin, xt, yt, torch.optim.SGD(twin.parameters(), lr=0.1))
+        assert _masked_max(twin) == 0.0
+    # a mask of the wrong size is refused with the key and both sizes
+    bad = dict(sd)
+    bad["layers.0.heads.0.w_prune_mask"] = torch.ones(3, dtype=torch.bool)
+    with pytest.raises(ConfigurationError, match=r"w_prune_mask.*3"):
+        KAN([3, 2, 1]).double().load_state_dict(bad)
+
+
+def test_masks_per_head_and_channel_are_their_own():
+    """Head 0 channel 1 and head 1 channel 0 carry separate masks (same shapes, different
+    entries): training keeps each one's masked entries zero and the other's free."""
+    from rpnkit.pruning import set_mask
+
+    torch.manual_seed(0)
+    model = RPN.from_dims([2, 1], expansion="bspline", reconciliation="identity",
+                          remainder="zero", heads=2, channels=2).double()
+    h0, h1 = model.layers[0].heads
+    keep0 = torch.ones_like(h0.w, dtype=torch.bool)
+    keep0[1, :4] = False  # head 0, channel 1
+    keep1 = torch.ones_like(h1.w, dtype=torch.bool)
+    keep1[0, 4:8] = False  # head 1, channel 0
+    set_mask(h0, "w", keep0)
+    set_mask(h1, "w", keep1)
+    masks = rpnkit.pruning.masks(model)
+    assert torch.equal(masks["layers.0.heads.0.w"], keep0)
+    assert torch.equal(masks["layers.0.heads.1.w"], keep1)
+    x = torch.rand(100, 2, dtype=torch.float64) * 2 - 1
+    y = torch.sin(3 * x[:, :1])
+    _plain_loop(model, x, y, torch.optim.SGD(model.parameters(), lr=0.5), steps=5)
+    w0, w1 = h0.w.detach(), h1.w.detach()
+    assert float(w0[1, :4].abs().max()) == 0.0
+    assert float(w1[0, 4:8].abs().max()) == 0.0
+    assert float(w0[0, :4].abs().min()) > 0.0  # head 0 channel 0 is free there
+    assert float(w1[0, :4].abs().min()) > 0.0  # head 1 channel 0 is free there
+    assert float(w0[1, 4:8].abs().min()) > 0.0  # head 0 channel 1 is free there
+    set_mask(h0, "w", ~keep0 | keep0)  # intersected with the existing mask: still masked
+    assert torch.equal(rpnkit.pruning.masks(model)["layers.0.heads.0.w"], keep0)
+    with pytest.raises(ConfigurationError, match=r"needs 32 entries \(shape \(2, 16\)\), got 2"):
+        set_mask(h0, "w", torch.ones(2))
+    with pytest.raises(ConfigurationError, match="no parameter 'v'"):
+        set_mask(h0, "v", torch.ones(2))

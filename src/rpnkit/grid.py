@@ -1,11 +1,14 @@
 """Grids that follow the data: :func:`update_grid` and :func:`refine_grid`.
 
-A spline component declares its grid as a ``knots`` buffer (with ``t`` intervals and
-degree ``d`` in its :meth:`hparams`); :func:`update_grid` moves the knots of every such
-component of a head to the range of the data the head sees (optionally blended with the
-data's quantiles), calls the component's ``refresh()`` so it re-derives what depends on the
-knot values, and re-fits the head's weights by least squares so that its output on the data
-is preserved: ``min_W ‖κ_new(x) Wᵀ − κ_old(x) W_oldᵀ‖² + λ‖W‖²``.
+An expansion declares its movable grids through :meth:`~rpnkit.expansion.Expansion.grid_leaves`
+(each leaf with the chain of modules from the head's input to the values its basis sees: the
+pre-processing of every enclosing composite, the expansions a ``nested`` applies before it,
+the leaf's own pre-processing), :meth:`~rpnkit.expansion.Expansion.grid_layout` (``t``
+intervals, ``d`` outer knots) and :meth:`~rpnkit.expansion.Expansion.set_grid`.
+:func:`update_grid` moves every such grid of a head to the range of the values its leaf sees
+on the data (optionally blended with their quantiles) and re-fits the head's weights by least
+squares so that its output on the data is preserved:
+``min_W ‖κ_new(x) Wᵀ − κ_old(x) W_oldᵀ‖² + λ‖W‖²``.
 
 The least-squares refit is exact (closed form) for reconciliations whose reconciled matrix
 *is* the parameter vector (``identity``: KAN); for others (``lorr``, ...) the parameters are
@@ -31,15 +34,13 @@ __all__ = ["update_grid", "refine_grid", "grid_components"]
 
 
 def grid_components(head: RPNHead) -> list[nn.Module]:
-    """The modules of ``head.expansion`` that declare a grid: a ``knots`` buffer and
-    ``t``/``d`` among their ``hparams()``."""
-    out = []
-    for mod in head.expansion.modules():
-        if "knots" in mod._buffers and hasattr(mod, "hparams"):
-            hp = mod.hparams()
-            if "t" in hp and "d" in hp:
-                out.append(mod)
-    return out
+    """The expansions of ``head`` whose grid :func:`update_grid` moves (declared by
+    ``grid_leaves()`` with a ``grid_layout()``)."""
+    return [g.leaf for g in _grid_leaves(head)]
+
+
+def _grid_leaves(head: RPNHead) -> list:
+    return [g for g in head.expansion.grid_leaves() if g.leaf.grid_layout() is not None]
 
 
 def _heads_with_inputs(model: nn.Module, x: Tensor) -> list[tuple[RPNHead, Tensor]]:
@@ -183,32 +184,24 @@ def update_grid(
             before = model(xt)
         # layers in order: each head sees the (preserved) output of the earlier layers
         for head, h in _heads_with_inputs(model, xt):
-            comps = grid_components(head)
-            if not comps:
+            leaves = _grid_leaves(head)
+            if not leaves:
                 continue
             h = head.check_input(h)
             with torch.no_grad():
                 k_old = head.expansion(h)
                 target = k_old @ _dense_w(head).T
-            for comp in comps:
-                hp = comp.hparams()
-                knots = comp._buffers["knots"]
-                u = h
-                for mod in getattr(comp, "preprocess", []):  # the grid sees pre-processed input
-                    u = mod(u)
-                new = _new_knots(u, int(hp["t"]), int(hp["d"]), margin, grid_eps, knots.dtype)
-                if new.numel() != knots.numel():
+            for g in leaves:
+                t, d = g.leaf.grid_layout()
+                with torch.no_grad():
+                    u = g.inputs(h)  # the values the leaf's basis sees
+                new = _new_knots(u, int(t), int(d), margin, grid_eps, g.grid.dtype)
+                if new.numel() != g.grid.numel():
                     raise ConfigurationError(
-                        f"update_grid: {type(comp).__name__} has {knots.numel()} knots, "
+                        f"update_grid: {type(g.leaf).__name__} has {g.grid.numel()} knots, "
                         f"expected t + 2d + 1 = {new.numel()}"
                     )
-                with torch.no_grad():
-                    knots.copy_(new.to(knots.device))
-                if hasattr(comp, "range") and isinstance(comp.range, tuple):
-                    t, d = int(hp["t"]), int(hp["d"])
-                    comp.range = (float(new[d]), float(new[d + t]))
-                if callable(getattr(comp, "refresh", None)):
-                    comp.refresh()
+                g.leaf.set_grid(new)
             with torch.no_grad():
                 k_new = head.expansion(h)
             _refit(head, k_new, target, ridge, steps)
@@ -251,14 +244,14 @@ def refine_grid(model: nn.Module, x: Any, t: int, **kwargs: Any) -> nn.Module:
             if not grid_components(head) or not _dense_identity(head):
                 continue
             expansion = copy.deepcopy(head.expansion)
-            for comp in [mod for mod in grid_components(head) if mod is not None]:
-                hp = comp.hparams()
-                knots = comp._buffers["knots"]
-                lo, hi_ = float(knots[int(hp["d"])]), float(knots[-1 - int(hp["d"])])
-                if getattr(comp, "has_processing", lambda: False)():
+            for g in _grid_leaves(head):
+                comp = g.leaf
+                t_old, d = comp.grid_layout()
+                lo, hi_ = float(g.grid[d]), float(g.grid[d + t_old])
+                if comp.has_processing():
                     raise ConfigurationError("refine_grid: a grid component with pre/post-"
-                                             "processing cannot be rebuilt")
-                fresh = type(comp)(**{**hp, "range": (lo, hi_), "t": t})
+                                             "processing of its own cannot be rebuilt")
+                fresh = type(comp)(**{**comp.hparams(), "range": (lo, hi_), "t": t})
                 if comp is head.expansion:
                     expansion = fresh
                 else:

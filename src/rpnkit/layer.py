@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from .errors import ConfigurationError, did_you_mean
 from .head import MAX_HEADS, RPNHead, _restore, check_dim, model_input
 from .modules import apply_list, bind_module_list, build_module_list, compact_repr
+from .pruning import accept_masks
+from .seeding import derive_seed
 from .spec import HEAD_FIELDS, HeadSpec
 
 __all__ = ["RPNLayer", "HEAD_FUSIONS"]
@@ -31,7 +33,8 @@ class RPNLayer(nn.Module):
             built from the head options (:class:`~rpnkit.spec.HeadSpec`: expansion,
             reconciliation, remainder, channels, bias, init, seed, ...). Each built head gets
             its own components and random state (masks, random matrices, hypernets): drawn
-            from torch's generator, or seeds ``seed, seed+1, ...`` when ``seed`` is given.
+            from torch's generator, or, when ``seed`` is given, head i from
+            ``rpnkit.seeding.derive_seed(seed, i)`` (independent streams per head).
         fusion: ``"sum"`` (default, the model's definition), ``"mean"``, ``"concat"`` or
             ``"linear"`` (a learned map from the concatenation to n, initialised to the mean
             of the heads when they all have width n).
@@ -85,7 +88,8 @@ class RPNLayer(nn.Module):
             seed = spec.seed
             heads = []
             for i in range(num_heads):
-                one = HeadSpec(**{**spec.as_dict(), "seed": None if seed is None else seed + i})
+                one = HeadSpec(**{**spec.as_dict(),
+                                  "seed": None if seed is None else derive_seed(seed, i)})
                 heads.append(one.build(self.m, head_n, **factory))
         elif head_options or head_output is not None:
             raise ConfigurationError(
@@ -125,6 +129,7 @@ class RPNLayer(nn.Module):
         self._reset_fusion()
         if device is not None or dtype is not None:
             self.output.to(**{k: v for k, v in factory.items() if v is not None})
+        accept_masks(self)  # a pruned state_dict (rpnkit.prune) loads into a fresh layer
 
     def _reset_fusion(self) -> None:
         lin = self.fusion_linear

@@ -5,8 +5,17 @@
 * :func:`prune` — removes the edges whose importance on the data is below a threshold
   (relative to the largest in their layer), and the hidden nodes left without inputs or
   outputs: the parameter entries that serve only pruned edges are set to zero and masked,
-  so they stay zero in later training (:func:`apply_masks`, called by the training engine
-  after every optimiser step).
+  so they stay zero in later training, in the engine or in a loop of one's own.
+
+The masks are part of the modules (:func:`set_mask`): a bool buffer ``<param>_prune_mask``
+(persistent: in ``state_dict``, moved and saved with the model) on the module that owns the
+parameter, a forward pre-hook that zeroes the masked entries before every forward (outside
+``torch.compile`` / ``torch.export`` tracing) and a gradient hook that zeroes their gradients,
+so a plain ``loss.backward(); opt.step()`` loop keeps pruned edges exactly zero. A pruned
+``state_dict`` loads into a fresh unpruned :class:`~rpnkit.RPN` or
+:class:`~rpnkit.RPNLayer` (their load pre-hook, :func:`accept_masks`, installs the masks
+first). :func:`apply_masks` (called by the training engine after every step) zeroes the
+masked entries and gradients at once.
 
 Which parameter entries serve which edge is asked of the components' definitions, not
 their classes: the Jacobian of the dense reconciled matrix ψ(w) with respect to w (which
@@ -19,6 +28,7 @@ and a pruned edge (a low-rank factor) is kept; such edges are reported as not ma
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +39,11 @@ from torch import Tensor, nn
 from .errors import ConfigurationError
 from .head import RPNHead
 
-__all__ = ["Regularizer", "prune", "apply_masks", "PruneReport", "edge_ownership"]
+__all__ = ["Regularizer", "prune", "apply_masks", "set_mask", "masks", "accept_masks",
+           "PruneReport", "edge_ownership", "MASK_SUFFIX"]
+
+#: a parameter ``p``'s mask is the buffer ``p + MASK_SUFFIX`` of the module that owns ``p``
+MASK_SUFFIX = "_prune_mask"
 
 #: largest Jacobian (entries) computed for the ownership of w
 MAX_JACOBIAN = 20_000_000
@@ -213,8 +227,9 @@ def prune(model: nn.Module, x: Any, threshold: float = 1e-2, y: Any = None,
         y: optional targets: the report then has the MSE before and after.
         nodes: also remove hidden nodes with no remaining inputs or outputs (all their edges).
 
-    The masks are kept on the model (``model.rpnkit_masks``) and re-applied by the training
-    engine after every optimiser step; call :func:`apply_masks` in a loop of your own.
+    The masks become part of the modules (:func:`set_mask`: persistent buffers, applied in
+    forward and to the gradients), so pruned edges stay exactly zero in any training loop and
+    the masks are saved and loaded with ``state_dict``.
     """
     from .grid import _heads_with_inputs
     from .inspection import inspect
@@ -247,8 +262,7 @@ def prune(model: nn.Module, x: Any, threshold: float = 1e-2, y: Any = None,
                         removed_nodes.append((li + 1, node))
     model_was = model.training
     model.eval()
-    masks: dict[str, Tensor] = dict(getattr(model, "rpnkit_masks", {}) or {})
-    names = {id(q): k for k, q in model.named_parameters()}
+    new_masks: list[tuple[nn.Module, str, Tensor]] = []
     pruned, unmasked = [], []
     with torch.no_grad():
         pairs = _heads_with_inputs(model, xt)
@@ -266,11 +280,11 @@ def prune(model: nn.Module, x: Any, threshold: float = 1e-2, y: Any = None,
                 uses = own.w_uses.cpu()
                 pruned_set = torch.cat([gone, torch.tensor([False])])
                 dead = ~(uses & ~pruned_set).any(-1) & uses.any(-1)  # only pruned edges
-                _mask(masks, names[id(head.w)], head.w, ~dead)
-            params = dict(head.remainder.named_parameters())
+                new_masks.append((head, "w", ~dead))
             for key, uses in own.rem_uses.items():
                 dead = ~(uses & ~gone).any(-1) & uses.any(-1)
-                _mask(masks, names[id(params[key])], params[key], ~dead)
+                owner, pname = _owner(head.remainder, key)
+                new_masks.append((owner, pname, ~dead))
             if head.bias is not None:  # a pruned edge's mean on the data moves to the bias
                 hv = view.layers[li].heads[_head_index(model, li, head)]
                 with torch.no_grad():
@@ -279,7 +293,8 @@ def prune(model: nn.Module, x: Any, threshold: float = 1e-2, y: Any = None,
                         head.bias[j] += float(np.mean(hv.edges[(j, i)].data_values))
     finally:
         model.train(model_was)
-    model.rpnkit_masks = masks
+    for owner, pname, keep_entries in new_masks:
+        set_mask(owner, pname, keep_entries)
     apply_masks(model)
     # an edge is pruned when it is now exactly zero (a low-rank factor shared with kept edges
     # leaves it in place)
@@ -292,7 +307,7 @@ def prune(model: nn.Module, x: Any, threshold: float = 1e-2, y: Any = None,
     total = sum(k.size for k in keep)
     return PruneReport(sorted(set(pruned)), sorted(set(unmasked)), removed_inputs,
                        removed_nodes, int(sum(k.sum() for k in keep)), total, before, after,
-                       masks)
+                       masks(model))
 
 
 def _head_index(model: nn.Module, li: int, head: RPNHead) -> int:
@@ -309,25 +324,201 @@ def _layer_index(model: nn.Module) -> dict[int, int]:
     return {id(h): li for li, layer in enumerate(layers) for h in getattr(layer, "heads", [])}
 
 
-def _mask(masks: dict[str, Tensor], name: str, param: Tensor, keep: Tensor) -> None:
-    keep = keep.reshape(param.shape).to(param.device)
-    old = masks.get(name)
-    masks[name] = keep if old is None else (old.to(param.device) & keep)
+def _owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """(module owning the parameter, its local name) for a dotted parameter name."""
+    path, _, pname = name.rpartition(".")
+    return (root.get_submodule(path) if path else root), pname
+
+
+def set_mask(module: nn.Module, name: str, keep: Tensor) -> None:
+    """Mask parameter ``name`` of ``module``: its entries where ``keep`` is False are zero
+    from now on (intersected with an existing mask).
+
+    The mask is the persistent bool buffer ``name + "_prune_mask"`` of ``module``; a forward
+    pre-hook zeroes the masked entries before every forward and a gradient hook zeroes their
+    gradients, so a plain optimiser loop leaves them exactly zero (an optimiser state from
+    before the masking, e.g. Adam's moments, is undone at the next forward).
+
+    Raises:
+        ConfigurationError: ``name`` is not a parameter of ``module`` or ``keep`` does not
+            have its number of entries.
+    """
+    param = _own_params(module).get(name) if "." not in name else None
+    if param is None:
+        raise ConfigurationError(
+            f"set_mask: {type(module).__name__} has no parameter {name!r}; valid: "
+            f"{', '.join(k for k, _ in module.named_parameters(recurse=False)) or 'none'}"
+        )
+    keep = torch.as_tensor(keep)
+    if keep.numel() != param.numel():
+        raise ConfigurationError(
+            f"set_mask: a mask for {name!r} needs {param.numel()} entries (shape "
+            f"{tuple(param.shape)}), got {keep.numel()}"
+        )
+    keep = keep.to(device=param.device, dtype=torch.bool).reshape(param.shape)
+    buf = name + MASK_SUFFIX
+    old = _own_buffers(module).get(buf)
+    if old is not None:
+        keep = keep & old.to(keep.device)
+    module.register_buffer(buf, keep.clone(), persistent=True)
+    _install_hooks(module)
+    _zero_masked(module)
+
+
+def _own_params(module: nn.Module) -> dict[str, Tensor]:
+    return dict(module.named_parameters(recurse=False))
+
+
+def _own_buffers(module: nn.Module) -> dict[str, Tensor]:
+    return dict(module.named_buffers(recurse=False))
+
+
+def _mask_names(module: nn.Module) -> list[str]:
+    """Names of ``module``'s own masked parameters."""
+    return [b[: -len(MASK_SUFFIX)] for b, _ in module.named_buffers(recurse=False)
+            if b.endswith(MASK_SUFFIX)]
+
+
+def _masked_params(module: nn.Module):
+    """(parameter, mask) pairs of ``module``'s own masked parameters."""
+    params = _own_params(module)
+    for name in _mask_names(module):
+        if name in params:
+            yield params[name], getattr(module, name + MASK_SUFFIX)
+
+
+def _zero_masked(module: nn.Module) -> None:
+    with torch.no_grad():
+        for p, keep in _masked_params(module):
+            # on .data: the zeroing does not bump the version of p (a graph from an earlier
+            # forward, which saw the same zeros, stays valid)
+            p.data.mul_(keep.to(device=p.device, dtype=p.dtype))
+            if p.grad is not None:
+                p.grad.mul_(keep.to(device=p.grad.device, dtype=p.grad.dtype))
+
+
+def _grad_hook(module: nn.Module, name: str):
+    ref = weakref.ref(module)
+
+    def hook(p: Tensor) -> None:
+        owner = ref()
+        keep = None if owner is None else getattr(owner, name + MASK_SUFFIX, None)
+        if keep is not None and p.grad is not None:
+            p.grad.mul_(keep.to(device=p.grad.device, dtype=p.grad.dtype))
+
+    return hook
+
+
+def _hook_grads(module: nn.Module) -> None:
+    """Gradient hooks on the masked parameters that have none yet (a deepcopy, an unpickled
+    or a freshly loaded module gets them at its first forward)."""
+    hooked = module.__dict__.setdefault("_prune_grad_hooked", {})
+    params = _own_params(module)
+    for name in _mask_names(module):
+        p = params.get(name)
+        if p is not None and hooked.get(name) != id(p) and p.requires_grad:
+            p.register_post_accumulate_grad_hook(_grad_hook(module, name))
+            hooked[name] = id(p)
+            key = id(p)
+            _MASKED[key] = (weakref.ref(p, lambda _r, k=key: _MASKED.pop(k, None)),
+                            weakref.ref(module), name)
+            _watch_optimizers()
+
+
+#: id(masked parameter) → (parameter, owner, name) as weak references, for the optimiser
+#: step hook (no module is kept alive by it)
+_MASKED: dict[int, tuple[Any, Any, str]] = {}
+_STEP_HOOK: list = []
+
+
+def _after_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    """After any optimiser step: masked entries back to zero (an optimiser state from before
+    the masking, e.g. Adam's moments, would otherwise move them)."""
+    if not _MASKED:
+        return
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                entry = _MASKED.get(id(p))
+                if entry is None or entry[0]() is not p:
+                    continue
+                owner = entry[1]()
+                keep = None if owner is None else getattr(owner, entry[2] + MASK_SUFFIX, None)
+                if keep is not None:
+                    p.data.mul_(keep.to(device=p.device, dtype=p.dtype))
+
+
+def _watch_optimizers() -> None:
+    """Register :func:`_after_step` for every optimiser, once (when a first mask is set)."""
+    if not _STEP_HOOK:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        _STEP_HOOK.append(register_optimizer_step_post_hook(_after_step))
+
+
+def _pre_forward(module: nn.Module, args: Any) -> None:
+    if torch.compiler.is_compiling():  # traced graphs read the (already zero) entries
+        return
+    _hook_grads(module)
+    _zero_masked(module)
+
+
+def _pre_state_dict(module: nn.Module, prefix: str, keep_vars: bool) -> None:
+    if not torch.compiler.is_compiling():
+        _zero_masked(module)  # what is saved is the pruned function
+
+
+def _install_hooks(module: nn.Module) -> None:
+    if module.__dict__.get("_prune_hooks_installed"):
+        _hook_grads(module)
+        return
+    module.register_forward_pre_hook(_pre_forward)
+    module.register_state_dict_pre_hook(_pre_state_dict)
+    module.__dict__["_prune_hooks_installed"] = True
+    _hook_grads(module)
+
+
+def _load_masks_pre_hook(module: nn.Module, state_dict: Any, prefix: str, *args: Any) -> None:
+    """Before loading: give every module named by a ``..._prune_mask`` key of the state dict
+    that mask (all True for now; the load then fills it in)."""
+    for key in list(state_dict.keys()):
+        if not (key.startswith(prefix) and key.endswith(MASK_SUFFIX)):
+            continue
+        path, _, buf = key[len(prefix):].rpartition(".")
+        try:
+            owner = module.get_submodule(path) if path else module
+        except AttributeError:
+            continue  # not a module of this model: the load reports the unexpected key
+        name = buf[: -len(MASK_SUFFIX)]
+        p = _own_params(owner).get(name)
+        if p is None or buf in _own_buffers(owner):
+            continue
+        value = state_dict[key]
+        if not isinstance(value, Tensor) or value.numel() != p.numel():
+            raise ConfigurationError(
+                f"load_state_dict: {key!r} masks {p.numel()} entries (shape {tuple(p.shape)}), "
+                f"but the state dict's mask has "
+                f"{value.numel() if isinstance(value, Tensor) else type(value).__name__}"
+            )
+        set_mask(owner, name, torch.ones(p.shape, dtype=torch.bool, device=p.device))
+
+
+def accept_masks(module: nn.Module) -> None:
+    """Let ``module`` (a model or layer, usually at construction) load a pruned state dict:
+    the masks named in it are installed on the submodules before the values are copied."""
+    module.register_load_state_dict_pre_hook(_load_masks_pre_hook)
+
+
+def masks(model: nn.Module) -> dict[str, Tensor]:
+    """The pruning masks of ``model``: parameter name → bool tensor (True: kept)."""
+    out = {}
+    for mod_name, mod in model.named_modules():
+        for pname in _mask_names(mod):
+            out[f"{mod_name}.{pname}" if mod_name else pname] = getattr(mod, pname + MASK_SUFFIX)
+    return out
 
 
 def apply_masks(model: nn.Module) -> None:
-    """Zero the masked parameter entries (a no-op when the model has no masks)."""
-    masks = getattr(model, "rpnkit_masks", None)
-    if not masks:
-        return
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, keep in masks.items():
-            p = params.get(name)
-            if p is not None:
-                if keep.device != p.device:
-                    keep = keep.to(p.device)
-                    masks[name] = keep
-                p.mul_(keep.to(p.dtype))
-                if p.grad is not None:
-                    p.grad.mul_(keep.to(p.grad.dtype))
+    """Zero the masked parameter entries and their gradients (a no-op without masks)."""
+    for mod in model.modules():
+        _zero_masked(mod)

@@ -26,6 +26,7 @@ from ..head import RPNHead
 from ..interdependence import InterdependentHead, InterdependentLayer
 from ..interdependence.grid import GridInterdependence
 from ..modules import build_module_list
+from ..seeding import derive_seed
 from .classic import _check_dims
 
 __all__ = ["GraphRPN", "GridRPN", "ChainRPN", "AttentionRPN", "InterdependentRPN"]
@@ -36,6 +37,13 @@ def _component_options(expansion, reconciliation, expansion_params, reconciliati
     return {"expansion": expansion, "reconciliation": reconciliation,
             "expansion_params": expansion_params, "reconciliation_params": reconciliation_params,
             "seed": seed}
+
+
+def _seeded(opts: Mapping[str, Any], *path: int) -> dict[str, Any]:
+    """``opts`` with its seed replaced by the stream of ``path`` (layer, head) under it, so
+    that no two layers or heads share random state (:mod:`rpnkit.seeding`)."""
+    seed = opts.get("seed")
+    return dict(opts) if seed is None else {**opts, "seed": derive_seed(seed, *path)}
 
 
 def _activation(activation: Any) -> nn.Module:
@@ -118,7 +126,8 @@ class GraphRPN(nn.Module):
         self.layers = nn.ModuleList(
             InterdependentLayer(self.dims[i], self.dims[i + 1], fusion=head_fusion,
                                 num_heads=heads, interdependence=interdependence,
-                                interdependence_params=xi_params, bias=bias, init=init, **opts)
+                                interdependence_params=xi_params, bias=bias, init=init,
+                                **_seeded(opts, i))
             for i in range(len(self.dims) - 1)
         )
         self.dropout = nn.Dropout(float(dropout))
@@ -197,10 +206,11 @@ class GridRPN(nn.Module):
         opts = _component_options(expansion, reconciliation, expansion_params,
                                   reconciliation_params, seed)
         layers, shapes = [], []
-        for out_c in self.dims[1:-1]:
+        for li, out_c in enumerate(self.dims[1:-1]):
             xi = GridInterdependence(c, h, w, kernel, stride, padding, shape)
             layers.append(InterdependentHead(c * h * w, out_c, xi, bias=True, channels=channels,
-                                             channel_fusion=channel_fusion, **opts))
+                                             channel_fusion=channel_fusion,
+                                             **_seeded(opts, li)))
             h, w = xi.out_height, xi.out_width
             shapes.append((h, w))
             if pool > 1:
@@ -275,15 +285,16 @@ class ChainRPN(nn.Module):
         opts = _component_options(expansion, reconciliation, expansion_params,
                                   reconciliation_params, seed)
         layers, prev = [], int(embed_dim)
-        for width in self.dims[1:-1]:
+        for li, width in enumerate(self.dims[1:-1]):
             if width % len(decays):
                 raise ConfigurationError(
                     f"ChainRPN: layer width {width} must be divisible by the {len(decays)} decays"
                 )
             heads = [InterdependentHead(prev, width // len(decays), "chain",
                                         {"length": self.length, "hops": hops, "decay": a,
-                                         "direction": direction}, bias=True, **opts)
-                     for a in decays]
+                                         "direction": direction}, bias=True,
+                                        **_seeded(opts, li, hi))
+                     for hi, a in enumerate(decays)]
             layers.append(InterdependentLayer(prev, width, heads, fusion="concat"))
             prev = width
         self.layers = nn.ModuleList(layers)
@@ -332,14 +343,14 @@ class AttentionRPN(nn.Module):
         opts = _component_options(expansion, reconciliation, expansion_params,
                                   reconciliation_params, seed)
         attn, ff, norms, prev = [], [], [], int(embed_dim)
-        for width in self.dims[1:-1]:
+        for li, width in enumerate(self.dims[1:-1]):
             if width % heads:
                 raise ConfigurationError(f"AttentionRPN: width {width} must be divisible by heads={heads}")
             r = rank or max(1, width // heads)
             attn.append(InterdependentLayer(prev, width, fusion="concat", num_heads=heads,
                                             interdependence="attention",
                                             interdependence_params={"rank": r, "causal": causal},
-                                            **opts))
+                                            **_seeded(opts, li)))
             ff.append(RPNHead(width, width, bias=True))
             norms.append(nn.ModuleList([nn.LayerNorm(width), nn.LayerNorm(width)]))
             prev = width
@@ -376,7 +387,7 @@ class InterdependentRPN(nn.Module):
                                 interdependence=interdependence,
                                 interdependence_params=interdependence_params,
                                 output=activation if i < len(self.dims) - 2 else None,
-                                **head_options)
+                                **_seeded(head_options, i))
             for i in range(len(self.dims) - 1)
         )
 
