@@ -131,11 +131,48 @@ def fit(model, X, y=None, config=None, **options):  # noqa: N803
     :func:`rpnkit.training.fit` (``seed``, ``device``, ``progress``, ``restore_best``,
     ``task``). Returns a :class:`~rpnkit.training.FitResult` (history, final and best
     metrics); the model is trained in place.
+
+    The model keeps its dtype: a float64 model trains in float64 (the data are cast to it),
+    a float32 one in float32. Only a config that asks for a precision explicitly (``dtype``,
+    or a mixed ``precision`` such as ``bf16``, which trains float32 weights) casts the model,
+    in place, to that dtype.
     """
     from .training import fit as _fit
 
     data = X if y is None else (X, y)
-    return _fit(model, data, config, **options)
+    return _fit(model, data, _model_dtype_config(model, config), **options)
+
+
+def _model_dtype_config(model, config):
+    """``config`` with ``dtype`` set to the model's parameter dtype, unless the config names a
+    ``dtype`` or a mixed ``precision`` itself (see :func:`fit`)."""
+    import torch
+
+    from .config import TrainConfig
+
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    if not floats:
+        return config
+    dtype = floats[0]
+    if isinstance(config, TrainConfig):
+        explicit = "dtype" in config.model_fields_set or config.precision != "fp32"
+    elif config is None or isinstance(config, dict) or hasattr(config, "keys"):
+        given = dict(config or {})
+        explicit = "dtype" in given or given.get("precision", "fp32") != "fp32"
+    else:
+        return config  # not a config: the engine's error names it
+    if explicit:
+        return config
+    names = {torch.float32: "float32", torch.float64: "float64"}
+    if dtype not in names:
+        raise ConfigurationError(
+            f"rpnkit.fit: the model's parameters are {dtype}; it trains float32 or float64 "
+            f"weights (cast the model with .float() or .double(), or keep float32 weights "
+            f"and train with config precision 'bf16' / 'fp16')"
+        )
+    if isinstance(config, TrainConfig):
+        return config.model_copy(update={"dtype": names[dtype]})
+    return {**dict(config or {}), "dtype": names[dtype]}
 
 
 def load_run(run, which: str = "final", device="cpu"):

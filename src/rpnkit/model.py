@@ -16,6 +16,8 @@ from .head import CHANNEL_FUSIONS, _restore, model_input
 from .interdependence.head import InterdependentLayer
 from .layer import HEAD_FUSIONS, LAYER_HEAD_OPTIONS, RPNLayer
 from .modules import compact_repr
+from .pruning import accept_masks
+from .seeding import derive_seed
 from .spec import LAYER_FIELDS, head_defaults
 
 __all__ = ["RPN"]
@@ -67,6 +69,7 @@ class RPN(nn.Module):
         self.layers = nn.ModuleList(layers)
         #: some layer has a data interdependence ξ: keep the input's leading layout
         self.structured = any(isinstance(layer, InterdependentLayer) for layer in layers)
+        accept_masks(self)  # a pruned state_dict (rpnkit.prune) loads into a fresh model
 
     @property
     def dims(self) -> list[int]:
@@ -120,7 +123,9 @@ class RPN(nn.Module):
         ξ by registry name, e.g. ``interdependence={"name": "chain", "length": 8}``; such
         layers are :class:`~rpnkit.interdependence.InterdependentLayer` s and take any
         ``FUSIONS`` name as ``head_fusion`` / ``channel_fusion``). Every head gets fresh
-        components.
+        components. With ``seed`` given, layer i builds from ``derive_seed(seed, i)`` and its
+        heads and channels from streams derived from that (:mod:`rpnkit.seeding`); a layer
+        override's own ``seed`` is that layer's seed.
         ``activation`` (a module name such as ``"relu"``) is applied after every layer
         except the last. ``layers`` is an optional list (one entry per layer, ``None``
         to keep the defaults) of per-layer overrides with the same keys.
@@ -161,7 +166,6 @@ class RPN(nn.Module):
                      "interdependence": None, "interdependence_params": None})
         base.update(options)
         built = []
-        seed_offset = 0
         for i, ov in enumerate(overrides):
             cfg = dict(base)
             if i < n_layers - 1 and activation is not None:
@@ -180,7 +184,8 @@ class RPN(nn.Module):
                         cfg[f"{comp}_params"] = None
             head_options = {k: cfg[k] for k in LAYER_HEAD_OPTIONS}
             if head_options["seed"] is not None and not (ov and "seed" in ov):
-                head_options["seed"] = head_options["seed"] + seed_offset
+                # layer i's own stream: its heads and channels derive theirs from it
+                head_options["seed"] = derive_seed(head_options["seed"], i)
             num_heads = cfg["heads"]
             layer_cls, extra = RPNLayer, {}
             if cfg["interdependence"] is not None:
@@ -203,7 +208,6 @@ class RPN(nn.Module):
                     **head_options,
                 )
             )
-            seed_offset += num_heads if isinstance(num_heads, int) else 1
         return cls(built)
 
 
