@@ -93,17 +93,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list components, models, datasets, optimizers, ...")
     s = sub.add_parser("search", help="search catalog RPNs under a parameter budget (selection on "
                                       "validation); writes a leaderboard, prints the winner as JSON")
-    s.add_argument("config", help="YAML config (its data and train sections; an optional search: "
-                                  "section narrows the space)")
+    s.add_argument("config", help="YAML config (its data and train sections; model: is optional; "
+                                  "an optional search: section narrows the space)")
     s.add_argument("--budget", type=_positive(int), required=True, metavar="N",
                    help="most trainable parameters a candidate may have")
+    s.add_argument("--max-candidates", type=_positive(int), default=None, metavar="K",
+                   help="architectures screened, in a fixed order that covers depths and "
+                        "expansion families early (default: all of the space)")
+    s.add_argument("--epochs", type=_positive(int), default=None, metavar="E",
+                   help="epochs of each finalist's training (default: the config's train.epochs)")
     s.add_argument("--max-minutes", type=_positive(float), default=10.0, metavar="M",
-                   help="wall-clock limit for the whole search (default 10)")
+                   help="safety stop for the whole search (default 10); when not reached it "
+                        "changes nothing, when reached the result says so")
     s.add_argument("--out", required=True, metavar="DIR",
                    help="folder for leaderboard.csv, search.json and winner.yaml")
-    s.add_argument("--finalists", type=_positive(int), default=3,
+    s.add_argument("--finalists", type=_positive(int), default=None,
                    help="architectures retrained with every recipe after screening (default 3)")
-    s.add_argument("--screen-epochs", type=_positive(int), default=200,
+    s.add_argument("--screen-epochs", type=_positive(int), default=None,
                    help="epochs per candidate while screening (default 200)")
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable)")
@@ -138,11 +144,10 @@ def _positive(kind: type):
 
 
 def _cmd_search(args) -> int:
-    from ..config import load_config
-    from ..search import search, write_outputs
+    from ..search import search, search_config, write_outputs
 
     _setup_logging(args.quiet)
-    cfg = load_config(args.config, args.sets)
+    cfg = search_config(args.config, args.sets)  # model: may be left out
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out {out} exists and is not a folder")
@@ -159,7 +164,8 @@ def _cmd_search(args) -> int:
               f"{c.name}", file=sys.stderr, flush=True)
 
     result = search(cfg, args.budget, args.max_minutes, space=cfg.search, screen_epochs=args.screen_epochs,
-                    finalists=args.finalists, on_candidate=progress)
+                    finalists=args.finalists, on_candidate=progress,
+                    max_candidates=args.max_candidates, epochs=args.epochs)
     write_outputs(result, cfg, out)
     if result.winner is None:
         print(f"rpnkit: error: no candidate finished within {args.max_minutes:g} minutes "
