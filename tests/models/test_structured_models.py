@@ -34,8 +34,10 @@ def test_generic_interdependent_rpn_from_a_config_mapping():
         "interdependence": {"name": "kernel", "kernel": "rbf", "gamma": 0.5},
         "expansion": {"name": "taylor", "d": 2}, "reconciliation": {"name": "lorr", "r": 1}}})
     model = build_model(cfg.model.name, **cfg.model.build_kwargs())
-    assert model(torch.randn(5, 4)).shape == (5, 3)
+    assert model(torch.randn(5, 2, 4)).shape == (5, 2, 3)  # 5 samples of 2 instances each
     assert "kernel" in model.plan()
+    with pytest.raises(ValueError, match="would mix the rows of the batch"):
+        model(torch.randn(5, 4))  # a bare batch: the kernel would relate different samples
 
 
 def test_graph_rpn_equals_two_layer_gcn():
