@@ -108,7 +108,8 @@ def test_forward_backward_double_backward(s):
     gr = torch.autograd.grad((ref * r).sum(), [x, *params], allow_unused=True)
     for a, b in zip(g, gr):
         if a is not None or b is not None:
-            assert a is not None and b is not None
+            assert a is not None
+            assert b is not None
             assert rel(a, b) < 1e-9
     # the gradient-penalty pattern (PINN, WGAN-GP): L = Σ y r + |∂(Σ y r)/∂x|²
 
