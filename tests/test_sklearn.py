@@ -266,3 +266,94 @@ def test_estimator_head_options_are_head_fields(monkeypatch):
     assert set(seen) == {*_HEAD_OPTIONS, "activation"}
     assert seen["expansion"] == "identity"
     assert seen["bias"] is False
+
+
+# --------------------------------------------------------------- labels and sklearn's names
+@pytest.mark.parametrize("kind", ["int32", "uint8", "int64", "bool", "str", "object"])
+def test_classes_keep_the_labels_type_like_sklearn(kind):
+    """classes_ and predict have the labels' dtype, as scikit-learn's LogisticRegression."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+
+    X, y = make_classification(60, 3, n_informative=2, n_redundant=0, n_classes=2,
+                               random_state=0)
+    labels = {"int32": y.astype(np.int32) + 3, "uint8": y.astype(np.uint8),
+              "int64": y * 7 - 2, "bool": y.astype(bool),
+              "str": np.array(["no", "yes"])[y],
+              "object": np.array(["no", "yes"], dtype=object)[y]}[kind]
+    ref = LogisticRegression().fit(X, labels)
+    clf = RPNClassifier(random_state=0, max_epochs=30).fit(X, labels)
+    assert clf.classes_.dtype == ref.classes_.dtype
+    assert clf.classes_.tolist() == ref.classes_.tolist()
+    pred = clf.predict(X)
+    assert pred.dtype == ref.predict(X).dtype
+    assert accuracy_score(labels, pred) == pytest.approx(float((pred == labels).mean()))
+    assert (pred == labels).mean() > 0.7
+
+
+def _engine_cfgs(monkeypatch):
+    import rpnkit.training.engine as engine
+
+    cfgs = []
+    real_fit = engine.fit
+
+    def spy(model, data, cfg=None, **kw):
+        cfgs.append(cfg)
+        return real_fit(model, data, cfg, **kw)
+
+    monkeypatch.setattr(engine, "fit", spy)
+    return cfgs
+
+
+def test_sklearn_mlp_names_are_aliases(monkeypatch):
+    cfgs = _engine_cfgs(monkeypatch)
+    X, y = make_classification(60, 3, n_informative=2, n_redundant=0, random_state=0)
+    clf = RPNClassifier(max_iter=3, learning_rate_init=0.07, alpha=1e-4, random_state=0,
+                        n_iter_no_change=100).fit(X, y)
+    assert clf.n_iter_ == 3
+    assert cfgs[-1]["epochs"] == 3
+    assert cfgs[-1]["optimizer"]["lr"] == 0.07
+    assert cfgs[-1]["optimizer"]["weight_decay"] == 1e-4
+    RPNRegressor(max_iter=2, alpha=0.5, random_state=0).fit(X, y.astype(float))
+    assert cfgs[-1]["epochs"] == 2
+    assert cfgs[-1]["optimizer"]["weight_decay"] == 0.5
+    # the same values under the canonical names give the same model
+    same = RPNClassifier(max_epochs=3, lr=0.07, weight_decay=1e-4, random_state=0,
+                         n_iter_no_change=100).fit(X, y)
+    np.testing.assert_array_equal(same.predict_proba(X), clf.predict_proba(X))
+
+
+def test_aliases_survive_get_params_set_params_and_clone():
+    from sklearn.model_selection import GridSearchCV
+
+    est = RPNClassifier(max_iter=7, alpha=0.01)
+    params = est.get_params()
+    assert params["max_iter"] == 7
+    assert params["alpha"] == 0.01
+    assert params["learning_rate_init"] is None
+    assert params["max_epochs"] == 300  # stored as given, resolved only in fit
+    copy_ = clone(est)
+    assert copy_.get_params() == params
+    copy_.set_params(learning_rate_init=0.2, max_iter=None)
+    assert copy_.learning_rate_init == 0.2
+    assert copy_.max_iter is None
+    assert pickle.loads(pickle.dumps(est)).get_params() == params
+    X, y = make_classification(60, 3, n_informative=2, n_redundant=0, random_state=0)
+    grid = GridSearchCV(RPNClassifier(max_iter=5, random_state=0),
+                        {"learning_rate_init": [0.01, 0.1]}, cv=2).fit(X, y)
+    assert grid.best_params_["learning_rate_init"] in (0.01, 0.1)
+    assert grid.best_estimator_.max_iter == 5
+
+
+def test_alias_and_canonical_name_disagreeing_is_an_error():
+    X, y = make_classification(40, 3, n_informative=2, n_redundant=0, random_state=0)
+    with pytest.raises(ValueError, match=r"max_iter=5 and max_epochs=10 name one setting"):
+        RPNClassifier(max_iter=5, max_epochs=10).fit(X, y)
+    with pytest.raises(ValueError, match=r"alpha=0.1 and weight_decay=0.2"):
+        RPNRegressor(alpha=0.1, weight_decay=0.2).fit(X, y.astype(float))
+    # the same value twice is fine
+    RPNClassifier(max_iter=2, max_epochs=2).fit(X, y)
+    with pytest.raises(ValueError, match=r"max_iter \(or max_epochs\) must be a positive integer"):
+        RPNClassifier(max_iter=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"learning_rate_init\) must be > 0, got -1"):
+        RPNClassifier(learning_rate_init=-1).fit(X, y)

@@ -379,6 +379,15 @@ class TrainConfig(_Strict):
             raise ValueError(f"dtype must be float32 or float64, got {short(v)}")
         return v
 
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | None) -> int | None:
+        most = 4 * (os.cpu_count() or 1)  # far more threads than cores crash or hang torch
+        if v is not None and v > most:
+            raise ValueError(f"threads must be from 1 to {most} (4 x this machine's "
+                             f"{os.cpu_count() or 1} CPU cores), got {short(v)}")
+        return v
+
     @field_validator("precision")
     @classmethod
     def _precision(cls, v: str) -> str:

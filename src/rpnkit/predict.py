@@ -30,12 +30,75 @@ from torch import nn
 
 from .errors import ConfigurationError
 
-__all__ = ["LoadedRun", "load_run", "read_table", "export_run", "preprocessing_of"]
+__all__ = ["LoadedRun", "load_run", "read_table", "export_run", "preprocessing_of",
+           "class_labels", "label_metadata"]
 
 _FILES = {"final": "model.pt", "best": "best.pt"}
 
 
 def preprocessing_of(bundle: Any, loss: str) -> dict[str, Any]:
+_INT64 = np.iinfo(np.int64)
+
+
+# ----------------------------------------------------------------------------- class labels
+# Class labels keep their type from the training data to every prediction: a run saves
+# them as JSON-able values ("classes") with their numpy dtype ("class_dtype", e.g. "<i8",
+# "<U6", "|b1"). Labels read as text are integers when every label is an integer written
+# plainly (7, -3; not 007 or +7, which stay text as written) and fits int64, else strings;
+# in-memory targets (rpnkit.fit) keep their array's dtype. A model file written before the
+# dtype was saved gives its labels back as strings, as it always did.
+def _plain_int(text: str) -> bool:
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        return False
+    return str(v) == text and _INT64.min <= v <= _INT64.max
+
+
+def class_labels(classes: Sequence[Any] | None, class_dtype: Any = None) -> np.ndarray | None:
+    """The class labels ``classes`` (text as stored in a bundle or a model file) as a numpy
+    array of their dtype: ``class_dtype`` when given (``"int64"``, ``"<U3"``, ``"bool"``
+    ...), else int64 when every label is a plain integer and str otherwise."""
+    if classes is None:
+        return None
+    vals = list(classes)
+    try:
+        dt = None if class_dtype is None else np.dtype(class_dtype)
+    except TypeError:  # not a numpy dtype (e.g. torch's bfloat16): as text
+        dt = None
+    if dt is None:
+        if vals and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                        for v in vals):
+            return np.asarray(vals, dtype=np.int64)
+        text = [str(v) for v in vals]
+        if text and all(_plain_int(v) for v in text):
+            return np.asarray([int(v) for v in text], dtype=np.int64)
+        return np.asarray(text, dtype=str)
+    if dt.kind == "b":
+        return np.asarray([v if isinstance(v, (bool, np.bool_)) else str(v) in ("True", "1")
+                           for v in vals], dtype=dt)
+    if dt.kind in "iu":
+        return np.asarray([int(v) for v in vals], dtype=dt)
+    if dt.kind == "f":
+        return np.asarray([float(v) for v in vals], dtype=dt)
+    if dt.kind == "U":
+        return np.asarray([str(v) for v in vals], dtype=dt)
+    return np.asarray(vals, dtype=object)
+
+
+def label_metadata(labels: np.ndarray | None) -> dict[str, Any]:
+    """``{"classes": [...], "class_dtype": "<i8"}``: typed labels in a JSON-able form (what
+    model files and exports store; :func:`class_labels` reads it back)."""
+    if labels is None:
+        return {"classes": None, "class_dtype": None}
+    labels = np.asarray(labels)
+    dt = labels.dtype if labels.dtype.kind in "biufU" else np.dtype(str)
+    return {"classes": labels.tolist() if dt.kind != "U" else [str(v) for v in labels],
+            "class_dtype": dt.str}
+
+
+def _bundle_labels(bundle: Any) -> np.ndarray | None:
+    return class_labels(bundle.classes, getattr(bundle, "class_dtype", None))
     """What a run needs to map raw inputs to model inputs and outputs back (saved with the
     weights): standardisation statistics, class labels, names, task and loss."""
 
@@ -47,7 +110,7 @@ def preprocessing_of(bundle: Any, loss: str) -> dict[str, Any]:
         "loss": loss,
         "feature_names": list(bundle.feature_names),
         "target_names": list(bundle.target_names),
-        "classes": None if bundle.classes is None else [str(c) for c in bundle.classes],
+        **label_metadata(_bundle_labels(bundle)),  # "classes" with their "class_dtype"
         "x_mean": arr(bundle.x_mean),
         "x_std": arr(bundle.x_std),
         "y_mean": arr(bundle.y_mean),
@@ -72,8 +135,15 @@ class LoadedRun:
         return self.preprocessing["task"]
 
     @property
-    def classes(self) -> list[str] | None:
-        return self.preprocessing.get("classes")
+    def classes(self) -> np.ndarray | None:
+        """The class labels as in the training data (a numpy array of their dtype, like
+        scikit-learn's ``classes_``; strings for a model file without the dtype)."""
+        p = self.preprocessing
+        if p.get("classes") is None:
+            return None
+        if p.get("class_dtype") is None:  # written before the labels' dtype was saved
+            return np.asarray([str(c) for c in p["classes"]], dtype=object)
+        return class_labels(p["classes"], p["class_dtype"])
 
     @property
     def feature_names(self) -> list[str]:
@@ -105,7 +175,8 @@ class LoadedRun:
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
         """Regression: (N, k) values in the targets' original scale (k = 1: (N,)).
-        Classification: the class labels as written in the training data."""
+        Classification: the class labels as in the training data (their dtype: integers
+        stay integers, text stays text)."""
         out = self.decision_function(X)
         p = self.preprocessing
         if self.task == "regression":
@@ -113,7 +184,7 @@ class LoadedRun:
                 out = out * np.asarray(p["y_std"]) + np.asarray(p["y_mean"])
             return out[:, 0] if out.shape[1] == 1 else out
         idx = (out[:, 0] > 0).astype(int) if p.get("loss") == "bce" else out.argmax(axis=1)
-        return np.asarray(self.classes, dtype=object)[idx]
+        return self.classes[idx]
 
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
         """Classification: (N, classes) probabilities (softmax, or sigmoid for ``bce``)."""

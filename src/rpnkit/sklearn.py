@@ -24,6 +24,13 @@ full-batch with Adam (lr 0.02) and an L2 penalty of 3e-3 for at most 300 epochs,
 stopping when the training loss stops improving; the regressor uses full-batch L-BFGS
 with an L2 penalty of 1e-5. Inputs (and regression targets) are standardised
 internally.
+
+scikit-learn's MLP names are accepted as aliases: ``max_iter`` for ``max_epochs``,
+``learning_rate_init`` for ``lr`` and ``alpha`` for ``weight_decay`` (the L2 penalty,
+rpnkit's scaling: ``loss + alpha/2·‖θ‖²``). An alias is an ordinary parameter (default
+None, so ``get_params`` / ``set_params`` / ``clone`` keep what was given); a value given
+there is used for its canonical parameter when fitting, and giving both with different
+values is refused.
 """
 
 from __future__ import annotations
@@ -79,7 +86,11 @@ _NON_HEAD_PARAMS = (
     "dims", "activation", "model", "model_params", "loss", "max_epochs", "batch_size", "lr",
     "weight_decay", "optimizer", "early_stopping", "validation_fraction", "n_iter_no_change",
     "tol", "random_state", "device", "dtype", "standardize", "verbose",
+    "max_iter", "learning_rate_init", "alpha",
 )  # fmt: skip
+
+#: scikit-learn's MLP parameter names -> the estimators' own (see the module docstring)
+ALIASES = {"max_iter": "max_epochs", "learning_rate_init": "lr", "alpha": "weight_decay"}
 
 
 def _resolve_device(device: Any) -> torch.device:
@@ -153,6 +164,9 @@ class _RPNEstimatorBase(BaseEstimator):
         dtype: str = "float32",
         standardize: bool = True,
         verbose: int = 0,
+        max_iter: int | None = None,
+        learning_rate_init: float | None = None,
+        alpha: float | None = None,
     ) -> None:
         self.dims = dims
         self.expansion = expansion
@@ -179,6 +193,25 @@ class _RPNEstimatorBase(BaseEstimator):
         self.dtype = dtype
         self.standardize = standardize
         self.verbose = verbose
+        self.max_iter = max_iter
+        self.learning_rate_init = learning_rate_init
+        self.alpha = alpha
+
+    # -- scikit-learn's names ------------------------------------------------------
+    def _param(self, name: str) -> Any:
+        """The value of ``max_epochs`` / ``lr`` / ``weight_decay``, taken from its
+        scikit-learn alias (:data:`ALIASES`) when that is set; both set differently: error."""
+        alias = next(a for a, c in ALIASES.items() if c == name)
+        value, given = getattr(self, name), getattr(self, alias)
+        if given is None:
+            return value
+        default = inspect.signature(type(self).__init__).parameters[name].default
+        if value != default and value != given:
+            raise ValueError(
+                f"{alias}={given!r} and {name}={value!r} name one setting ({alias} is "
+                f"scikit-learn's name for {name}); give one of them"
+            )
+        return given
 
     # -- construction ------------------------------------------------------------
     def _expansion_params(self) -> dict[str, Any]:
@@ -218,9 +251,11 @@ class _RPNEstimatorBase(BaseEstimator):
 
     def _check_hparams(self) -> None:
         def positive_int(name: str) -> None:
-            v = getattr(self, name)
+            v = self._param(name) if name in ALIASES.values() else getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+                what = next((f"{a} (or {name})" for a, c in ALIASES.items()
+                             if c == name and getattr(self, a) is not None), name)
+                raise ValueError(f"{what} must be a positive integer, got {v!r}")
 
         positive_int("max_epochs")
         positive_int("n_iter_no_change")
@@ -229,10 +264,11 @@ class _RPNEstimatorBase(BaseEstimator):
             and self.batch_size >= 1
         )):
             raise ValueError(f"batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        lr, decay = self._param("lr"), self._param("weight_decay")
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0):
+            raise ValueError(f"lr (learning_rate_init) must be > 0, got {lr!r}")
+        if isinstance(decay, bool) or not (isinstance(decay, (int, float)) and decay >= 0):
+            raise ValueError(f"weight_decay (alpha) must be >= 0, got {decay!r}")
         if not 0.0 < float(self.validation_fraction) < 1.0:
             raise ValueError(
                 f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}"
@@ -301,10 +337,10 @@ class _RPNEstimatorBase(BaseEstimator):
                          "tolerance_grad": 1e-10, "tolerance_change": 1e-14}
         else:
             batch = min(n_train, 1024 if self.batch_size == "auto" else int(self.batch_size))
-            optimizer = {"name": self.optimizer, "lr": float(self.lr)}
-        optimizer["weight_decay"] = float(self.weight_decay)
+            optimizer = {"name": self.optimizer, "lr": float(self._param("lr"))}
+        optimizer["weight_decay"] = float(self._param("weight_decay"))
         return {
-            "epochs": int(self.max_epochs),
+            "epochs": int(self._param("max_epochs")),
             "batch_size": max(1, batch),
             "optimizer": optimizer,
             "scheduler": "none",
@@ -356,7 +392,7 @@ class _RPNEstimatorBase(BaseEstimator):
         if self.early_stopping and stopped.get("cause") != "early_stopping":
             watched = "validation" if "val" in data else "training"
             warnings.warn(
-                f"{name}: max_epochs={self.max_epochs} reached before early stopping converged "
+                f"{name}: max_epochs={self._param('max_epochs')} reached before early stopping converged "
                 f"(the {watched} loss had not stalled for n_iter_no_change="
                 f"{self.n_iter_no_change} epochs); increase max_epochs",
                 ConvergenceWarning,
@@ -449,6 +485,9 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         term, like ``alpha`` in scikit-learn); ``"adamw"`` applies decoupled decay;
         ``"lbfgs"`` runs full-batch L-BFGS (20 iterations per epoch, strong-Wolfe line
         search, ``lr`` unused) on the loss plus ``weight_decay/2·‖θ‖²``.
+    max_iter, learning_rate_init, alpha : optional
+        scikit-learn's MLP names for ``max_epochs``, ``lr`` and ``weight_decay``
+        (aliases; None: unused).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop when
         the validation loss has not improved by ``tol`` (relative) for
@@ -507,6 +546,9 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
         dtype: str = "float32",
         standardize: bool = True,
         verbose: int = 0,
+        max_iter: int | None = None,
+        learning_rate_init: float | None = None,
+        alpha: float | None = None,
     ) -> None:
         super().__init__(
             dims=dims,
@@ -534,6 +576,9 @@ class RPNClassifier(ClassifierMixin, _RPNEstimatorBase):
             dtype=dtype,
             standardize=standardize,
             verbose=verbose,
+            max_iter=max_iter,
+            learning_rate_init=learning_rate_init,
+            alpha=alpha,
         )
         self.loss = loss
 
@@ -642,6 +687,9 @@ class RPNRegressor(RegressorMixin, _RPNEstimatorBase):
         dtype: str = "float32",
         standardize: bool = True,
         verbose: int = 0,
+        max_iter: int | None = None,
+        learning_rate_init: float | None = None,
+        alpha: float | None = None,
     ) -> None:
         super().__init__(
             dims=dims,
@@ -669,6 +717,9 @@ class RPNRegressor(RegressorMixin, _RPNEstimatorBase):
             dtype=dtype,
             standardize=standardize,
             verbose=verbose,
+            max_iter=max_iter,
+            learning_rate_init=learning_rate_init,
+            alpha=alpha,
         )
 
     def fit(self, X, y):

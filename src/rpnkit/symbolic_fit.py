@@ -15,6 +15,7 @@ less than a tolerance, so that ``sin(1.0002·x + 0.0003)`` becomes ``sin(x)``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -195,10 +196,17 @@ def _normalise(f: EdgeFit) -> EdgeFit:
     return f
 
 
+def _no_scipy(what: str) -> None:
+    """One warning (per call site, as warnings go) that ``what`` is skipped without scipy."""
+    warnings.warn(f"symbolic fitting: {what} needs scipy, which is not installed "
+                  "(pip install 'rpnkit[symbolic]'); skipped", RuntimeWarning, stacklevel=3)
+
+
 def _polish(p: Primitive, z: np.ndarray, y: np.ndarray, x0: np.ndarray) -> np.ndarray:
     try:
         from scipy.optimize import least_squares
-    except ImportError:  # pragma: no cover - scipy comes with scikit-learn
+    except ImportError:
+        _no_scipy("the least-squares polish of fit='auto'")
         return x0
     fixed_b = p.unit_scale
 
@@ -355,7 +363,8 @@ def refine_constants(expr: Any, symbols: Sequence[Any], x: Any, y: Any,
     than ``max_constants`` constants (the solve would be slow)."""
     try:
         from scipy.optimize import least_squares
-    except ImportError:  # pragma: no cover
+    except ImportError:
+        _no_scipy("refitting the constants")
         return expr
     floats = sorted(expr.atoms(sympy.Float), key=lambda f: float(f))
     if not floats or len(floats) > max_constants:

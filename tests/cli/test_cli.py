@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -193,27 +192,28 @@ def test_python_m_rpnkit_exit_codes(tmp_path):
 
 
 def test_sigterm_then_resume_matches_uninterrupted(tmp_path, capsys):
+    """SIGTERM at the end of epoch 5 (the child pauses there until the signal arrives: it can
+    neither finish first nor be hit earlier), then --resume: the metrics of an uninterrupted
+    run."""
+    from _pause import child_env, command, wait_for
+
     cfg = dict(CFG, model={"name": "torch_mlp", "dims": [2, 16, 1]})
-    cfg["train"] = {"epochs": 1500, "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 50}
+    cfg["train"] = {"epochs": 30, "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 50}
     cfg_path = _write(tmp_path, cfg)
     ref = tmp_path / "ref"
     assert main(["train", str(cfg_path), "--out", str(ref), "--quiet", "--set", "plots=false"]) == 0
     ref_metrics = json.loads((ref / "metrics.json").read_text())
 
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rpnkit", "train", str(cfg_path), "--out", str(out), "--quiet",
-           "--set", "plots=false"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    deadline = time.time() + 60
-    while not (out / "config.yaml").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.1)
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    proc = subprocess.Popen(command(ready, 5, "train", str(cfg_path), "--out", str(out), "--quiet",
+                                    "--set", "plots=false"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
+    wait_for(ready, proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, err
-    assert (out / "checkpoint.pt").exists()
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 5
     assert "--resume" in err
     assert not (out / "metrics.json").exists()
 

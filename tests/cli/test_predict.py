@@ -144,8 +144,8 @@ def test_resume_needs_only_the_run_folder(tmp_path):
     import os
     import signal
     import subprocess
-    import sys
-    import time
+
+    from _pause import child_env, command, wait_for
 
     cfg = {"seed": 0, "data": {"name": "function", "expression": "x0*x1",
                                "ranges": [[-1, 1], [-1, 1]], "n_samples": 300},
@@ -154,25 +154,21 @@ def test_resume_needs_only_the_run_folder(tmp_path):
            "plots": False}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "rpnkit", "train", str(path), "--out", str(out),
-                             "--quiet", "--set", "train.epochs=1500"], stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.monotonic() + 60
-    while not (out / "checkpoint.pt").exists() and proc.poll() is None:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    # the child pauses after epoch 3 until the SIGINT has reached rpnkit: never a race
+    proc = subprocess.Popen(command(ready, 3, "train", str(path), "--out", str(out), "--quiet",
+                                    "--set", "train.epochs=40"),
+                            stderr=subprocess.PIPE, text=True, env=child_env())
+    wait_for(ready, proc)
     os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the interrupt")
-    assert proc.returncode == 130
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err
     hint = err.strip().splitlines()[-1].split("continue with: ", 1)[1]
     assert hint == f"rpnkit train --resume {out}"
     # an override that differs from the saved config is refused; the hint's command works
     assert main(["train", "--resume", str(out), "--set", "train.epochs=5", "--quiet"]) == 2
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
-    assert _read_metrics(out)["epochs_run"] == 1500
+    assert _read_metrics(out)["epochs_run"] == 40
 
 
 def _read_metrics(run: Path) -> dict:

@@ -332,6 +332,8 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     import csv
 
+    import numpy as np
+
     from ..predict import load_run, read_table
 
     _setup_logging(True)
@@ -353,13 +355,18 @@ def _cmd_predict(args) -> int:
         writer = csv.writer(stream)
         writer.writerow(header)
         for row in values:
-            writer.writerow([v if isinstance(v, str) else repr(float(v)) for v in row])
+            # class labels as written in the training data (7, not 7.0); values as floats
+            writer.writerow([v if isinstance(v, str) else str(v) if isinstance(
+                v, (int, np.integer, np.bool_)) else repr(float(v)) for v in row])
     if args.out:
         print(f"{len(values)} predictions written to {args.out}", file=sys.stderr)
     return 0
 
 
 def _cmd_plot(args) -> int:
+    from ..training.plots import require_matplotlib
+
+    require_matplotlib("rpnkit plot")  # before anything is loaded: one line naming the extra
     from ..inspection import model_view
     from ..predict import load_run
     from ..training.run import load_bundle

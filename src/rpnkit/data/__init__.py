@@ -63,6 +63,9 @@ class DataBundle(Standardised):
     y_std: np.ndarray | None = None
     formula: Formula | None = None
     ranges: list[tuple[float, float]] | None = None
+    #: numpy dtype of the class labels as given (in-memory targets); None: labels read as
+    #: text, integers when all are plain integers (rpnkit.predict.class_labels)
+    class_dtype: str | None = None
 
     @property
     def n_features(self) -> int:

@@ -302,34 +302,70 @@ class BCE:
 
 
 # ----------------------------------------------------------------------------- metrics
+# Every metric equals scikit-learn's (sklearn.metrics, default arguments unless named):
+# mse / mae: mean_squared_error / mean_absolute_error (multi-output: uniform_average),
+# r2: r2_score (multi-output: uniform_average, the mean of the per-output R^2; an output
+# with constant targets scores 1 when predicted exactly, else 0; nan below two samples),
+# accuracy: accuracy_score, f1 / f1_macro / f1_micro / f1_weighted: f1_score with that
+# average over the labels present in the targets or the predictions (f1 is macro),
+# log_loss: log_loss with labels 0..k-1 (probabilities clipped to [eps, 1 - eps]).
 def _r2(y: np.ndarray, p: np.ndarray) -> float:
-    ss_res = float(((y - p) ** 2).sum())
-    ss_tot = float(((y - y.mean(axis=0)) ** 2).sum())
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+    """R^2 per output (columns), averaged uniformly (scikit-learn's ``r2_score``)."""
+    y = y.reshape(y.shape[0], -1)
+    p = p.reshape(y.shape)
+    if y.shape[0] < 2:
+        return math.nan  # scikit-learn: not well-defined with less than two samples
+    ss_res = ((y - p) ** 2).sum(axis=0)
+    ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    ok = ss_tot != 0
+    scores = np.where(ss_res == 0, 1.0, 0.0)  # constant target column
+    scores[ok] = 1.0 - ss_res[ok] / ss_tot[ok]
+    return float(scores.mean())
 
 
-def _f1_macro(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    scores = []
-    for c in range(n_classes):
-        tp = float(((pred == c) & (y == c)).sum())
-        fp = float(((pred == c) & (y != c)).sum())
-        fn = float(((pred != c) & (y == c)).sum())
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
+def _f1(y: np.ndarray, pred: np.ndarray, average: str) -> float:
+    """F1 over the labels present in ``y`` or ``pred`` (scikit-learn's ``f1_score``;
+    a label never predicted and never true does not count)."""
+    labels = np.union1d(y, pred)
+    if labels.size == 0:
+        return 0.0
+    yi = np.searchsorted(labels, y)
+    pi = np.searchsorted(labels, pred)
+    k = labels.size
+    tp = np.bincount(yi[yi == pi], minlength=k).astype(np.float64)
+    support = np.bincount(yi, minlength=k).astype(np.float64)  # tp + fn
+    predicted = np.bincount(pi, minlength=k).astype(np.float64)  # tp + fp
+    if average == "micro":
+        denom = support.sum() + predicted.sum()
+        return float(2 * tp.sum() / denom) if denom > 0 else 0.0
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    if average == "weighted":
+        return float((f1 * support).sum() / support.sum()) if support.sum() > 0 else 0.0
+    return float(f1.mean())
 
 
 REGRESSION_METRICS = ("mse", "mae", "r2")
 CLASSIFICATION_METRICS = ("accuracy", "f1", "log_loss")
+#: every metric a config may name (the defaults above, plus the F1 averages)
 METRICS = {
-    "mse": "mean squared error",
-    "mae": "mean absolute error",
-    "r2": "coefficient of determination",
+    "mse": "mean squared error (multi-output: mean over outputs)",
+    "mae": "mean absolute error (multi-output: mean over outputs)",
+    "r2": "coefficient of determination (multi-output: mean of the per-output R^2)",
     "accuracy": "fraction of correct class predictions",
-    "f1": "macro-averaged F1 score",
+    "f1": "macro-averaged F1 score (the same as f1_macro)",
+    "f1_macro": "F1 score, unweighted mean over the classes",
+    "f1_micro": "F1 score from the total true/false positives and negatives",
+    "f1_weighted": "F1 score, mean over the classes weighted by their support",
     "log_loss": "mean negative log-likelihood of the true class",
 }
+_TASK_OF_METRIC = {**dict.fromkeys(REGRESSION_METRICS, "regression"),
+                   **dict.fromkeys((*CLASSIFICATION_METRICS, "f1_macro", "f1_micro",
+                                    "f1_weighted"), "classification")}
+#: metrics where a larger value is better (the rest: lower is better)
+HIGHER_IS_BETTER = frozenset({"r2", "accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted"})
+_F1_AVERAGE = {"f1": "macro", "f1_macro": "macro", "f1_micro": "micro",
+               "f1_weighted": "weighted"}
 
 
 def default_metrics(task: str) -> list[str]:
@@ -337,7 +373,7 @@ def default_metrics(task: str) -> list[str]:
 
 
 def check_metrics(names, task: str) -> list[str]:
-    valid = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    valid = [m for m, kind in _TASK_OF_METRIC.items() if kind == task]
     out = []
     for name in names:
         if name not in METRICS:
@@ -353,7 +389,8 @@ def check_metrics(names, task: str) -> list[str]:
 
 
 def compute_metrics(names, task: str, output: Tensor, target: Tensor, n_classes: int | None) -> dict[str, float]:
-    """Metrics of a full split's model output (logits for classification)."""
+    """Metrics of a full split's model output (logits for classification), equal to
+    scikit-learn's (see "metrics" above); ``n_classes`` is not needed (kept for callers)."""
     out: dict[str, float] = {}
     if task == "regression":
         p = output.detach().double().cpu().numpy()
@@ -371,17 +408,17 @@ def compute_metrics(names, task: str, output: Tensor, target: Tensor, n_classes:
     if logits.dim() == 1 or logits.shape[1] == 1:  # one logit: binary
         z = logits.reshape(-1)
         logp = torch.stack([torch.nn.functional.logsigmoid(-z), torch.nn.functional.logsigmoid(z)], 1)
-        k = 2
     else:
         logp = torch.log_softmax(logits, dim=1)
-        k = logits.shape[1]
     pred = logp.argmax(dim=1).numpy()
     yn = y.numpy()
     for name in names:
         if name == "accuracy":
             out[name] = float((pred == yn).mean())
-        elif name == "f1":
-            out[name] = _f1_macro(yn, pred, n_classes or k)
+        elif name in _F1_AVERAGE:
+            out[name] = _f1(yn, pred, _F1_AVERAGE[name])
         elif name == "log_loss":
-            out[name] = float(-logp[torch.arange(len(y)), y].mean())
+            eps = float(np.finfo(np.float64).eps)  # scikit-learn clips p to [eps, 1 - eps]
+            lp = logp[torch.arange(len(y)), y].clamp(math.log(eps), math.log1p(-eps))
+            out[name] = float(-lp.mean())
     return out

@@ -46,6 +46,7 @@ from .checkpoint import (
     check_train_state,
 )
 from .components import (
+    HIGHER_IS_BETTER,
     LOSSES,
     OPTIMIZERS,
     SCHEDULERS,
@@ -242,7 +243,7 @@ def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataB
         task = "classification" if integral else "regression"
     if task not in ("regression", "classification"):
         raise ConfigurationError(f"task must be 'regression' or 'classification', got {task!r}")
-    classes = None
+    classes = class_dtype = None
     if task == "classification":
         k = 0
         for split, y in ys.items():
@@ -284,6 +285,7 @@ def train_config(cfg: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
     validated like the ``train:`` section of a YAML config)."""
     if cfg is None:
         return TrainConfig()
+        class_dtype = str(y_tr.dtype).removeprefix("torch.")  # the labels' type, as given
     if isinstance(cfg, TrainConfig):
         return cfg
     if isinstance(cfg, Mapping):
@@ -298,6 +300,7 @@ def _tensors(bundle: DataBundle, split: str, device, dtype, loss: str):
     x = torch.as_tensor(bundle.x[split], dtype=dtype, device=device)
     y_np = bundle.y[split]
     if bundle.task == "regression" or loss == "bce":
+        class_dtype=class_dtype,
         y = torch.as_tensor(y_np, dtype=dtype, device=device)
     else:
         y = torch.as_tensor(y_np, dtype=torch.long, device=device)
@@ -411,28 +414,75 @@ DIVERGENCE_HINT = ("try a lower train.optimizer.lr, train.grad_clip: 1.0, or a b
 
 
 class _ProgressLines:
-    """One INFO log line every ``RPNKIT_PROGRESS_SECONDS`` (default 30) seconds when stderr is
-    not a terminal: epoch, loss, validation value, samples/s and the estimated time left."""
+    """Progress as INFO log lines when stderr is not a terminal (nohup, CI, cluster logs,
+    ``| cat``): at most one every ``RPNKIT_PROGRESS_SECONDS`` (default 30) seconds, also
+    in the middle of a long epoch (epoch, batch i/N, running loss, samples/s, time left)
+    and at epoch ends (with the monitored validation value), and always at the last epoch.
+    The time left extrapolates the time per batch so far over the batches still to run."""
 
-    def __init__(self, epochs: int, start: int) -> None:
+    _clock = staticmethod(time.monotonic)
+
+    def __init__(self, epochs: int, start_epoch: int, n_batches: int, start_batch: int = 0) -> None:
         try:
             self.every = float(os.environ.get("RPNKIT_PROGRESS_SECONDS", "30"))
         except ValueError:
             self.every = 30.0
-        self.epochs, self.start = epochs, start
-        self.t0 = self.last = time.monotonic()
+        if not math.isfinite(self.every):
+            self.every = 30.0
+        self.epochs, self.n_batches = epochs, max(int(n_batches), 1)
+        self.total = epochs * self.n_batches
+        self.done0 = start_epoch * self.n_batches + start_batch
+        self.t0 = self.last = self._clock()
+
+    def _eta(self, now: float, done: int) -> str:
+        ran = done - self.done0
+        if ran <= 0:
+            return "?"
+        return _duration((now - self.t0) / ran * (self.total - done))
+
+    def batch(self, epoch: int, b: int, loss: float, samples_per_s: float) -> None:
+        """After batch ``b`` (1-based) of epoch ``epoch`` (1-based) of a longer epoch."""
+        now = self._clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        done = (epoch - 1) * self.n_batches + b
+        logger.info("epoch %d/%d batch %d/%d loss=%.4g %.3g samples/s ETA %s", epoch,
+                    self.epochs, b, self.n_batches, loss, samples_per_s, self._eta(now, done))
 
     def update(self, epoch: int, loss: float, val: float | None, val_name: str,
                samples_per_s: float) -> None:
-        now = time.monotonic()
+        """At the end of epoch ``epoch`` (1-based)."""
+        now = self._clock()
         if now - self.last < self.every and epoch < self.epochs:
             return
         self.last = now
-        done = max(epoch - self.start, 1)
-        eta = (now - self.t0) / done * (self.epochs - epoch)
         val_part = f" {val_name}={val:.4g}" if val is not None else ""
         logger.info("epoch %d/%d loss=%.4g%s %.3g samples/s ETA %s", epoch, self.epochs, loss,
-                    val_part, samples_per_s, _duration(eta))
+                    val_part, samples_per_s, self._eta(now, epoch * self.n_batches))
+
+
+@contextlib.contextmanager
+def _progress_output(enabled: bool):
+    """Progress lines are INFO records of this module's logger; when the program has set
+    up no logging at all (a script calling ``rpnkit.fit(..., progress=True)``), they go to
+    stderr for the duration of the call, so that asking for progress shows it."""
+    if not enabled or logger.hasHandlers():
+        yield
+        return
+    import sys
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rpnkit: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _duration(seconds: float) -> str:
@@ -599,7 +649,7 @@ def fit(
         )
     has_val = bundle.size("val") > 0
     # without a validation split, early stopping watches the training loss
-    higher_better = has_val and monitor in ("r2", "accuracy", "f1")
+    higher_better = has_val and monitor in HIGHER_IS_BETTER
     interrupt = interrupt if interrupt is not None else InterruptFlag()
 
     model.to(device=device, dtype=dtype)
@@ -799,13 +849,15 @@ def fit(
     if progress and world.main:
         import sys
 
-        if sys.stderr.isatty():
+        if sys.stderr.isatty():  # a bar over the batches of all epochs
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.epochs, initial=start_epoch, desc="train", unit="ep",
-                       leave=False, mininterval=0.2, dynamic_ncols=True)
+            bar = tqdm(total=cfg.epochs * n_batches, initial=start_epoch * n_batches + start_batch,
+                       desc=f"epoch {min(start_epoch + 1, cfg.epochs)}/{cfg.epochs}",
+                       unit="batch", leave=False, mininterval=0.2, dynamic_ncols=True)
         else:  # nohup, CI, cluster logs: a plain progress line every few seconds
-            lines = _ProgressLines(cfg.epochs, start_epoch)
+            lines = _ProgressLines(cfg.epochs, start_epoch, n_batches, start_batch)
+            progress_logs.enter_context(_progress_output(True))
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -818,6 +870,7 @@ def fit(
             if not full_batch and not streaming and (perm is None or start_batch == 0):
                 perm = torch.randperm(n, generator=gen)
             b0 = start_batch
+    progress_logs = contextlib.ExitStack()  # closed with the bar, in the finally below
             start_batch = 0
             nonfinite = False
             t_epoch = time.perf_counter()
@@ -871,6 +924,11 @@ def fit(
             acc_loss, acc_n = 0.0, 0
             perm = None
             lr = optimizer.param_groups[0]["lr"]
+                if bar is not None:
+                    bar.update(1)
+                elif lines is not None and b + 1 < n_batches:  # the epoch's end has its line
+                    lines.batch(epoch + 1, b + 1, acc_loss / max(acc_n, 1),
+                                seen / max(time.perf_counter() - t_epoch, 1e-9))
             if scheduler is not None:
                 scheduler.step()
             rec: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
@@ -905,8 +963,10 @@ def fit(
                         "samples/s": f"{samples_per_s:.3g}"}
                 if has_val:
                     post[f"val_{monitor}"] = f"{rec.get(f'val_{monitor}', float('nan')):.3g}"
+            rec["seconds"] = time.perf_counter() - t_epoch  # training and validation
                 bar.set_postfix(post, refresh=False)
-                bar.update(1)
+                if epoch + 1 < cfg.epochs:
+                    bar.set_description(f"epoch {epoch + 2}/{cfg.epochs}", refresh=False)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, rec)
             if cfg.early_stopping is not None and bad_epochs >= cfg.early_stopping:
@@ -949,6 +1009,7 @@ def fit(
         model.load_state_dict(best_state)
         best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, **ev)
                         for s in _SPLITS}
+        progress_logs.close()
         if not restore_best:
             model.load_state_dict(final_state)
     else:

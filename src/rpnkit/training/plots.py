@@ -1,7 +1,13 @@
-"""PNG plots for run folders (matplotlib, Agg backend)."""
+"""PNG plots for run folders (matplotlib, Agg backend; the ``plots`` extra).
+
+Without matplotlib a run folder gets no plots: :func:`make_plots` logs one warning naming
+the extra and returns no paths (training never fails for it); :func:`require_matplotlib`
+is the check the plotting front doors (``rpnkit plot``) make first.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -9,7 +15,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["make_plots"]
+from ..data.streaming import MissingPackageError
+
+__all__ = ["make_plots", "require_matplotlib", "PLOTS_EXTRA"]
+
+logger = logging.getLogger(__name__)
+
+#: how to install what plotting needs
+PLOTS_EXTRA = "pip install 'rpnkit[plots]'"
+
+
+def require_matplotlib(feature: str = "plotting") -> None:
+    """Raise :class:`~rpnkit.data.streaming.MissingPackageError` (a ``ConfigurationError``
+    and an ``ImportError``) naming the ``plots`` extra when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise MissingPackageError(
+            f"{feature} needs matplotlib, which is not installed: {PLOTS_EXTRA}"
+        ) from None
 
 
 def _plt():
@@ -33,7 +57,14 @@ def _save(fig, path: Path) -> None:
 
 
 def make_plots(out: Path, prep, result) -> list[Path]:
-    plt = _plt()
+    """Learning curves, the fitted function (formula data) and the confusion matrix
+    (classification) as PNG files in ``out``; without matplotlib one warning and none."""
+    try:
+        plt = _plt()
+    except ImportError:
+        logger.warning("plots skipped: matplotlib is not installed (%s, or set plots: false)",
+                       PLOTS_EXTRA)
+        return []
     paths = [_learning_curves(plt, out, result)]
     bundle = prep.bundle
     if bundle.formula is not None:

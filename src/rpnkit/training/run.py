@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..config import ModelConfig, RunConfig, dump_config, parse_config, read_yaml
+from ..config import ModelConfig, RunConfig, dump_config, parse_config, read_config_text, read_yaml
 from ..data import DataBundle, load_data
 from ..errors import ConfigurationError
 from ..models import build_model
 from . import distributed as D
 from .checkpoint import (
     MODEL_FORMAT,
+    TRAIN_STATE_FORMAT,
     CheckpointError,
     atomic_torch_save,
     atomic_write,
@@ -116,12 +118,25 @@ def build_from_config(mc: ModelConfig, seed: int, in_width: int, out_width: int,
 SMALL_MODEL = 200_000
 
 
+def max_threads() -> int:
+    """The most CPU threads a run may ask for: 4 per core of this machine."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def choose_threads(threads: int | None, model: nn.Module, device: torch.device) -> int | None:
     """CPU threads for a run: ``threads`` or, by default, 1 for small models (None: leave as is).
 
     Small models are dominated by per-op overhead, where extra threads only add
     contention. Training and ``eval`` apply the same rule, so results match exactly.
+    ``threads`` must lie in 1 .. :func:`max_threads` (far more threads than cores crash or
+    hang PyTorch's thread pool).
     """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= max_threads()):
+        raise ConfigurationError(
+            f"train.threads must be an integer from 1 to {max_threads()} (4 x the machine's "
+            f"{os.cpu_count() or 1} CPU cores) or null, got {str(threads)[:40]}"
+        )
     if device.type != "cpu":
         return None
     if threads is None:
@@ -232,13 +247,19 @@ def _checkpoint_payload(state_dict, cfg: RunConfig, epoch: int, kind: str,
     }
 
 
+def read_run_config(path: Path) -> RunConfig:
+    """A run folder's ``config.yaml``: a regular file of at most 1 MiB (checked before it is
+    read), parsed and validated."""
+    return parse_config(read_yaml(read_config_text(path), str(path)), str(path))
+
+
 def _same_config(out: Path, cfg: RunConfig) -> None:
     """``--resume`` continues the run of ``out/config.yaml``: the config must be the same
     (the device may differ)."""
     path = out / "config.yaml"
     if not path.is_file():
         return
-    saved = parse_config(read_yaml(path.read_text(encoding="utf-8")), str(path))
+    saved = read_run_config(path)
     a, b = saved.to_dict(), cfg.to_dict()
     a.pop("device", None)
     b.pop("device", None)
@@ -249,20 +270,46 @@ def _same_config(out: Path, cfg: RunConfig) -> None:
         )
 
 
+def train_dtype(cfg: RunConfig) -> torch.dtype:
+    return torch.float64 if cfg.train.dtype == "float64" else torch.float32
+
+
+def _reference_optimizer(prep: Prepared):
+    """A fresh optimizer and scheduler of the config for ``prep.model`` (nothing stepped):
+    what a resumed state must fit."""
+    from .components import OPTIMIZERS, SCHEDULERS
+
+    t = prep.cfg.train
+    params = [p for p in prep.model.parameters() if p.requires_grad]
+    opt = OPTIMIZERS.build(t.optimizer.name, **t.optimizer.params())(params)
+    return opt, SCHEDULERS.build(t.scheduler.name, **t.scheduler.params())(opt, t.epochs)
+
+
 def load_train_state(path: Path, prep: Prepared) -> dict[str, Any]:
-    """Read and validate a run folder's ``checkpoint.pt`` for ``prep`` (checksum, format,
-    fields, weights against the model); :class:`CheckpointError` names the file."""
-    state = load_checked(path, "checkpoint")
-    check_train_state(state, prep.model, prep.cfg.train.epochs, path)
+    """Read and validate a run folder's ``checkpoint.pt`` for ``prep``: checksum and format
+    tag, every field's type and range, the weights against the model and the optimizer and
+    scheduler states against those of the config (:func:`check_train_state`);
+    :class:`CheckpointError` names the file and the field."""
+    state = load_checked(path, "checkpoint", (TRAIN_STATE_FORMAT,))
+    opt, sched = _reference_optimizer(prep)
+    check_train_state(state, prep.model, prep.cfg.train.epochs, path, optimizer=opt,
+                      scheduler=sched, dtype=train_dtype(prep.cfg))
     return state
 
 
 def load_model_file(path: Path, model: nn.Module | None = None,
-                    epochs: int | None = None) -> dict[str, Any]:
+                    epochs: int | None = None, cfg: RunConfig | None = None) -> dict[str, Any]:
     """Read and validate a run folder's ``model.pt`` / ``best.pt`` (checksum, format, epoch,
-    weights against ``model``); :class:`CheckpointError` names the file."""
-    payload = load_checked(path, "model file")
-    check_model_file(payload, path, model, epochs)
+    weights against ``model``, preprocessing against ``cfg``'s model widths);
+    :class:`CheckpointError` names the file and the field."""
+    payload = load_checked(path, "model file", (MODEL_FORMAT,))
+    kw: dict[str, Any] = {}
+    if cfg is not None:
+        kw = {"dtype": train_dtype(cfg), "inputs": cfg.model.dims[0],
+              "outputs": cfg.model.dims[-1]}
+        if epochs is None:
+            epochs = cfg.train.epochs + cfg.train.polish
+    check_model_file(payload, path, model, epochs, **kw)
     return payload
 
 
@@ -320,8 +367,8 @@ def train_run(
         if main:
             text = dump_config(cfg)
             path = out / "config.yaml"
-            if not (path.is_file() and path.read_text(encoding="utf-8") == text):
-                write_text_atomic(path, text)
+            if not (path.is_file() and _read_or_none(path) == text):
+                write_text_atomic(path, text)  # a new file renamed over the name: no link followed
         with num_threads(prep.threads):
             try:
                 return _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end)
@@ -332,21 +379,45 @@ def train_run(
             folder.release()
 
 
+def _read_or_none(path: Path) -> str | None:
+    """The UTF-8 text of run file ``path`` (a regular file, not through a link, never
+    blocking), or None."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 class EpochLog:
     """Rank 0's per-epoch record: ``metrics.csv`` in the run folder (one row per epoch,
     appended as it happens, so a long run can be followed with ``tail -f``) and, with
-    ``train.logging: tensorboard``, TensorBoard scalars under ``RUN/tensorboard``."""
+    ``train.logging: tensorboard``, TensorBoard scalars under ``RUN/tensorboard``.
+
+    The header is written atomically (a new file renamed over the name); rows are appended
+    through :func:`~rpnkit.training.rundir.open_run_file`, which follows no link."""
 
     def __init__(self, out: Path, tensorboard: bool, then=None, keep_rows: int = 0) -> None:
         self.path = Path(out) / "metrics.csv"
         self.columns: list[str] | None = None
         self.keep_rows = keep_rows  # resumed at epoch k: rows past k (logged before a crash) go
         self.trimmed = False
-        if self.path.is_file():  # resumed: keep appending under the same header
-            with contextlib.suppress(OSError, IndexError):
-                self.columns = self.path.read_text(encoding="utf-8").splitlines()[0].split(",")
+        text = _read_or_none(self.path)
+        if text:  # resumed: keep appending under the same header
+            self.columns = text.splitlines()[0].split(",")
         self.writer = None
         if tensorboard:
+            from .rundir import check_run_files
+
+            check_run_files(out, (), ("tensorboard",))  # a real folder, not a link
             from torch.utils.tensorboard import SummaryWriter  # checked in prepare()
 
             self.writer = SummaryWriter(str(Path(out) / "tensorboard"))
@@ -354,25 +425,34 @@ class EpochLog:
 
     def _trim(self) -> None:
         self.trimmed = True
-        with contextlib.suppress(FileNotFoundError):
-            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-            keep = lines[: 1 + self.keep_rows]
-            if keep and not keep[-1].endswith("\n"):  # a row cut short by a crash
-                keep = keep[:-1]
-            if keep != lines:
-                write_text_atomic(self.path, "".join(keep))
-            if not keep:
-                self.columns = None
+        text = _read_or_none(self.path)
+        if text is None:
+            self.columns = None
+            return
+        lines = text.splitlines(keepends=True)
+        keep = lines[: 1 + self.keep_rows]
+        if keep and not keep[-1].endswith("\n"):  # a row cut short by a crash
+            keep = keep[:-1]
+        linked = False
+        with contextlib.suppress(OSError):  # hard-linked (cp -al): appends would change the
+            linked = os.lstat(self.path).st_nlink > 1  # other copy too: write our own file
+        if keep != lines or linked:
+            write_text_atomic(self.path, "".join(keep))
+        if not keep:
+            self.columns = None
 
     def __call__(self, epoch: int, rec: dict[str, Any]) -> None:
+        from .rundir import open_run_file
+
         if not self.trimmed:
             self._trim()
         if self.columns is None:
             self.columns = list(rec)
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.write(",".join(self.columns) + "\n")
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(",".join(_csv_value(rec.get(c)) for c in self.columns) + "\n")
+            write_text_atomic(self.path, ",".join(self.columns) + "\n")
+        row = ",".join(_csv_value(rec.get(c)) for c in self.columns) + "\n"
+        fd = open_run_file(self.path, os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(fd, "ab") as f:
+            f.write(row.encode("utf-8"))
         if self.writer is not None:
             for key, value in rec.items():
                 if key != "epoch" and isinstance(value, (int, float)):
@@ -460,9 +540,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
+        obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):
-        return None if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+        return None  # valid JSON: null for NaN and ±inf
     return obj
 
 
@@ -474,11 +554,10 @@ def eval_run(run_dir: Path, device: str | None = None, which: str = "final") -> 
         raise ConfigurationError(f"{run_dir} is not a run folder (no config.yaml)")
     if not (run_dir / name).is_file():
         raise ConfigurationError(f"{run_dir} has no {name} (unfinished run? use train --resume)")
-    cfg = parse_config(read_yaml((run_dir / "config.yaml").read_text(encoding="utf-8")),
-                       str(run_dir / "config.yaml"))
+    cfg = read_run_config(run_dir / "config.yaml")
     prep = prepare(cfg, device)
-    payload = load_model_file(run_dir / name, prep.model, cfg.train.epochs)
-    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+    payload = load_model_file(run_dir / name, prep.model, cfg=cfg)
+    dtype = train_dtype(cfg)
     prep.model.to(device=prep.device, dtype=dtype)
     try:
         prep.model.load_state_dict(payload["state_dict"])

@@ -30,6 +30,13 @@ States of a folder (:func:`inspect`):
 
 Replacing a run (fresh run into a stale folder, ``--overwrite``) removes only the run's own
 files (:data:`RUN_FILES`, ``tensorboard/``); other files in the folder are kept.
+
+No link is followed: every file rpnkit opens for writing in a run folder is opened with
+``O_NOFOLLOW`` (:func:`open_run_file`) and must be a regular file with no other hard link,
+or is written whole to a temporary file and renamed over the old name (which replaces a
+link, never the file it points to). A run folder rpnkit wrote never holds links, so a
+symbolic link (or a non-regular file) in place of a run file that a resumed run keeps is
+refused with one line before anything is written; a replaced run's files are unlinked.
 """
 
 from __future__ import annotations
@@ -42,16 +49,17 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, short
 from .checkpoint import fsync_dir
 
 __all__ = ["RunFolderError", "RunFolderBusy", "FolderState", "inspect", "check_out_path",
-           "RunFolder", "RUN_FILES", "LOCK_NAME"]
+           "RunFolder", "RUN_FILES", "LOCK_NAME", "open_run_file", "check_run_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,8 @@ RUN_FILES = ("checkpoint.pt", "metrics.json", "model.pt", "best.pt", *PLOTS, "me
 RUN_DIRS = ("tensorboard",)
 RESULTS = {"metrics.json", "model.pt", "best.pt", *PLOTS}
 LOCK_WAIT_S = 2.0  # a claim retries this long (a concurrent check may hold the lock briefly)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 class RunFolderError(ConfigurationError):
@@ -86,6 +96,57 @@ def _is_temp(name: str) -> bool:
     if name.endswith(".png"):
         return any(name.startswith(f".{Path(f).stem}.") for f in PLOTS)
     return False
+
+
+def _not_regular(path: Path, mode: int) -> RunFolderError:
+    if stat.S_ISLNK(mode):
+        what = "a symbolic link"
+    elif stat.S_ISDIR(mode):
+        what = "a folder"
+    else:
+        what = "not a regular file (a pipe, socket or device)"
+    return RunFolderError(f"{str(path)!r} is {what}; a run folder's files are regular files "
+                          "that rpnkit wrote, and rpnkit does not follow links there: remove it")
+
+
+def open_run_file(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open(path, flags)`` for a file inside a run folder that will be written: never
+    follows a symbolic link (``O_NOFOLLOW``), never blocks on a FIFO, and accepts only a
+    regular file with no other hard link (writing through one would change the file it
+    shares). Raises :class:`RunFolderError` naming the file; other errors as ``OSError``."""
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR):
+            with contextlib.suppress(OSError):
+                raise _not_regular(path, os.lstat(path).st_mode) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        if st.st_nlink > 1:
+            raise RunFolderError(f"{str(path)!r} has {st.st_nlink - 1} other hard link(s); "
+                                 "rpnkit does not write through them: remove it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_run_files(out: Path, names=(LOCK_NAME, *RUN_FILES), dirs=RUN_DIRS) -> None:
+    """Raise :class:`RunFolderError` when one of ``names`` in ``out`` exists and is not a
+    regular file (a symbolic link above all), or one of ``dirs`` is not a real folder."""
+    for name in (*names, *dirs):
+        p = Path(out) / name
+        try:
+            mode = os.lstat(p).st_mode
+        except FileNotFoundError:
+            continue
+        ok = stat.S_ISDIR(mode) if name in dirs else stat.S_ISREG(mode)
+        if not ok:
+            raise _not_regular(p, mode)
 
 
 @dataclass
@@ -132,9 +193,9 @@ def _probe_busy(out: Path) -> None:
     """Raise :class:`RunFolderBusy` when a live process holds ``out``'s lock (no writes)."""
     lock = out / LOCK_NAME
     try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW | _NONBLOCK)
     except OSError:
-        return  # no lock file: nobody holds it
+        return  # no lock file (or not one to lock: check_run_files refuses it)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -194,7 +255,9 @@ def check_out_path(out: Path, resume: bool = False, overwrite: bool = False) -> 
     out = Path(out)
     if resume and overwrite:
         raise RunFolderError("--resume and --overwrite exclude each other")
-    where = repr(str(out))
+    if "\x00" in str(out):
+        raise RunFolderError(f"--out {short(str(out), 120)} contains a NUL character")
+    where = short(str(out), 120)
     try:
         if out.is_symlink() and not out.exists():
             raise RunFolderError(f"--out {where} is a broken symbolic link")
@@ -209,13 +272,20 @@ def check_out_path(out: Path, resume: bool = False, overwrite: bool = False) -> 
             what = "output folder" if anc == out else "folder"
             raise RunFolderError(f"--out {where}: {what} {str(anc)!r} is not writable")
         if out.is_dir():
+            check_run_files(out, (LOCK_NAME,), ())
             _probe_busy(out)
         state = inspect(out)
     except PermissionError as exc:
         raise RunFolderError(f"--out {where} cannot be accessed: {exc.strerror}") from None
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise RunFolderError(f"--out {where} cannot be used: {exc.strerror}") from None
     problem = _mode_error(out, state, resume, overwrite)
     if problem:
         raise RunFolderError(problem)
+    if resume and state.kind == "unfinished":  # its files are kept, read and appended to
+        check_run_files(out)
     return state
 
 
@@ -240,7 +310,7 @@ class RunFolder:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
             try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                fd = open_run_file(self.lock_path, os.O_RDWR | os.O_CREAT)
             except FileNotFoundError:  # the folder was removed meanwhile: create it again
                 self.out.mkdir(parents=True, exist_ok=True)
                 continue
@@ -273,7 +343,7 @@ class RunFolder:
             self.created = not self.out.exists()
             self.out.mkdir(parents=True, exist_ok=True)
             self.fd = self._lock()
-        except RunFolderBusy:
+        except RunFolderError:
             raise
         except FileExistsError:
             raise RunFolderError(f"--out {where} is a file, not a folder") from None
@@ -288,6 +358,8 @@ class RunFolder:
             problem = _mode_error(self.out, self.state, resume, overwrite)
             if problem:
                 raise RunFolderError(problem)
+            if resume and self.state.kind == "unfinished":
+                check_run_files(self.out)
             self._remove_temps()
         except BaseException:
             self.release(failed=True)
@@ -311,12 +383,18 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove the files of the run this folder held (other files are kept)."""
-        for name in RUN_FILES:
+        for name in RUN_FILES:  # unlink removes a link itself, never what it points to
+            p = self.out / name
             with contextlib.suppress(FileNotFoundError):
-                (self.out / name).unlink()
+                if stat.S_ISDIR(os.lstat(p).st_mode):
+                    raise _not_regular(p, stat.S_IFDIR)
+                p.unlink()
         for name in RUN_DIRS:
-            if (self.out / name).is_dir():
-                shutil.rmtree(self.out / name)
+            p = self.out / name
+            if p.is_symlink() or (p.exists() and not p.is_dir()):
+                p.unlink()
+            elif p.is_dir():
+                shutil.rmtree(p)
         fsync_dir(self.out)
 
     def _cleanup_created(self) -> None:
