@@ -179,6 +179,8 @@ def test_autocast_sym_bilinear_uses_the_autocast_dtype():
 META_CASES = [c for c in CASES if c[0] not in ("zero", "kron-fft")] + [
     ("brief", 300, 4, {**SYM, "reconciliation": "lorr"}, "lowrank-bilinear", ""),
     ("bspline", 4, 3, {"expansion": "bspline", "reconciliation": "lorr"}, None, ""),
+    ("extended", 4, 3, {"expansion": "extended", "reconciliation": "lorr", "expansion_params": {
+        "expansions": ["bspline", {"name": "taylor", "d": 2, "symmetric": True}]}}, None, ""),
 ]
 
 
@@ -355,3 +357,15 @@ def test_form_degrees():
     assert forms.Kronecker(2, 2, a=(), b=(0,)).degree == 1
     assert forms.Kronecker(2, 2, a=(0, 1), b=(2, 3)).degree == 4
     assert forms.Fixed("eye").degree == 0
+
+
+def test_monomial_indices_are_lexicographic():
+    import itertools
+
+    from rpnkit.expansion.layout import monomial_indices
+
+    for m in (1, 2, 5, 9):
+        for k in (1, 2, 3):
+            rows = list(itertools.combinations_with_replacement(range(m), k))
+            want = torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
+            assert torch.equal(monomial_indices(m, k), want)

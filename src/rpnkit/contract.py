@@ -342,12 +342,11 @@ def _long(a) -> Tensor:
 
 @torch.no_grad()
 def refresh_tables(module: nn.Module, rebuild) -> None:
-    """Recompute ``module``'s non-persistent buffers in place: ``rebuild()`` registers them
-    again (on the CPU), and their values are copied into the tensors already there, which
-    keep their device and dtype. After ``to_empty()`` (meta-device construction) the index
+    """Recompute ``module``'s index tables in place: ``rebuild()`` registers them again (on
+    the CPU), and their values are copied into the tensors already there, which keep their
+    device and dtype (a buffer ``rebuild`` did not touch stays as it is). After ``to_empty()`` (meta-device construction) the index
     tables hold uninitialised memory; this makes them right again without re-binding."""
-    names = module._non_persistent_buffers_set
-    old = {k: v for k, v in module._buffers.items() if k in names and v is not None}
+    old = {k: v for k, v in module._buffers.items() if v is not None}
     with torch.device("cpu"):
         rebuild()
     for k, fresh in list(module._buffers.items()):
@@ -703,7 +702,8 @@ class Contraction(nn.Module):
         b, m = z.shape
         c = r.shape[1]
         lags = getattr(self, f"k{i}_lags")
-        if seg["fft"]:  # planned for the module's dtype (float32/float64, see _replan)
+        if seg["fft"] and b > 0:  # planned for the module's dtype (see _replan); MKL has no
+            # empty transforms, so an empty batch takes the (equal) window GEMM
             size = seg["size"]
             # corr[o] = Σ_β R[o+β] z[β] = (R * flip(z))[o + m - 1]
             rf = torch.fft.rfft(r.t(), n=size, dim=-1)  # (c, F)

@@ -262,13 +262,16 @@ class RPNHead(nn.Module):
         """Recompute the index tables (non-persistent buffers) of the expansion and of the
         contraction in place: after meta-device construction and ``to_empty()`` they hold
         uninitialised memory. ``load_state_dict`` calls it too."""
-        exp = self.expansion
-        if exp.m is not None:
-            refresh_tables(exp, lambda: exp.bind_tables(exp.m))
+        self._reset_expansion_tables()
         self.contraction.reset_parameters()
 
+    def _reset_expansion_tables(self) -> None:
+        for exp in self.expansion.modules():  # composite expansions: every bound part
+            if isinstance(exp, Expansion) and exp.m is not None:
+                refresh_tables(exp, lambda exp=exp: exp.bind_tables(exp.m))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self.reset_tables()
+        self._reset_expansion_tables()  # the contraction rebuilds its own when it is loaded
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_w(self, init: str | None) -> None:

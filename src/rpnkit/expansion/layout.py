@@ -75,8 +75,13 @@ def monomial_indices(m: int, k: int) -> torch.Tensor:
 
     Computed once per (m, k) when a component binds its sizes, never in ``forward``.
     """
-    rows = list(itertools.combinations_with_replacement(range(int(m)), int(k)))
-    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), int(k))
+    m, k = int(m), int(k)
+    if k == 1:
+        return torch.arange(m, dtype=torch.long).reshape(m, 1)
+    if k == 2:  # the upper triangle row by row is the lexicographic order (no Python tuples)
+        return torch.triu_indices(m, m, dtype=torch.long).t().contiguous()
+    rows = list(itertools.combinations_with_replacement(range(m), k))
+    return torch.tensor(rows, dtype=torch.long).reshape(len(rows), k)
 
 
 def segment_monomials(seg: Segment) -> list[tuple[int, ...]]:
