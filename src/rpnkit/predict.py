@@ -34,9 +34,6 @@ __all__ = ["LoadedRun", "load_run", "read_table", "export_run", "preprocessing_o
            "class_labels", "label_metadata"]
 
 _FILES = {"final": "model.pt", "best": "best.pt"}
-
-
-def preprocessing_of(bundle: Any, loss: str) -> dict[str, Any]:
 _INT64 = np.iinfo(np.int64)
 
 
@@ -99,6 +96,9 @@ def label_metadata(labels: np.ndarray | None) -> dict[str, Any]:
 
 def _bundle_labels(bundle: Any) -> np.ndarray | None:
     return class_labels(bundle.classes, getattr(bundle, "class_dtype", None))
+
+
+def preprocessing_of(bundle: Any, loss: str) -> dict[str, Any]:
     """What a run needs to map raw inputs to model inputs and outputs back (saved with the
     weights): standardisation statistics, class labels, names, task and loss."""
 

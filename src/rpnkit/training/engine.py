@@ -263,6 +263,7 @@ def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataB
                 f"only {'class 0' if k == 1 else 'no rows'}; use task='regression' or more data"
             )
         classes = [str(c) for c in range(k)]
+        class_dtype = str(y_tr.dtype).removeprefix("torch.")  # the labels' type, as given
     else:
         ys = {s: (y.reshape(-1, 1) if y.ndim == 1 else y) for s, y in ys.items()}
     for split in _SPLITS:
@@ -277,6 +278,7 @@ def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataB
         feature_names=[f"x{i}" for i in range(int(np.prod(xs["train"].shape[1:])))],
         target_names=[f"y{i}" for i in range(n_out)],
         classes=classes,
+        class_dtype=class_dtype,
     )
 
 
@@ -285,7 +287,6 @@ def train_config(cfg: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
     validated like the ``train:`` section of a YAML config)."""
     if cfg is None:
         return TrainConfig()
-        class_dtype = str(y_tr.dtype).removeprefix("torch.")  # the labels' type, as given
     if isinstance(cfg, TrainConfig):
         return cfg
     if isinstance(cfg, Mapping):
@@ -300,7 +301,6 @@ def _tensors(bundle: DataBundle, split: str, device, dtype, loss: str):
     x = torch.as_tensor(bundle.x[split], dtype=dtype, device=device)
     y_np = bundle.y[split]
     if bundle.task == "regression" or loss == "bce":
-        class_dtype=class_dtype,
         y = torch.as_tensor(y_np, dtype=dtype, device=device)
     else:
         y = torch.as_tensor(y_np, dtype=torch.long, device=device)
@@ -846,6 +846,7 @@ def fit(
 
     bar = None
     lines: _ProgressLines | None = None
+    progress_logs = contextlib.ExitStack()  # closed with the bar, in the finally below
     if progress and world.main:
         import sys
 
@@ -870,7 +871,6 @@ def fit(
             if not full_batch and not streaming and (perm is None or start_batch == 0):
                 perm = torch.randperm(n, generator=gen)
             b0 = start_batch
-    progress_logs = contextlib.ExitStack()  # closed with the bar, in the finally below
             start_batch = 0
             nonfinite = False
             t_epoch = time.perf_counter()
@@ -902,6 +902,11 @@ def fit(
                 acc_loss += bl * global_n
                 acc_n += global_n
                 seen += global_n
+                if bar is not None:
+                    bar.update(1)
+                elif lines is not None and b + 1 < n_batches:  # the epoch's end has its line
+                    lines.batch(epoch + 1, b + 1, acc_loss / max(acc_n, 1),
+                                seen / max(time.perf_counter() - t_epoch, 1e-9))
                 if stop_now and b + 1 < n_batches:
                     path = save_state(epoch, b + 1)
                     raise TrainingInterrupted(epoch, path, interrupt.signum)
@@ -924,11 +929,6 @@ def fit(
             acc_loss, acc_n = 0.0, 0
             perm = None
             lr = optimizer.param_groups[0]["lr"]
-                if bar is not None:
-                    bar.update(1)
-                elif lines is not None and b + 1 < n_batches:  # the epoch's end has its line
-                    lines.batch(epoch + 1, b + 1, acc_loss / max(acc_n, 1),
-                                seen / max(time.perf_counter() - t_epoch, 1e-9))
             if scheduler is not None:
                 scheduler.step()
             rec: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr}
@@ -941,6 +941,7 @@ def fit(
                 value = val.get(monitor)
             else:
                 value = train_loss
+            rec["seconds"] = time.perf_counter() - t_epoch  # training and validation
             if value is not None and math.isfinite(value):
                 sign = 1.0 if higher_better else -1.0
                 better = best_value is None or sign * (value - best_value) > 0
@@ -963,7 +964,6 @@ def fit(
                         "samples/s": f"{samples_per_s:.3g}"}
                 if has_val:
                     post[f"val_{monitor}"] = f"{rec.get(f'val_{monitor}', float('nan')):.3g}"
-            rec["seconds"] = time.perf_counter() - t_epoch  # training and validation
                 bar.set_postfix(post, refresh=False)
                 if epoch + 1 < cfg.epochs:
                     bar.set_description(f"epoch {epoch + 2}/{cfg.epochs}", refresh=False)
@@ -987,6 +987,7 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        progress_logs.close()
     if periodic and saved["pos"] != (len(history), 0):
         # the end of training is a resumable state too: a crash while the results are
         # written then costs no epoch (stopped runs resume straight to the results)
@@ -1009,7 +1010,6 @@ def fit(
         model.load_state_dict(best_state)
         best_metrics = {s: evaluate(model, bundle, s, lname, metrics, *dev_args, **ev)
                         for s in _SPLITS}
-        progress_logs.close()
         if not restore_best:
             model.load_state_dict(final_state)
     else:
