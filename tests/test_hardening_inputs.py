@@ -506,3 +506,31 @@ def test_property_parse_formula_never_crashes(text, n_vars):
 @given(nested, st.integers(8, 120))
 def test_property_short_is_bounded(value, limit):
     assert len(short(value, limit)) <= limit
+
+
+# ----------------------------------------------------------------------------- odd --out / --set
+@pytest.mark.parametrize(("out", "expected"), [
+    ("x\x00y", "contains a NUL character"),
+    ("a" * 5000, "cannot be used: File name too long"),
+])
+def test_train_out_with_nul_or_a_huge_name_is_one_bounded_line(tmp_path, capsys, out, expected):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(BASE)
+    rc = main(["train", str(cfg), "--out", str(tmp_path / out)])
+    line = _one_error_line(capsys.readouterr().err)
+    assert rc == 2
+    assert expected in line, line
+    assert len(line) < 400
+
+
+def test_set_value_with_a_lone_surrogate_is_refused(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(BASE)
+    rc = main(["train", str(cfg), "--out", str(tmp_path / "out"), "--set",
+               "data.expression=x0\udcff"])
+    line = _one_error_line(capsys.readouterr().err)
+    assert rc == 2
+    assert "--set data.expression: the text holds '\\udcff' at position 2" in line
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigurationError, match="lone surrogate"):
+        read_yaml("a: \udcff")

@@ -619,6 +619,13 @@ def read_yaml(text: str, source: str = "config") -> Any:
             f"{source}: YAML text is longer than {MAX_CONFIG_BYTES:,} characters ({len(text):,})"
         )
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (an argument in a wrong encoding)
+        raise ConfigurationError(
+            f"{source}: the text holds {text[exc.start]!r} at position {exc.start}, which is not "
+            "a Unicode character (a lone surrogate: bytes in another encoding than UTF-8?)"
+        ) from None
+    try:
         _check_events(text, source)
         loader = _Loader(text)
         try:

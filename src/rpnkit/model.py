@@ -20,7 +20,10 @@ from .pruning import accept_masks
 from .seeding import derive_seed
 from .spec import LAYER_FIELDS, head_defaults
 
-__all__ = ["RPN"]
+__all__ = ["RPN", "MAX_LAYERS"]
+
+#: most layers :meth:`RPN.from_dims` builds (``len(dims) - 1``), checked before any is built
+MAX_LAYERS = 1000
 
 #: per-layer keys of ``from_dims`` (and of config ``layers:`` entries): head options (but the
 #: head's ``output``, which is ``head_output`` here) and layer options
@@ -141,6 +144,11 @@ class RPN(nn.Module):
             else:
                 options[name] = value
         dims = list(dims)
+        if len(dims) - 1 > MAX_LAYERS:
+            raise ConfigurationError(
+                f"RPN.from_dims: dims lists {len(dims):,} sizes, i.e. {len(dims) - 1:,} layers; "
+                f"at most {MAX_LAYERS:,} layers are allowed"
+            )
         if len(dims) < 2 or any(
             isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in dims
         ):

@@ -243,17 +243,36 @@ def load_data(
         ranges=raw.ranges,
     )
     if standardize:
-        mean = x["train"].mean(axis=0)
-        std = x["train"].std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0)
+        mean, std, bundle.x = _standardise(x, raw.feature_names, f"dataset {name!r}: feature")
         bundle.x_mean, bundle.x_std = mean, std
-        bundle.x = {k: (v - mean) / std for k, v in x.items()}
     if standardize_target:
         if raw.task != "regression":
             raise ConfigurationError("standardize_target applies to regression data only")
-        mean = y["train"].mean(axis=0)
-        std = y["train"].std(axis=0)
-        std = np.where(std > 1e-12, std, 1.0)
+        mean, std, bundle.y = _standardise(y, raw.target_names, f"dataset {name!r}: target")
         bundle.y_mean, bundle.y_std = mean, std
-        bundle.y = {k: (v - mean) / std for k, v in y.items()}
     return bundle
+
+
+def _standardise(arrays: Mapping[str, np.ndarray], names: list[str], what: str):
+    """Training-split mean and std (std 1 for constant columns) and the standardised
+    splits. Values too large for their mean, std or standardised values to be finite
+    float64 numbers are refused naming the column (no numpy warning escapes)."""
+    train = arrays["train"]
+    with np.errstate(all="ignore"):
+        mean = train.mean(axis=0)
+        std = train.std(axis=0)
+        std = np.where(std > 1e-12, std, 1.0)
+        out = {k: (v - mean) / std for k, v in arrays.items()}
+    bad = ~np.isfinite(mean) | ~np.isfinite(std)
+    for v in out.values():
+        if v.size:
+            bad = bad | ~(np.isfinite(v).reshape(-1, *bad.shape).all(axis=0))
+    if bad.any():
+        c = int(np.flatnonzero(bad.reshape(-1))[0])
+        col = names[c] if c < len(names) else f"column {c}"
+        peak = float(np.abs(train.reshape(len(train), -1)[:, c]).max()) if len(train) else 0.0
+        raise ConfigurationError(
+            f"{what} {col!r} holds values too large to standardise in float64 (|value| up to "
+            f"{peak:.3g}); rescale that column (e.g. divide it by a power of ten)"
+        )
+    return mean, std, out

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -25,6 +26,7 @@ from ..errors import ConfigurationError, did_you_mean
 from ..registry import Registry
 from .formula import Formula, parse_formula
 from .mnist import DEFAULT_MIRROR, mnist_arrays
+from .readers import csv_rows, label_text, read_text_file
 
 __all__ = ["DATASETS", "RawData", "equation_table", "equation_ids", "FEYNMAN_PAPER_IDS"]
 
@@ -289,21 +291,18 @@ def _parse_table(text: str, source: str, header: bool, delimiter: str):
     """Column names, records and the file line (1-based) where each record starts.
 
     Blank records are skipped; a header naming one column twice is refused."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     rows: list[list[str]] = []
     lines: list[int] = []
-    prev = 0
-    for r in reader:
-        start, prev = prev + 1, reader.line_num
-        if r and any(c.strip() for c in r):
-            rows.append(r)
-            lines.append(start)
+    for r, start in csv_rows(text, source, delimiter):
+        rows.append(r)
+        lines.append(start)
     if not rows:
         raise ConfigurationError(f"{source} contains no rows")
     if header:
         names = [c.strip() for c in rows[0]]
         seen: set[str] = set()
         for c in names:
+            c = unicodedata.normalize("NFC", c)
             if c in seen:
                 raise ConfigurationError(
                     f"{source}: column {c!r} appears twice in the header (line {lines[0]}); "
@@ -432,7 +431,10 @@ def sort_labels(values: Iterable) -> list:
 
 def _text_classes(labels: Sequence[str], what: str, column: str,
                   where: Callable[[int], str]) -> tuple[list[str], np.ndarray]:
-    """Checked text labels -> (classes as written, int64 class index per row)."""
+    """Checked text labels -> (classes as written, int64 class index per row). Labels are
+    compared in Unicode normal form NFC (one class for the composed and decomposed
+    spellings of a label)."""
+    labels = [label_text(v) for v in labels]
     check_text_labels(labels, what, column, where)
     firsts: dict[str, int] = {}
     for j, v in enumerate(labels):
@@ -562,11 +564,8 @@ class CsvData:
         return names.index(key)
 
     def load(self, rng: np.random.Generator) -> RawData:
-        try:
-            text = self.path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigurationError(f"cannot read csv file {self.path}: {exc}") from None
         src = f"csv {self.path}"
+        text = read_text_file(self.path, src)
         names, rows, lines = _parse_table(text, src, self.header, self.delimiter)
         tcol = self._column(self.target if self.target is not None else -1, names)
         if self.features is None:

@@ -60,6 +60,7 @@ import logging
 import math
 import os
 import time
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..errors import ConfigurationError, did_you_mean
 from ..registry import Registry
 from .formula import Formula, parse_formula
+from .readers import check_bom, check_unique_names, csv_error, decode_text, label_text
 from .scaling import Standardised
 from .sources import (
     _check_ranges,
@@ -471,15 +473,16 @@ class CsvStream(_Source):
         return f"line {lines[j]}"
 
     def _parse(self, data: bytes, first_line: int) -> tuple[list[list[str]], list[int]]:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(
-                f"{self.what}: not UTF-8 text near line {first_line}: {exc.reason}"
-            ) from None
+        text = decode_text(data, self.what, first_line)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
         rows, lines = [], []
-        for r in reader:
+        while True:
+            try:
+                r = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                raise csv_error(exc, self.what, first_line + reader.line_num - 1) from None
             if not r or (len(r) == 1 and not r[0].strip()):
                 continue
             rows.append(r)
@@ -489,6 +492,8 @@ class CsvStream(_Source):
     def _index(self) -> tuple[list[str], list[int], list[int]]:
         """One pass over the file: column names, byte offset and line of every block start."""
         t0 = time.perf_counter()
+        with open(self.path, "rb") as f:  # UTF-16/32 text and binary files: refused at once
+            check_bom(f.read(4), self.what)
         offsets: list[int] = []
         lines: list[int] = []
         names: list[str] | None = None
@@ -521,7 +526,8 @@ class CsvStream(_Source):
                     rows, _ = self._parse(f.read(pos - start), start_line)
                     f.seek(pos)
                     names = [c.strip() for c in rows[0]]
-                    dup = next((c for k, c in enumerate(names) if c in names[:k]), None)
+                    norm = [unicodedata.normalize("NFC", c) for c in names]
+                    dup = next((c for k, c in enumerate(names) if norm[k] in norm[:k]), None)
                     if dup is not None:
                         raise ConfigurationError(
                             f"{self.what}: column {dup!r} appears twice in the header (line "
@@ -581,6 +587,7 @@ class CsvStream(_Source):
         _check_finite(x, self.what, self.feature_names, where)
         target = [r[self.tcol].strip() for r in records]
         if self.task == "classification":
+            target = [label_text(v) for v in target]
             check_text_labels(target, self.what, self.target_names[0], where)
             return x, np.array(target, dtype=object)
         y = _float_column(target, self.what, self.target_names[0], where)[:, None]
@@ -620,15 +627,30 @@ class ParquetStream(_Source):
             raise ConfigurationError(f"{self.what} is not a readable parquet file: {exc}") from None
         schema = pf.schema_arrow
         names = list(schema.names)
+        check_unique_names(names, self.what, "the parquet schema")
         tcol, fcols = _resolve_columns(target, features, names, self.what)
         numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
                    pa.types.is_decimal)
         check = fcols if self.task == "classification" else [*fcols, tcol]
         for c in check:
             t = schema.field(c).type
+            if pa.types.is_dictionary(t):
+                t = t.value_type
             if not any(f(t) for f in numeric):
                 raise ConfigurationError(
                     f"{self.what}: column {names[c]!r} has type {t}, not numbers"
+                    + (" (timestamps are refused, not cast: convert them explicitly)"
+                       if pa.types.is_temporal(t) else "")
+                )
+        if self.task == "classification":  # labels: numbers or text, never cast from others
+            t = schema.field(tcol).type
+            if pa.types.is_dictionary(t):
+                t = t.value_type
+            if not (any(f(t) for f in numeric) or pa.types.is_string(t)
+                    or pa.types.is_large_string(t)):
+                raise ConfigurationError(
+                    f"{self.what}: the class label column {names[tcol]!r} has type {t}; class "
+                    "labels must be integers or text"
                 )
         self.feature_names = [names[c] for c in fcols]
         self.target_names = [names[tcol]]
@@ -658,7 +680,12 @@ class ParquetStream(_Source):
         if self._pf is None or self._pid != os.getpid():
             self._pf, self._pid = pq.ParquetFile(self.path), os.getpid()
         cols = [*self.feature_names, self.target_names[0]]
-        table = self._pf.read_row_group(i, columns=cols)
+        try:
+            table = self._pf.read_row_group(i, columns=cols)
+        except (pa.ArrowException, OSError) as exc:
+            msg = " ".join(str(exc).split())[:200]
+            raise ConfigurationError(f"{self.what}: row group {i} cannot be read ({msg})"
+                                     ) from None
         if rows is not None:
             table = table.take(pa.array(rows, type=pa.int64()))
         start = int(self._starts[i])
@@ -684,7 +711,7 @@ class ParquetStream(_Source):
         if self.task == "classification":
             if target.dtype.kind in "biuf":
                 return x, _labels_from_numbers(target, self.what, where)
-            labels = [str(v).strip() for v in target.tolist()]
+            labels = [label_text(str(v)) for v in target.tolist()]
             check_text_labels(labels, self.what, self.target_names[0], where)
             return x, np.array(labels, dtype=object)
         y = np.asarray(target, dtype=np.float64)[:, None]
@@ -773,16 +800,26 @@ class _Moments:
         nb = a.shape[0]
         if nb == 0:
             return
-        mb = a.mean(axis=0)
-        m2b = ((a - mb) ** 2).sum(axis=0)
-        tot = self.n + nb
-        delta = mb - self.mean
-        self.mean = self.mean + delta * (nb / tot)
-        self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / tot)
+        with np.errstate(all="ignore"):  # overflow is reported by mean_std, by column
+            mb = a.mean(axis=0)
+            m2b = ((a - mb) ** 2).sum(axis=0)
+            tot = self.n + nb
+            delta = mb - self.mean
+            self.mean = self.mean + delta * (nb / tot)
+            self.m2 = self.m2 + m2b + delta**2 * (self.n * nb / tot)
         self.n = tot
 
-    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
-        std = np.sqrt(self.m2 / self.n)
+    def mean_std(self, names: Sequence[str] = (), what: str = "data") -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(all="ignore"):
+            std = np.sqrt(self.m2 / self.n)
+        bad = ~np.isfinite(self.mean) | ~np.isfinite(std)
+        if bad.any():
+            c = int(np.flatnonzero(bad)[0])
+            col = names[c] if c < len(names) else f"column {c}"
+            raise ConfigurationError(
+                f"{what} {col!r} holds values too large to standardise in float64; rescale "
+                "that column (e.g. divide it by a power of ten)"
+            )
         return self.mean.copy(), np.where(std > 1e-12, std, 1.0)
 
 
@@ -1046,9 +1083,11 @@ class StreamingBundle(Standardised):
             if all(isinstance(v, int) for v in ordered):
                 self._class_values = np.array(ordered, dtype=np.int64)
         if xm is not None:
-            self.x_mean, self.x_std = xm.mean_std()
+            self.x_mean, self.x_std = xm.mean_std(self.feature_names,
+                                                  f"stream {self.name!r}: feature")
         if ym is not None:
-            self.y_mean, self.y_std = ym.mean_std()
+            self.y_mean, self.y_std = ym.mean_std(self.target_names,
+                                                  f"stream {self.name!r}: target")
         logger.info("scanned %s: %s rows in %d blocks, %.2fs", self.name, f"{src.n_rows:,}",
                     len(src.block_sizes), time.perf_counter() - t0)
 

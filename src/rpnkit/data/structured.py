@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,34 +103,142 @@ class GraphData:
         return int(self.labels.max()) + 1
 
 
+#: a Planetoid file (and every array in it, uncompressed) may be at most this large
+MAX_GRAPH_FILE_BYTES = 2**31
+#: most classes a graph's labels may name (labels are 0 .. classes-1, -1 = unlabelled)
+MAX_GRAPH_CLASSES = 10_000
+_PLANETOID_KEYS = ("feat_shape", "feat_indptr", "feat_indices", "feat_data", "labels", "edges",
+                   "train_idx", "val_idx", "test_idx")
+
+
 def _planetoid_bytes(name: str, path: str) -> tuple[bytes, str]:
     if path:
         p = Path(path).expanduser()
         if not p.is_file():
             raise ConfigurationError(f"{name}: path {str(p)!r} is not a file")
-        return p.read_bytes(), str(p)
+        size = p.stat().st_size
+        if size > MAX_GRAPH_FILE_BYTES:
+            raise ConfigurationError(f"{name}: {str(p)!r} is {size:,} bytes, above the limit of "
+                                     f"{MAX_GRAPH_FILE_BYTES:,} for a Planetoid .npz file")
+        try:
+            return p.read_bytes(), str(p)
+        except OSError as exc:
+            raise ConfigurationError(f"{name}: cannot read {str(p)!r}: {exc.strerror or exc}"
+                                     ) from None
     node = resources.files("rpnkit").joinpath("resources", "datasets", f"planetoid_{name}.npz")
     return node.read_bytes(), f"planetoid_{name}.npz (shipped)"
 
 
+def _npz_arrays(data: bytes, name: str, where: str) -> dict[str, np.ndarray]:
+    """The Planetoid arrays of an .npz file, every member's header checked (real numbers,
+    declared size within :data:`MAX_GRAPH_FILE_BYTES`) before it is read."""
+    bad = f"{name}: {where} is not a Planetoid .npz file"
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, OSError):
+        raise ConfigurationError(f"{bad} (not a zip archive)") from None
+    out: dict[str, np.ndarray] = {}
+    with zf:
+        for key in _PLANETOID_KEYS:
+            try:
+                info = zf.getinfo(f"{key}.npy")
+            except KeyError:
+                raise ConfigurationError(f"{bad} (no array {key!r})") from None
+            if info.file_size > MAX_GRAPH_FILE_BYTES:
+                raise ConfigurationError(f"{bad} (array {key!r} unpacks to {info.file_size:,} "
+                                         f"bytes, above the limit of {MAX_GRAPH_FILE_BYTES:,})")
+            try:
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                if dtype.kind not in "biuf" or dtype.fields is not None:
+                    raise ConfigurationError(f"{bad} (array {key!r} holds {dtype}, not numbers)")
+                declared = math.prod(shape) * dtype.itemsize
+                if declared > MAX_GRAPH_FILE_BYTES:
+                    raise ConfigurationError(
+                        f"{bad} (array {key!r} declares shape {shape}: {declared:,} bytes, above "
+                        f"the limit of {MAX_GRAPH_FILE_BYTES:,})")
+                with zf.open(info) as f:
+                    out[key] = np.lib.format.read_array(f, allow_pickle=False)
+            except ConfigurationError:
+                raise
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError) as exc:
+                msg = " ".join(str(exc).split())[:200]
+                raise ConfigurationError(f"{bad} (array {key!r}: {msg})") from None
+    return out
+
+
+def _as_int(a: np.ndarray, key: str, bad: str) -> np.ndarray:
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all() or np.any(a != np.round(a)) or (
+                a.size and np.abs(a).max() >= 2**53):
+            raise ConfigurationError(f"{bad}: {key} must hold integers")
+    elif a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+        raise ConfigurationError(f"{bad}: {key} holds values above the int64 range")
+    return a.astype(np.int64)
+
+
+def _check_range(a: np.ndarray, key: str, lo: int, hi: int, bad: str) -> None:
+    """Refuse values of ``a`` outside ``[lo, hi)``, naming the first."""
+    out = (a < lo) | (a >= hi)
+    if out.any():
+        j = int(np.flatnonzero(out.reshape(-1))[0])
+        raise ConfigurationError(
+            f"{bad}: {key} holds {int(a.reshape(-1)[j])} at position {j}, outside [{lo}, {hi - 1}]"
+        )
+
+
 @cache
 def _load_graph_cached(name: str, path: str) -> GraphData:
+    from ..budget import format_bytes, memory_budget
+
     data, where = _planetoid_bytes(name, path)
-    try:
-        z = np.load(io.BytesIO(data), allow_pickle=False)
-        shape = tuple(int(v) for v in z["feat_shape"])
-        indptr, indices, vals = z["feat_indptr"], z["feat_indices"], z["feat_data"]
-        labels, edges = z["labels"].astype(np.int64), z["edges"].astype(np.int64)
-        split = [z[k].astype(np.int64) for k in ("train_idx", "val_idx", "test_idx")]
-    except (KeyError, ValueError, OSError) as exc:
-        raise ConfigurationError(f"{name}: {where} is not a Planetoid .npz file ({exc})") from None
-    if len(shape) != 2 or len(indptr) != shape[0] + 1 or len(labels) != shape[0]:
-        raise ConfigurationError(f"{name}: {where}: inconsistent shapes (features {shape}, "
+    z = _npz_arrays(data, name, where)
+    bad = f"{name}: {where}"
+    shape_arr = _as_int(z["feat_shape"].reshape(-1), "feat_shape", bad)
+    if shape_arr.shape != (2,) or shape_arr.min() < 1:
+        raise ConfigurationError(f"{bad}: feat_shape must be two positive integers (nodes, "
+                                 f"features), got {shape_arr.tolist()}")
+    shape = (int(shape_arr[0]), int(shape_arr[1]))
+    n = shape[0]
+    # the features are held densely (float32) and read as float64 rows: bound them first
+    need = shape[0] * shape[1] * (4 + 8)
+    budget, source = memory_budget()
+    if need > MAX_GRAPH_FILE_BYTES * 8 or (budget is not None and need > budget):
+        limit = min(MAX_GRAPH_FILE_BYTES * 8, budget or MAX_GRAPH_FILE_BYTES * 8)
+        raise ConfigurationError(
+            f"{bad}: a {shape[0]:,} x {shape[1]:,} feature matrix needs about "
+            f"{format_bytes(need)} held densely, above the limit of {format_bytes(limit)}"
+            + (f" (memory budget: {source})" if budget is not None and need > budget else ""))
+    indptr = _as_int(z["feat_indptr"].reshape(-1), "feat_indptr", bad)
+    indices = _as_int(z["feat_indices"].reshape(-1), "feat_indices", bad)
+    vals = z["feat_data"].reshape(-1)
+    labels = _as_int(z["labels"].reshape(-1), "labels", bad)
+    edges = _as_int(z["edges"], "edges", bad)
+    split = [_as_int(z[k].reshape(-1), k, bad) for k in ("train_idx", "val_idx", "test_idx")]
+    if len(indptr) != n + 1 or len(labels) != n:
+        raise ConfigurationError(f"{bad}: inconsistent shapes (features {shape}, "
                                  f"{len(indptr) - 1} rows, {len(labels)} labels)")
+    if indptr[0] != 0 or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices) or len(
+            vals) != len(indices):
+        raise ConfigurationError(
+            f"{bad}: feat_indptr must rise from 0 to the number of stored values "
+            f"({len(indices)} indices, {len(vals)} values)")
+    _check_range(indices, "feat_indices (feature columns)", 0, shape[1], bad)
+    if not np.isfinite(vals).all():
+        raise ConfigurationError(f"{bad}: feat_data holds NaN or inf")
+    if edges.ndim != 2 or edges.shape[1] != 2:
+        raise ConfigurationError(f"{bad}: edges must be an (E, 2) array, got shape {edges.shape}")
+    _check_range(edges, "edges (node ids)", 0, n, bad)
+    _check_range(labels, "labels", -1, MAX_GRAPH_CLASSES, bad)
+    if not (labels >= 0).any():
+        raise ConfigurationError(f"{bad}: no node is labelled")
     feats = np.zeros(shape, dtype=np.float32)
     rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
     feats[rows, indices] = vals
-    n = shape[0]
     for k, idx in zip(("train", "val", "test"), split):
         if idx.size and (idx.min() < 0 or idx.max() >= n or np.any(labels[idx] < 0)):
             raise ConfigurationError(f"{name}: {where}: the {k} split names unlabelled or "

@@ -25,6 +25,9 @@ __all__ = ["GridInterdependence"]
 
 SHAPES = ("cuboid", "cylinder", "sphere")
 
+#: most cells (channels × kernel²) one patch may have: its index tables are built from them
+MAX_PATCH_CELLS = 2**22
+
 
 @INTERDEPENDENCES.register("grid")
 class GridInterdependence(Interdependence):
@@ -52,6 +55,11 @@ class GridInterdependence(Interdependence):
                 f"{min(self.height, self.width) + 2 * self.padding}"
             )
         c, k = self.channels, self.kernel
+        if c * k * k > MAX_PATCH_CELLS:
+            raise ConfigurationError(
+                f"{owner}: a patch of {c:,} channels × {k:,}×{k:,} cells has {c * k * k:,} "
+                f"cells, above the limit of {MAX_PATCH_CELLS:,}; use a smaller kernel"
+            )
         cc, rr, ww = torch.meshgrid(torch.arange(c), torch.arange(k), torch.arange(k), indexing="ij")
         r = k // 2
         centre = (k - 1) / 2

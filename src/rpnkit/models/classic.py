@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..head import RPNHead
 from ..layer import RPNLayer
-from ..model import RPN
+from ..model import MAX_LAYERS, RPN
 from ..remainder.remainders import LinearRemainder
 
 __all__ = [
@@ -38,6 +38,11 @@ def _check_dims(dims: Any, owner: str) -> list[int]:
     if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence):
         raise ConfigurationError(f"{owner}: dims must be a list of integers, got {dims!r}")
     dims = list(dims)
+    if len(dims) - 1 > MAX_LAYERS:
+        raise ConfigurationError(
+            f"{owner}: dims lists {len(dims):,} sizes, i.e. {len(dims) - 1:,} layers; at most "
+            f"{MAX_LAYERS:,} layers are allowed"
+        )
     if len(dims) < 2 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
         raise ConfigurationError(
             f"{owner}: dims must be a list of at least two positive integers [m, ..., n], "

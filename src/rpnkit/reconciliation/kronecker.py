@@ -7,6 +7,7 @@ vec is row-major. The ``apply`` methods use that identity and never form W.
 
 from __future__ import annotations
 
+from math import isqrt
 from typing import Any
 
 import torch
@@ -19,6 +20,21 @@ from .base import Reconciliation, check_int, divisors
 from .lowrank import _lowrank_frobenius_sq
 
 __all__ = ["DuplicatedPadding", "HM", "LPHM", "DualLPHM"]
+
+#: divisors are listed in full (an O(sqrt k) search) only up to this k; beyond it the hint
+#: names the small divisors, so a refusal of a huge size stays instant
+_FULL_DIVISOR_SEARCH = 10**10
+_SMALL_DIVISORS = 1000
+
+
+def _divisor_hint(symbol: str, what: str, k: int) -> str:
+    """``"valid p for n=12: [1, 2, 3, 4, 6, 12]"``, bounded in time for any ``k``."""
+    k = int(k)
+    if k <= _FULL_DIVISOR_SEARCH:
+        return f"valid {symbol} for {what}={k}: {divisors(k)}"
+    top = min(_SMALL_DIVISORS, isqrt(k))
+    small = [i for i in range(1, top + 1) if k % i == 0]
+    return f"{symbol} must be a divisor of {what}={k}; its divisors up to {top:,}: {small}"
 
 
 class _Kron(Reconciliation):
@@ -38,11 +54,11 @@ class _Kron(Reconciliation):
         owner = type(self).__name__
         if n % self.p:
             raise ConfigurationError(
-                f"{owner}: p={self.p} must divide n={n}; valid p for n={n}: {divisors(n)}"
+                f"{owner}: p={self.p} must divide n={n}; {_divisor_hint('p', 'n', n)}"
             )
         if D % self.q:
             raise ConfigurationError(
-                f"{owner}: q={self.q} must divide D={D}; valid q for D={D}: {divisors(D)}"
+                f"{owner}: q={self.q} must divide D={D}; {_divisor_hint('q', 'D', D)}"
             )
 
     def st(self, n, D):  # noqa: N803

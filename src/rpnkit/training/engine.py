@@ -194,6 +194,26 @@ def _empty_like(a: Any) -> Any:
     return a[:0]
 
 
+def _check_finite_input(a: Any, what: str) -> None:
+    """Refuse NaN/inf in in-memory data (a numeric array or tensor), naming the first row."""
+    if isinstance(a, Tensor):
+        if not a.is_floating_point() and not a.is_complex():
+            return
+        bad = ~torch.isfinite(a.detach())
+        if not bool(bad.any()):
+            return
+        bad = bad.cpu().numpy()
+    else:
+        if a.dtype.kind not in "fc":
+            return
+        bad = ~np.isfinite(a)
+        if not bad.any():
+            return
+    row = int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0]) if bad.ndim else 0
+    raise ConfigurationError(f"{what} holds NaN or inf (first at row {row}); clean the data "
+                             "before training")
+
+
 def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataBundle:
     """A :class:`~rpnkit.data.DataBundle` from in-memory data (a bundle is returned as is).
 
@@ -235,6 +255,8 @@ def as_bundle(data: Any, task: str | None = None, name: str = "arrays") -> DataB
                 f"in-memory data: split {split!r} needs X of shape (N, features...) and y with "
                 f"N rows, got X {tuple(x.shape)} and y {tuple(y.shape)}"
             )
+        _check_finite_input(x, f"in-memory data: X of split {split!r}")
+        _check_finite_input(y, f"in-memory data: y of split {split!r}")
         xs[split], ys[split] = x, y
     y_tr = ys["train"]
     if task is None:
