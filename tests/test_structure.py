@@ -114,12 +114,20 @@ def test_linearity_is_declared_per_class():
 
 
 @pytest.mark.parametrize(("form", "degree"), [
-    (forms.Dense(), 1), (forms.Opaque(), 1), (forms.LowRank(), 2),
+    (forms.Dense(), 1), (forms.Opaque(), None), (forms.LowRank(), 2),
     (forms.Kronecker(2, 2), 2), (forms.Kronecker(2, 2, (), (1,)), 1),
     (forms.Kronecker(2, 2, (0, 1), (2, 3)), 4), (forms.Fixed("eye"), 0),
 ])
 def test_homogeneity_from_form(form, degree):
     assert form_homogeneity(form) == degree
+
+
+def test_init_reads_the_declared_homogeneity():
+    from rpnkit.init import init_homogeneity
+
+    for name in rpnkit.list_components()["reconciliation"]:
+        psi = rpnkit.build_reconciliation(name)
+        assert psi.structure(4, 6).homogeneity == init_homogeneity(psi)
 
 
 def test_reconciliation_structure():

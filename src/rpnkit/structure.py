@@ -158,19 +158,11 @@ class ExpansionStructure:
         return list(self.columns)
 
 
-def form_homogeneity(form: Any) -> int:
-    """Degree of W = ψ(w) in w, read off the declared algebraic form: dense / opaque 1,
-    low rank 2 (F_l F_rᵀ), Kronecker A ⊗ B the degrees of A and B added (a factor named by
-    two indices is a product, by none the all-ones matrix), fixed 0."""
-    from .reconciliation.forms import Fixed, Kronecker, LowRank
-
-    if isinstance(form, Fixed):
-        return 0
-    if isinstance(form, LowRank):
-        return 2
-    if isinstance(form, Kronecker):
-        return len(form.a) + len(form.b)
-    return 1
+def form_homogeneity(form: Any) -> int | None:
+    """Degree of W = ψ(w) in w, read off the declared algebraic form (``Form.degree``): dense
+    1, low rank 2 (F_l F_rᵀ), Kronecker A ⊗ B the degrees of A and B added (a factor named by
+    two indices is a product, by none the all-ones matrix), fixed 0, opaque None."""
+    return form.degree
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,7 +175,9 @@ class ReconciliationStructure:
     l: int  # noqa: E741 - the paper's name
     form: Any
     factor_shapes: tuple | None = None
-    homogeneity: int = 1
+    #: the degree of W in w the initialisation uses (:func:`rpnkit.init.init_homogeneity`:
+    #: the form's degree unless the class states its own); None: not homogeneous
+    homogeneity: int | None = 1
 
     @property
     def kind(self) -> str:

@@ -143,7 +143,8 @@ class Reconciliation(nn.Module):
     def structure(self, n: int, D: int) -> ReconciliationStructure:  # noqa: N803
         """ψ's declaration for an (n, D) weight: its form, l, factor shapes and the init
         homogeneity derived from the form (:class:`~rpnkit.structure.ReconciliationStructure`)."""
-        from ..structure import ReconciliationStructure, form_homogeneity
+        from ..init import init_homogeneity
+        from ..structure import ReconciliationStructure
 
         form = forms.form_of(self)
         try:
@@ -152,7 +153,7 @@ class Reconciliation(nn.Module):
             shapes = None
         return ReconciliationStructure(self.registry_name, int(n), int(D),
                                        int(self.calculate_l(n, D)), form, shapes,
-                                       form_homogeneity(form))
+                                       init_homogeneity(self))
 
     def form_factors(self, w: Tensor, n: int, D: int) -> list[Tensor]:  # noqa: N803
         """The matrices the form's indices refer to; default: :meth:`factors`."""
