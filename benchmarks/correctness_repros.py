@@ -77,7 +77,7 @@ def gradient_penalty() -> None:
                               dtype=D64)
         x = (torch.rand(16, 30, dtype=D64) * 1.6 - 0.8).requires_grad_(True)
 
-        def loss(y):
+        def loss(y, x=x):
             (dx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
             return y.sum() + (dx ** 2).sum()
 
