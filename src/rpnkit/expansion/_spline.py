@@ -18,6 +18,13 @@ is built once (:func:`spline_tables`) and held by the expansion as non-persisten
 knot values are read from the knots buffer on every call (two scalar reads), so overwriting
 the knots in place keeps this path right as long as they stay uniform (see
 :meth:`rpnkit.expansion.rbf.BSpline.refresh`).
+
+Wherever PyTorch goes: under autocast the basis is evaluated in the buffers' dtype with
+autocast off (:func:`autocast_off`; the GEMM that follows is autocast as usual); under
+``torch.compile`` / ``torch.export`` and ``torch.func`` transforms the plain differentiable
+form (:func:`uniform_basis_plain`) runs instead of the custom Function; and the Functions'
+backward passes are differentiable when a higher-order gradient is asked for
+(``create_graph=True``): they then recompute the derivatives from x with plain ops.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ from fractions import Fraction
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-__all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis"]
+__all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis",
+           "uniform_basis_plain", "RadialBasis", "radial_basis", "autocast_off", "traced"]
 
 
 def cardinal_coefficients(d: int) -> list[list[Fraction]]:
@@ -56,8 +63,10 @@ def cardinal_coefficients(d: int) -> list[list[Fraction]]:
     return [[polys[k][e] for k in range(d + 1)] for e in range(d + 1)]
 
 
-def spline_tables(m: int, t: int, d: int) -> dict[str, Tensor]:
-    """Tables of the local path for m features, t intervals, degree d >= 1 (float64 / long).
+def spline_tables(m: int, t: int, d: int, device: torch.device | str | None = "cpu"
+                  ) -> dict[str, Tensor]:
+    """Tables of the local path for m features, t intervals, degree d >= 1 (float64 / long),
+    built on ``device`` (default the CPU, whatever device context is active).
 
     ``coef`` (d+1, d+1): values = powers @ coef; ``dcoef`` (d, d+1): derivatives (in u) =
     powers[:, :d] @ dcoef. ``cols`` (m·(t+2d+2), d+1): for feature i and clamped interval
@@ -68,19 +77,20 @@ def spline_tables(m: int, t: int, d: int) -> dict[str, Tensor]:
     width = t + d
     n_rows = t + 2 * d + 2  # jc = -1 .. t + 2d
     c = cardinal_coefficients(d)
-    coef = torch.tensor([[float(v) for v in row] for row in c], dtype=torch.float64)
-    dcoef = coef[1:] * torch.arange(1, d + 1, dtype=torch.float64).unsqueeze(1)
-    jc = torch.arange(-1, t + 2 * d + 1).view(n_rows, 1)
-    base = jc - d + torch.arange(d + 1).view(1, d + 1)  # (n_rows, d+1) basis index
+    f64 = {"dtype": torch.float64, "device": device}
+    coef = torch.tensor([[float(v) for v in row] for row in c], **f64)
+    dcoef = coef[1:] * torch.arange(1, d + 1, **f64).unsqueeze(1)
+    jc = torch.arange(-1, t + 2 * d + 1, device=device).view(n_rows, 1)
+    base = jc - d + torch.arange(d + 1, device=device).view(1, d + 1)  # (n_rows, d+1) index
     inside = (jc >= 0) & (jc <= t + 2 * d - 1)
     keep = ((base >= 0) & (base < width) & inside).unsqueeze(0)
-    cols = torch.arange(m).view(m, 1, 1) * width + base.unsqueeze(0)
+    cols = torch.arange(m, device=device).view(m, 1, 1) * width + base.unsqueeze(0)
     cols = torch.where(keep, cols, torch.full_like(cols, m * width))
     return {
         "coef": coef,
         "dcoef": dcoef,
         "cols": cols.reshape(m * n_rows, d + 1).contiguous(),
-        "row0": torch.arange(m) * n_rows + 1,
+        "row0": torch.arange(m, device=device) * n_rows + 1,
     }
 
 
@@ -107,11 +117,27 @@ def _powers(f: Tensor, d1: int) -> Tensor:
     return out
 
 
+def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
+    """(B·m, d+1) x-derivatives of the d+1 local bases, with out-of-place differentiable ops
+    (the backward's form when a higher-order gradient is asked for): ``Σ_e e·C[e, k] f^{e−1}
+    / h``, f = u − ⌊u⌋ (⌊u⌋ has derivative 0, so df/dx = 1/h)."""
+    k0 = knots[0]
+    h = knots[1] - k0
+    u = (x - k0) / h
+    f = (u - torch.floor(u).detach()).reshape(-1)
+    pows = [torch.ones_like(f)]
+    while len(pows) < dcoef.shape[0]:
+        pows.append(pows[-1] * f)
+    return (torch.stack(pows, 1) @ dcoef) / h
+
+
 class UniformBSplineBasis(torch.autograd.Function):
     """Dense (B, m·(t+d)) B-spline basis of x on uniform knots; backward in O(B·m·(d+1)).
 
     The values are scattered into a (B, m·(t+d) + 1) buffer whose last column takes the bases
     that do not exist; the output is the view without it (rows keep the buffer's stride).
+    The backward is differentiable when autograd asks for a graph of it (``create_graph``):
+    the derivatives are then recomputed from x with plain ops (:func:`_local_derivatives`).
     """
 
     @staticmethod
@@ -129,17 +155,18 @@ class UniformBSplineBasis(torch.autograd.Function):
             # du/dx = 1/h; the discarded column's gradient is zero, so bases that do not
             # exist contribute nothing
             dvals = (powers[: d1 - 1].t() @ dcoef).div_(knots[1] - knots[0])
-            ctx.save_for_backward(col, dvals)
+            ctx.save_for_backward(col, dvals, x, knots, dcoef)
         ctx.shape = (b, m, d1)
         return out[:, : m * width]
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
-        col, dvals = ctx.saved_tensors
+        col, dvals, x, knots, dcoef = ctx.saved_tensors
         b, m, d1 = ctx.shape
+        if torch.is_grad_enabled():  # create_graph: a backward autograd can differentiate
+            dvals = _local_derivatives(x, knots, dcoef)
         g = torch.nn.functional.pad(grad, (0, 1)).gather(1, col).view(b * m, d1)
         gx = torch.linalg.vecdot(g, dvals).view(b, m)
         return (gx,) + (None,) * 6
@@ -151,19 +178,33 @@ def functorch_active() -> bool:
     return bool(torch._C._are_functorch_transforms_active())
 
 
+def traced() -> bool:
+    """True where the custom Functions give way to plain differentiable code: inside
+    ``torch.func`` transforms, ``torch.compile`` and ``torch.export`` (no ``out=``, no
+    in-place writes into views, a graph the tracer sees whole)."""
+    return functorch_active() or torch.compiler.is_compiling()
+
+
+def autocast_off(x: Tensor) -> bool:
+    """Whether autocast is on for x's device (the basis is then evaluated with autocast off,
+    in its buffers' dtype: exact tables and knots, and no dtype mixed into one scatter)."""
+    dev = x.device.type
+    return torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)
+
+
 def uniform_basis_plain(x: Tensor, knots: Tensor, tables: dict[str, Tensor],
                         width: int) -> Tensor:
-    """The same basis with out-of-place differentiable ops (autograd derives the backward),
-    for ``torch.func`` transforms such as vmap over stacked models."""
+    """The same basis with out-of-place differentiable ops (autograd derives the backward, to
+    any order), for ``torch.func`` transforms, ``torch.compile`` and ``torch.export``."""
     b, m = x.shape
     coef, cols, row0 = tables["coef"], tables["cols"], tables["row0"]
     d1 = coef.shape[0]
     top = cols.shape[0] // m - 2
     k0 = knots[0]
     u = (x - k0) / (knots[1] - k0)
-    j = torch.floor(u)
+    j = torch.floor(u).detach()
     f = (u - j).reshape(-1)
-    jc = torch.nan_to_num(j.detach(), nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1)
+    jc = torch.nan_to_num(j, nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1)
     rows = (jc.clamp(-1, top).to(torch.long) + row0).reshape(-1)
     pows = [torch.ones_like(f), f]
     while len(pows) < d1:
@@ -175,8 +216,9 @@ def uniform_basis_plain(x: Tensor, knots: Tensor, tables: dict[str, Tensor],
 
 
 def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: int) -> Tensor:
-    """Dense feature-major basis (B, m·width) of x (B, m) on uniform ``knots``."""
-    if functorch_active():
+    """Dense feature-major basis (B, m·width) of x (B, m) on uniform ``knots`` (x, knots and
+    the floating tables in one dtype; callers handle autocast, see :func:`autocast_off`)."""
+    if traced():
         return uniform_basis_plain(x, knots, tables, width)
     return UniformBSplineBasis.apply(
         x, knots, tables["coef"], tables["dcoef"], tables["cols"], tables["row0"],
@@ -184,11 +226,19 @@ def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: in
     )
 
 
+def _radial(x: Tensor, centres: Tensor, eps: float, gaussian: bool) -> tuple[Tensor, Tensor]:
+    """(z, φ(z)) with z = ε(x_i − c_k), (B, m, K), out-of-place differentiable ops."""
+    z = (x.unsqueeze(-1) - centres) * eps
+    s = z * z
+    return z, torch.exp(-s) if gaussian else 1.0 / (1.0 + s)
+
+
 class RadialBasis(torch.autograd.Function):
     """φ(ε(x_i − c_k)) for Gaussian (exp(−z²)) or inverse quadratic (1/(1+z²)) bumps, (B, m·K).
 
     Forward in place on one (B, m, K) buffer; backward ``Σ_k g·φ'(z)·ε`` from the saved
-    output, with z recomputed (no autograd graph of five elementwise ops, no saved z).
+    output, with z recomputed (no autograd graph of five elementwise ops, no saved z). Under
+    ``create_graph`` the backward recomputes φ from x with plain ops, so it is differentiable.
     """
 
     @staticmethod
@@ -202,14 +252,26 @@ class RadialBasis(torch.autograd.Function):
         return out.flatten(1)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         x, centres, out = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiable in grad and x
+            z, phi = _radial(x, centres, ctx.eps, ctx.gaussian)
+            dphi = phi if ctx.gaussian else phi * phi  # d/dz: −2z·(φ or φ²)
+            gx = (grad.reshape(phi.shape) * dphi * z).sum(-1) * (-2.0 * ctx.eps)
+            return gx, None, None, None
         z = (x.unsqueeze(-1) - centres).mul_(ctx.eps)
         g = grad.reshape(out.shape) * out
         if not ctx.gaussian:  # d/dz 1/(1+z²) = −2z φ²
             g.mul_(out)
         gx = torch.linalg.vecdot(g, z).mul_(-2.0 * ctx.eps)
         return gx, None, None, None
+
+
+def radial_basis(x: Tensor, centres: Tensor, eps: float, gaussian: bool) -> Tensor:
+    """(B, m·K) Gaussian or inverse quadratic bumps of x (B, m), centres in x's dtype: the
+    analytic Function eagerly, plain differentiable ops when traced (:func:`traced`)."""
+    if traced():
+        return _radial(x, centres, eps, gaussian)[1].flatten(1)
+    return RadialBasis.apply(x, centres, eps, gaussian)

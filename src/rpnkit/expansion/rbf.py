@@ -175,6 +175,8 @@ _SPLINE_TABLES = ("coef", "dcoef", "cols", "row0")
 
 
 def _refresh_after_load(module: BSpline, incompatible_keys: Any) -> None:
+    # load_state_dict(assign=True) into a meta-built model: real knots, tables still meta
+    module._materialise_tables()
     module.refresh()  # loaded knots may be non-uniform (a grid fitted to data)
 
 
@@ -253,6 +255,17 @@ class BSpline(Expansion):
             with torch.no_grad():
                 k.copy_(self.default_knots(k.dtype))
             self.uniform = True
+
+    def _materialise_tables(self) -> None:
+        """Tables still on meta while the knots are not (``load_state_dict(assign=True)``
+        into a meta-built expansion): build them on the knots' device, in their dtype."""
+        k = self.knots
+        if k.is_meta or self.m is None or "spline_coef" not in self._buffers or \
+                not self._buffers["spline_coef"].is_meta:
+            return
+        for name, tab in spline_tables(self.m, self.t, self.d).items():
+            want = k.dtype if tab.is_floating_point() else tab.dtype
+            self._buffers[f"spline_{name}"] = tab.to(dtype=want).to(k.device)
 
     def reset_parameters(self) -> None:
         """Recompute the buffers from the hyperparameters, in place (each keeps its device and
