@@ -1,19 +1,24 @@
 """Property tests: the CSV reader and checkpoint loading either succeed or raise a
-ConfigurationError (one clear message), never another exception, within a time bound."""
+ConfigurationError (one clear message), never another exception; a training state crafted
+anywhere and re-checksummed is refused with one line or resumes soundly."""
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rpnkit.data import load_data
 from rpnkit.errors import ConfigurationError
-from rpnkit.training.checkpoint import atomic_torch_save, load_checked
+from rpnkit.training import InterruptFlag, TrainingInterrupted
+from rpnkit.training.checkpoint import CHECKSUM_KEY, atomic_torch_save, content_digest, load_checked
 
 EXAMPLES = int(os.environ.get("RPNKIT_HYPOTHESIS_EXAMPLES", "60"))
 CELL = st.one_of(
@@ -78,3 +83,103 @@ def test_checkpoint_loading_refuses_damage_cleanly(data, cut, flip):
             return
         # accepted only when the content is intact (the flip hit padding or unused bytes)
         assert torch.equal(state["model"]["w"], torch.arange(6.0))
+
+
+# --------------------------------------------------------------------------- crafted states
+# A training state edited anywhere (a field, a tensor, an optimizer or scheduler entry) and
+# given a valid checksum again: it is refused with one line naming the file, or it is sound
+# and training resumes from it without any other exception.
+
+_CFG = {"seed": 1, "device": "cpu", "plots": False,
+        "data": {"name": "function", "expression": "x0*x1", "ranges": [[-1, 1], [-1, 1]],
+                 "n_samples": 100, "split": {"train": 0.5, "val": 0.2, "test": 0.3}},
+        "model": {"name": "torch_mlp", "dims": [2, 4, 1]},
+        "train": {"epochs": 3, "batch_size": 10, "dtype": "float64",
+                  "optimizer": {"name": "adam", "lr": 0.01}}}
+_VALUES = [None, True, -1, 0, 3, 2**70, math.nan, math.inf, -math.inf, 0.5, "x", [], {},
+           "same-shape-nan", "same-shape-float32", "same-shape-int", "bigger", "scalar",
+           torch.zeros(0), torch.zeros(7, dtype=torch.uint8)]
+
+
+@pytest.fixture(scope="module")
+def crafted_base(tmp_path_factory):
+    """A state saved in the middle of epoch 2 (with a permutation and last good weights)."""
+    from rpnkit.config import parse_config
+    from rpnkit.training import fit, prepare
+
+    folder = tmp_path_factory.mktemp("crafted")
+    cfg = parse_config(copy.deepcopy(_CFG))
+    prep = prepare(cfg)
+    flag = InterruptFlag()
+
+    def stop(epoch, rec):
+        if epoch == 1:
+            flag.set()
+
+    good = folder / "checkpoint.pt"
+    with pytest.raises(TrainingInterrupted):
+        fit(prep.model, prep.bundle, cfg.train, seed=1, checkpoint_path=good, interrupt=flag,
+            on_epoch_end=stop)
+    return prep, good
+
+
+def _paths(obj, path=()):
+    """Every place in a nested state: (keys ...) tuples, the containers' too."""
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        return
+    for k, v in items:
+        yield (*path, k)
+        yield from _paths(v, (*path, k))
+
+
+def _value(token, old):
+    if isinstance(token, str) and token.startswith(("same-shape", "bigger", "scalar")):
+        ref = old if isinstance(old, torch.Tensor) else torch.zeros(3)
+        if token == "same-shape-nan":
+            return torch.full_like(ref.double(), math.nan)
+        if token == "same-shape-float32":
+            return torch.zeros(ref.shape, dtype=torch.float32)
+        if token == "same-shape-int":
+            return torch.zeros(ref.shape, dtype=torch.int64)
+        if token == "bigger":
+            return torch.zeros(ref.numel() + 5, dtype=ref.dtype if ref.dtype.is_floating_point
+                               else torch.float64)
+        return torch.tensor(1.0, dtype=torch.float64)
+    return copy.deepcopy(token)
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_crafted_training_state_is_refused_or_resumes(crafted_base, tmp_path, data):
+    from rpnkit.training import fit
+    from rpnkit.training.run import load_train_state
+
+    prep, good = crafted_base
+    body = {k: v for k, v in torch.load(good, weights_only=True).items() if k != CHECKSUM_KEY}
+    where = data.draw(st.sampled_from(sorted(_paths(body), key=repr)), label="where")
+    token = data.draw(st.sampled_from(_VALUES), label="value")
+    parent = body
+    for k in where[:-1]:
+        parent = parent[k]
+    parent[where[-1]] = _value(token, parent[where[-1]])
+    path = tmp_path / f"c{abs(hash((where, repr(token)))) % 10**9}.pt"
+    torch.save({**body, CHECKSUM_KEY: content_digest(body)}, path)
+    message = None
+    try:
+        state = load_train_state(path, prep)
+    except ConfigurationError as exc:
+        message = str(exc)
+    if message is not None:
+        assert str(path) in message
+        assert "\n" not in message
+        return
+    try:  # accepted: training resumes from it (or refuses it with a CheckpointError)
+        fit(prep.model, prep.bundle, prep.cfg.train, seed=1, resume=state)
+    except ConfigurationError as exc:
+        message = str(exc)
+    assert message is None or "\n" not in message

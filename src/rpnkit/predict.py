@@ -16,10 +16,13 @@ the command line; ``rpnkit export RUN --format torchscript|onnx`` writes a deplo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,9 +203,16 @@ class LoadedRun:
 
 
 def load_run(run: str | Path, which: str = "final", device: str | torch.device = "cpu") -> LoadedRun:
-    """Load a run folder's model (``which``: ``"final"`` → model.pt, ``"best"`` → best.pt)."""
-    from .config import parse_config, read_yaml
+    """Load a run folder's model (``which``: ``"final"`` → model.pt, ``"best"`` → best.pt).
+
+    ``config.yaml`` is read only when it is a regular file of at most 1 MiB; the model file
+    must carry its checksum and pass the structural checks of
+    :func:`rpnkit.training.checkpoint.check_model_file` (epoch, weights' keys, shapes, dtypes
+    and finite values, preprocessing with positive scales); a refusal is a
+    :class:`ConfigurationError` naming the file and the field.
+    """
     from .models import build_model
+    from .training.run import load_model_file, read_run_config
 
     run = Path(run)
     if which not in _FILES:
@@ -212,8 +222,15 @@ def load_run(run: str | Path, which: str = "final", device: str | torch.device =
         raise ConfigurationError(f"{run} is not a run folder (no config.yaml)")
     if not ckpt.is_file():
         raise ConfigurationError(f"{run} has no {ckpt.name} (an unfinished run? resume it first)")
-    cfg = parse_config(read_yaml(cfg_path.read_text(encoding="utf-8")), str(cfg_path))
-    payload = _load_payload(ckpt)
+    cfg = read_run_config(cfg_path)  # the 1 MiB guard before anything is read
+    try:
+        model = build_model(cfg.model.name, **cfg.model.build_kwargs())
+    except TypeError as exc:
+        raise ConfigurationError(f"model {cfg.model.name!r}: {exc}") from None
+    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
+    device = torch.device(device)
+    model.to(device=device, dtype=dtype)
+    payload = load_model_file(ckpt, model, cfg=cfg)  # checksum, format and every field
     pre = payload.get("preprocessing")
     if pre is None:  # a run written before preprocessing was saved: fit it again from the data
         from .training.engine import loss_name
@@ -222,35 +239,12 @@ def load_run(run: str | Path, which: str = "final", device: str | torch.device =
         bundle = load_bundle(cfg)
         pre = preprocessing_of(bundle, loss_name(cfg.train, bundle.task))
     try:
-        model = build_model(cfg.model.name, **cfg.model.build_kwargs())
-    except TypeError as exc:
-        raise ConfigurationError(f"model {cfg.model.name!r}: {exc}") from None
-    dtype = torch.float64 if cfg.train.dtype == "float64" else torch.float32
-    device = torch.device(device)
-    model.to(device=device, dtype=dtype)
-    try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as exc:
         raise ConfigurationError(f"{ckpt}: the weights do not fit the config's model: "
                                  f"{str(exc).splitlines()[0]}") from None
     model.eval()
     return LoadedRun(model, pre, cfg, run, ckpt.name, dtype, device)
-
-
-def _load_payload(path: Path) -> dict[str, Any]:
-    try:
-        from .training.checkpoint import load_checked  # checksummed payloads (if available)
-    except ImportError:  # pragma: no cover
-        load_checked = None
-    try:
-        if load_checked is not None:
-            return load_checked(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except ConfigurationError:
-        raise
-    except Exception as exc:
-        raise ConfigurationError(f"{path}: not a readable rpnkit checkpoint ({type(exc).__name__})"
-                                 ) from None
 
 
 def read_table(path: str | Path, feature_names: Sequence[str] | None = None) -> np.ndarray:
@@ -335,15 +329,20 @@ def export_run(run: str | Path, fmt: str = "torchscript", out: str | Path | None
     """Write the run's model as TorchScript (``model.ts``) or ONNX (``model.onnx``).
 
     The exported graph maps *standardised* inputs to raw outputs (as ``run.model`` does); the
-    preprocessing is in ``model.pt`` / :func:`load_run`. Raises a ConfigurationError naming
-    the component when a model cannot be exported.
+    preprocessing is in ``model.pt`` / :func:`load_run`. The file is written to a temporary
+    file in the target folder and renamed (a link at ``out`` is replaced, never followed); a
+    run's own files (``model.pt``, ``best.pt``, ``checkpoint.pt`` ...) are never replaced.
+    Raises a ConfigurationError naming the component when a model cannot be exported, and
+    naming the path when ``out`` cannot be written (missing or read-only folder).
     """
+    fmt = str(fmt).lower()
+    if fmt not in ("torchscript", "onnx"):
+        raise ConfigurationError(f"export format must be 'torchscript' or 'onnx', got {fmt[:40]!r}")
+    path = export_target(run, out, "model.ts" if fmt == "torchscript" else "model.onnx")
     loaded = load_run(run, which)
-    fmt = fmt.lower()
     m = len(loaded.feature_names) or loaded.config.model.dims[0]
     example = torch.zeros(2, m, dtype=loaded.dtype)
     if fmt == "torchscript":
-        path = Path(out) if out else Path(run) / "model.ts"
         try:
             with warnings.catch_warnings():  # shape checks become constants: that is intended
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -351,21 +350,88 @@ def export_run(run: str | Path, fmt: str = "torchscript", out: str | Path | None
         except Exception as exc:
             raise ConfigurationError(f"torchscript export failed: {_blame(loaded.model, exc)}"
                                      ) from None
-        scripted.save(str(path))
+        write_output(path, lambda tmp: scripted.save(tmp))
         return path
-    if fmt == "onnx":
-        path = Path(out) if out else Path(run) / "model.onnx"
+
+    def onnx(tmp: str) -> None:
         try:
-            torch.onnx.export(loaded.model, (example,), str(path), input_names=["x"],
+            torch.onnx.export(loaded.model, (example,), tmp, input_names=["x"],
                               output_names=["y"], dynamic_axes={"x": {0: "batch"},
                                                                 "y": {0: "batch"}})
         except ImportError as exc:
             raise ConfigurationError(f"onnx export needs the onnx package ({exc}); "
                                      "pip install onnx onnxscript") from None
+        except OSError:
+            raise
         except Exception as exc:
             raise ConfigurationError(f"onnx export failed: {_blame(loaded.model, exc)}") from None
-        return path
-    raise ConfigurationError(f"export format must be 'torchscript' or 'onnx', got {fmt!r}")
+
+    write_output(path, onnx)
+    return path
+
+
+def _shown(path: Any) -> str:
+    text = repr(str(path))
+    return text if len(text) <= 160 else text[:100] + "..." + text[-40:]
+
+
+def export_target(run: str | Path, out: str | Path | None, default: str) -> Path:
+    """The checked output path of an export: ``out`` (or ``RUN/default``) in an existing
+    folder, not a folder itself, and not one of the run folder's own files."""
+    from .training.rundir import RUN_FILES
+
+    if out is not None and "\0" in str(out):
+        raise ConfigurationError(f"--out {_shown(out)} contains a NUL character")
+    path = Path(out) if out else Path(run) / default
+    try:
+        folder = path.parent.resolve()
+        own = {Path(run).resolve() / name for name in RUN_FILES}
+        if folder / path.name in own:
+            raise ConfigurationError(
+                f"--out {_shown(path)} is the run's own {path.name}; an export never replaces "
+                "it: choose another file (default: RUN/model.ts or RUN/model.onnx)")
+        if not folder.is_dir():
+            raise ConfigurationError(f"--out {_shown(path)}: folder {_shown(path.parent)} does "
+                                     "not exist")
+        if path.is_dir():
+            raise ConfigurationError(f"--out {_shown(path)} is a folder, not a file")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigurationError(f"--out {_shown(path)}: folder {_shown(path.parent)} is "
+                                     "not writable")
+    except OSError as exc:  # a name too long, a loop of links ...
+        raise ConfigurationError(f"--out {_shown(path)} cannot be used: "
+                                 f"{exc.strerror or type(exc).__name__}") from None
+    return path
+
+
+def write_output(path: Path, write: Callable[[str], None]) -> None:
+    """Write an output file (a prediction CSV, an export) atomically: ``write(tmp)`` fills a
+    temporary file in ``path``'s folder, which is then renamed to ``path`` with the usual
+    permissions; an interrupted or failed write leaves no partial ``path``. A folder where
+    the temporary file cannot be created is a ConfigurationError naming it."""
+    from .training.checkpoint import file_mode, fsync_dir
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.", suffix=".tmp",
+                                   dir=path.parent)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(f"cannot write {_shown(path)}: {why}") from None
+    os.close(fd)
+    try:
+        try:
+            write(tmp)
+        except RuntimeError as exc:  # torch reports a failed write as "[enforce fail ...]"
+            raise ConfigurationError(f"cannot write {_shown(path)}: "
+                                     f"{' '.join(str(exc).split())[:160]}") from None
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 def _blame(model: nn.Module, exc: Exception) -> str:

@@ -179,12 +179,12 @@ def _env():
 
 def test_python_m_rpnkit_exit_codes(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rpnkit", "list"], capture_output=True, text=True,
-                       env=_env(), timeout=120)
+                       env=_env(), timeout=600)
     assert r.returncode == 0
     assert "expansions" in r.stdout
     bad = _write(tmp_path, {**CFG, "sedd": 1})
     r = subprocess.run([sys.executable, "-m", "rpnkit", "train", str(bad), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, env=_env(), timeout=120)
+                       capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1
     assert "did you mean 'seed'" in r.stderr

@@ -313,7 +313,7 @@ def test_two_runs_started_together_exactly_one_trains(tmp_path):
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=_env()) for seed in (5, 6)]
         procs.append((out, pair))
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     while len(list(tmp_path.glob("ready*"))) < 10:
         assert time.monotonic() < deadline, "the runs did not start"
         assert all(p.poll() is None for _, pair in procs for p in pair)
@@ -567,7 +567,7 @@ def test_unwritable_folder_as_another_user(tmp_path):
                 "os.setuid(65534); sys.exit(rpnkit.cli.main(sys.argv[1:]))")
         r = subprocess.run([sys.executable, "-c", code, "train", str(cfg), "--out",
                             str(ro / "run")], capture_output=True, text=True, env=_env(),
-                           timeout=300)
+                           timeout=600)
         assert r.returncode == 2, r.stderr
         assert _one_line(r.stderr), r.stderr
         assert "not writable" in r.stderr
@@ -601,7 +601,7 @@ def test_disk_full_at_a_checkpoint_leaves_a_resumable_folder(tmp_path, capsys, r
         resource.setrlimit(resource.RLIMIT_FSIZE, (3500, resource.RLIM_INFINITY))
 
     r = subprocess.run([sys.executable, "-m", "rpnkit", "train", str(cfg), "--out", str(out),
-                        "--quiet"], capture_output=True, text=True, env=_env(), timeout=300,
+                        "--quiet"], capture_output=True, text=True, env=_env(), timeout=600,
                        preexec_fn=limit)
     assert r.returncode == 1, r.stderr
     assert _one_line(r.stderr), r.stderr

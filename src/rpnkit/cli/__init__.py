@@ -170,15 +170,44 @@ def _cmd_search(args) -> int:
     if result.winner is None:
         print(f"rpnkit: error: no candidate finished within {args.max_minutes:g} minutes "
               f"(see {out / 'leaderboard.csv'}); raise --max-minutes", file=sys.stderr)
-        print(json.dumps(result.summary()))
+        print(_json(result.summary()))
         return 1
     if not args.quiet:
         w = result.winner
         print(f"winner: {w.name} [{w.recipe}], {w.params} parameters; "
               f"{len(result.candidates)} candidates in {result.seconds:.0f}s; leaderboard: "
               f"{out / 'leaderboard.csv'}")
-    print(json.dumps(result.summary()))
+    print(_json(result.summary()))
     return 0
+
+
+def _json(obj) -> str:
+    """One line of valid JSON for stdout: NaN and ±inf become null, numpy scalars numbers."""
+    import math
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
+            return v
+        if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
+            v = v.item()  # numpy / torch scalars
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        return v
+
+    return json.dumps(clean(obj), allow_nan=False, default=str)
+
+
+def _bounded(msg: str, limit: int = 600) -> str:
+    """An error line of bounded length: runs of more than 24 digits are shortened (a 99-digit
+    width is shown as its first digits and its length), and the line is cut at ``limit``."""
+    import re
+
+    msg = re.sub(r"\d{25,}", lambda m: f"{m.group()[:12]}...({len(m.group())} digits)", msg)
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -272,7 +301,7 @@ def _cmd_train(args) -> int:
     if not args.quiet:
         print(_summary(cfg.model.title(), result))
         print(f"run folder: {out}")
-    print(json.dumps({"test": result.final["test"], "best": {**result.best, "test": result.best_metrics["test"]},
+    print(_json({"test": result.final["test"], "best": {**result.best, "test": result.best_metrics["test"]},
                       "out": str(out)}))
     return 0
 
@@ -325,7 +354,7 @@ def _cmd_eval(args) -> int:
     if not run_dir.is_dir():
         raise _BadInput(f"run folder {str(run_dir)!r} does not exist")
     res = eval_run(run_dir, args.device, "best" if args.best else "final")
-    print(json.dumps(res))
+    print(_json(res))
     return 0
 
 
@@ -334,9 +363,11 @@ def _cmd_predict(args) -> int:
 
     import numpy as np
 
-    from ..predict import load_run, read_table
+    from ..predict import export_target, load_run, read_table, write_output
 
     _setup_logging(True)
+    # --out is checked before anything is read: an existing, writable folder, not a run file
+    path = export_target(args.run_dir, args.out, "predictions.csv") if args.out else None
     run = load_run(args.run_dir, "best" if args.best else "final")
     x = read_table(args.input, run.feature_names)
     if args.proba:
@@ -349,18 +380,47 @@ def _cmd_predict(args) -> int:
         if run.task != "regression" or len(header) != values.shape[1]:
             header = ["prediction"] if values.shape[1] == 1 else [f"y{i}" for i in
                                                                   range(values.shape[1])]
-    with contextlib.ExitStack() as stack:
-        stream = (stack.enter_context(open(args.out, "w", newline="", encoding="utf-8"))
-                  if args.out else sys.stdout)
+    def rows(stream) -> None:
         writer = csv.writer(stream)
         writer.writerow(header)
         for row in values:
             # class labels as written in the training data (7, not 7.0); values as floats
             writer.writerow([v if isinstance(v, str) else str(v) if isinstance(
                 v, (int, np.integer, np.bool_)) else repr(float(v)) for v in row])
-    if args.out:
-        print(f"{len(values)} predictions written to {args.out}", file=sys.stderr)
+
+    if path is None:
+        rows(sys.stdout)
+        return 0
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            rows(f)
+
+    with _signals_interrupt():  # SIGTERM/SIGHUP mid-write: the temporary file is removed
+        write_output(path, write)  # a temporary file renamed at the end: never a partial CSV
+    print(f"{len(values)} predictions written to {args.out}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt meanwhile (so that ``finally`` blocks run:
+    exit 130 with one line, no partial output)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            with contextlib.suppress(ValueError, OSError):  # not the main thread: leave as is
+                old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _cmd_plot(args) -> int:
@@ -469,7 +529,7 @@ def _cmd_run(args) -> int:
     print(_table(rows, key, has_val))
     if out is not None:
         print(f"run folders: {out}/model, {out}/baseline0 ...")
-    print(json.dumps({r[0]: {"params": r[1], "test": r[2].final["test"]} for r in rows}))
+    print(_json({r[0]: {"params": r[1], "test": r[2].final["test"]} for r in rows}))
     return 0
 
 
@@ -516,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     except (_BadInput, ConfigurationError) as exc:
         if _worker_rank() > 0:  # under torchrun every rank sees the same bad input: rank 0 says it
             return 2
-        msg = " ".join(str(exc).split())
+        msg = _bounded(" ".join(str(exc).split()))
         print(f"rpnkit: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -537,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("RPNKIT_DEBUG"):
             raise
-        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+        msg = _bounded(" ".join(f"{type(exc).__name__}: {exc}".split()))
         print(f"rpnkit: internal error: {msg} (set RPNKIT_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
 

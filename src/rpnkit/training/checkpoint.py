@@ -433,8 +433,8 @@ def check_optimizer_state(saved: Any, optimizer: torch.optim.Optimizer, where: s
         at = f"{where} param_groups[{gi}]"
         if not isinstance(g, Mapping):
             raise CheckpointError(f"{at} is not a dict")
-        if not isinstance(g.get("params"), list) or g["params"] != rg["params"] \
-                or not all(_is_int(i) for i in g["params"]):
+        if not isinstance(g.get("params"), list) or not all(_is_int(i) for i in g["params"]) \
+                or g["params"] != rg["params"]:
             raise CheckpointError(f"{at} params is not the optimizer's parameters "
                                   f"{_short(rg['params'])}")
         for key, value in g.items():
@@ -514,9 +514,13 @@ def check_scheduler_state(saved: Any, scheduler: Any, where: str) -> None:
 # --------------------------------------------------------------------------- run files
 
 
-def _check_records(value: Any, where: str) -> None:
+def _check_records(value: Any, where: str, keys: set[str] | None = None) -> None:
+    """``value`` is a dict of text keys (``keys`` only, when given) to numbers, text or null."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise CheckpointError(f"{where} is not a record")
+    unknown = [k for k in value if keys is not None and k not in keys]
+    if unknown:
+        raise CheckpointError(f"{where} has an unknown entry {_short(unknown[0], 40)}")
     for k, v in value.items():
         if v is not None and not isinstance(v, (bool, int, float, str)):
             raise CheckpointError(f"{where}[{k!r}] is not a number or text ({type(v).__name__})")
@@ -560,7 +564,7 @@ def check_train_state(state: Any, model: torch.nn.Module | None = None,
         raise _fail(pre, "history is not a list of records")
     if len(history) != epoch:
         raise _fail(pre, f"history has {len(history)} records for epoch {epoch}")
-    if any(h.get("epoch") != i + 1 for i, h in enumerate(history)):
+    if any(not _is_int(h.get("epoch")) or h["epoch"] != i + 1 for i, h in enumerate(history)):
         raise _fail(pre, "history records are not numbered 1, 2, ...")
     for i, h in enumerate(history):
         _check_records(h, f"{pre}history[{i}]")
@@ -573,14 +577,25 @@ def check_train_state(state: Any, model: torch.nn.Module | None = None,
     if bv is not None and (not _is_num(bv) or math.isnan(bv)):
         raise _fail(pre, f"best_value must be a number (not NaN) or null, got {_short(bv)}")
     best = state["best"]
-    _check_records(best, f"{pre}best")
+    _check_records(best, f"{pre}best", {"epoch", "monitor", "value", "note"})
     b_epoch = best.get("epoch", 0)
     if not _is_int(b_epoch) or not 0 <= b_epoch <= epoch:
         raise _fail(pre, f"best epoch must be an integer in [0, {epoch}], got {_short(b_epoch)}")
     if best.get("value") is not None and not _finite_num(best["value"]):
         raise _fail(pre, f"best value must be a finite number, got {_short(best['value'])}")
-    if state.get("stopped") is not None:
-        _check_records(state["stopped"], f"{pre}stopped")
+    for key in ("monitor", "note"):
+        if best.get(key) is not None and not isinstance(best[key], str):
+            raise _fail(pre, f"best {key} must be text, got {_short(best[key])}")
+    stopped = state.get("stopped")
+    if stopped is not None:
+        _check_records(stopped, f"{pre}stopped", {"reason", "epoch", "restored_epoch", "cause"})
+        if not isinstance(stopped.get("reason"), str) or not isinstance(stopped.get("cause", ""), str):
+            raise _fail(pre, "stopped reason and cause must be text")
+        for key in ("epoch", "restored_epoch"):
+            v = stopped.get(key, 0)
+            if not _is_int(v) or not 0 <= v <= epoch + 1:
+                raise _fail(pre, f"stopped {key} must be an integer in [0, {epoch + 1}], got "
+                                 f"{_short(v)}")
     seconds = state.get("seconds", 0.0)
     if not _finite_num(seconds) or seconds < 0:
         raise _fail(pre, f"seconds must be a number >= 0, got {_short(seconds)}")
@@ -615,8 +630,10 @@ def check_train_state(state: Any, model: torch.nn.Module | None = None,
         if state.get("last_good") is not None:
             check_state_dict(state["last_good"], expected, f"{pre}last good weights", dtype)
         n_params = sum(1 for p in model.parameters() if p.requires_grad)
-        n_saved = sum(len(g.get("params", ())) for g in opt["param_groups"]
-                      if isinstance(g, Mapping))
+        if not all(isinstance(g, Mapping) and isinstance(g.get("params"), list)
+                   for g in opt["param_groups"]):
+            raise _fail(pre, "optimizer param_groups are not parameter groups")
+        n_saved = sum(len(g["params"]) for g in opt["param_groups"])
         if n_saved != n_params:
             raise _fail(pre, f"the optimizer state is for {n_saved} parameters, the model "
                              f"has {n_params}")

@@ -741,7 +741,7 @@ def fit(
     elapsed_before = 0.0
 
     if resume is not None:
-        check_train_state(resume, model, cfg.epochs)
+        check_train_state(resume, model, cfg.epochs, optimizer=optimizer, scheduler=scheduler)
         rb, rperm = int(resume["batch"]), resume.get("perm")
         if rb > 0 and (rb >= n_batches or (not full_batch and not streaming and (
                 rperm is None or tuple(rperm.shape) != (n,)))):
