@@ -113,7 +113,7 @@ class Nested(Expansion):
                 cols = tuple(frozenset().union(*(cols[j] for j in c)) for c in s.columns)
             return cols
 
-        first_ok = all(s.D == s.m and s.bases and sum(b.width for b in s.bases) == s.D
+        first_ok = all(s.m == s.D and s.bases and sum(b.width for b in s.bases) == s.D
                        and all(b.per_input == 1 for b in s.bases) for s in subs[:-1])
         bases = ()
         if first_ok:
