@@ -17,8 +17,6 @@ the command line; ``rpnkit export RUN --format torchscript|onnx`` writes a deplo
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import tempfile
 import warnings
@@ -248,80 +246,17 @@ def load_run(run: str | Path, which: str = "final", device: str | torch.device =
 
 
 def read_table(path: str | Path, feature_names: Sequence[str] | None = None) -> np.ndarray:
-    """Features of a .csv (header), .npy or .parquet file as a float64 (N, m) array.
+    """Features of a .csv/.tsv/.txt (header optional), .npy or .parquet file as a float64
+    (N, m) array: :func:`rpnkit.data.readers.read_features`, the reader training uses too
+    (one-line refusals for bad encodings, oversized fields, 0-d/structured/complex arrays,
+    corrupt or non-numeric parquet, empty input and duplicated columns).
 
     With ``feature_names`` (the run's), CSV/parquet columns are matched by name (order and
     extra columns, e.g. the target, do not matter); otherwise all columns are used.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigurationError(f"input file {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            x = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ConfigurationError(f"{path}: not a readable .npy array ({exc})") from None
-        if x.ndim == 1:
-            x = x.reshape(-1, 1)
-        if feature_names and x.shape[1] == len(feature_names) + 1:
-            x = x[:, : len(feature_names)]  # a trailing target column
-        return np.asarray(x, dtype=np.float64)
-    if suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ConfigurationError("reading .parquet needs pyarrow: pip install 'rpnkit[parquet]'"
-                                     ) from None
-        table = pq.read_table(path)
-        names = list(table.column_names)
-        cols = _match(names, feature_names, path)
-        return np.column_stack([np.asarray(table.column(names[i]).to_numpy(), dtype=np.float64)
-                                for i in cols])
-    if suffix not in (".csv", ".txt", ".tsv"):
-        raise ConfigurationError(f"{path}: input must be .csv, .npy or .parquet")
-    text = path.read_text(encoding="utf-8-sig")
-    rows = list(csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ","))
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
-    if not rows:
-        raise ConfigurationError(f"{path} is empty")
-    header_is_names = any(not _is_number(c) for c in rows[0])
-    names = [c.strip() for c in rows[0]] if header_is_names else None
-    body = rows[1:] if header_is_names else rows
-    cols = _match(names, feature_names, path) if names else list(range(len(body[0])))
-    if not names and feature_names and len(body[0]) == len(feature_names) + 1:
-        cols = list(range(len(feature_names)))
-    out = np.empty((len(body), len(cols)), dtype=np.float64)
-    for i, r in enumerate(body):
-        for j, c in enumerate(cols):
-            try:
-                out[i, j] = float(r[c])
-            except (ValueError, IndexError):
-                line = i + (2 if header_is_names else 1)
-                raise ConfigurationError(
-                    f"{path} line {line}: column {c + 1} is not a number"
-                ) from None
-    return out
+    from .data.readers import read_features
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _match(names: list[str] | None, wanted: Sequence[str] | None, path: Path) -> list[int]:
-    if not wanted or names is None:
-        return list(range(len(names or [])))
-    missing = [w for w in wanted if w not in names]
-    if missing:
-        raise ConfigurationError(
-            f"{path}: the run's features {missing[:5]} are not columns of the file "
-            f"(columns: {', '.join(names[:10])})"
-        )
-    return [names.index(w) for w in wanted]
+    return read_features(path, feature_names)
 
 
 def export_run(run: str | Path, fmt: str = "torchscript", out: str | Path | None = None,

@@ -196,3 +196,27 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert "loss=" in lines[0]
     assert "samples/s ETA" in lines[0]
     assert lines[-1].startswith("rpnkit: epoch 400/400")
+
+
+def test_predict_refuses_bad_input_files_with_one_line(tmp_path, capsys):
+    """predict reads with the training reader: every bad file is exit 2 and one line."""
+    run = _train(tmp_path, IRIS)
+    names = rpnkit.load_run(run).feature_names
+    bad = {}
+    (tmp_path / "utf16.csv").write_text(",".join(names) + "\n1,2,3,4\n", encoding="utf-16")
+    bad["utf16.csv"] = "UTF-16"
+    np.save(tmp_path / "zero_d.npy", np.float64(3.0))
+    bad["zero_d.npy"] = "0-d"
+    np.save(tmp_path / "complex.npy", np.ones((3, 4), dtype=np.complex128))
+    bad["complex.npy"] = "complex"
+    _write_csv(tmp_path / "dup.csv", [names[0], *names], [[1, 1, 2, 3, 4]])
+    bad["dup.csv"] = "twice"
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    bad["empty.csv"] = "empty"
+    for name, words in bad.items():
+        capsys.readouterr()
+        assert main(["predict", str(run), str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, (name, err)
+        assert "Traceback" not in err[0]
+        assert words.lower() in err[0].lower(), (name, err[0])
