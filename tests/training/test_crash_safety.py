@@ -33,6 +33,7 @@ import pytest
 import torch
 import yaml
 
+from _cli_checks import one_line, refused
 from rpnkit.cli import main
 from rpnkit.config import RunConfig, TrainConfig, parse_config
 from rpnkit.training import checkpoint as C
@@ -98,20 +99,6 @@ def _snapshot(p: Path):
                   for q in p.rglob("*"))
 
 
-def _one_line(err: str) -> bool:
-    lines = err.strip().splitlines()
-    return (len(lines) == 1 and lines[0].startswith("rpnkit: error:")
-            and "internal error" not in err and "Traceback" not in err)
-
-
-def _refused(capsys, argv, *fragments) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert _one_line(err), err
-    for f in fragments:
-        assert f in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +312,7 @@ def test_two_runs_started_together_exactly_one_trains(tmp_path):
         assert sorted(codes) == [0, 2], res
         winner = codes.index(0)
         loser_err = res[1 - winner][1]
-        assert _one_line(loser_err), loser_err
+        assert one_line(loser_err), loser_err
         reasons.append("in use" if "in use by another rpnkit run" in loser_err else "finished")
         assert reasons[-1] == "in use" or "holds a finished run" in loser_err, loser_err
         seed = (5, 6)[winner]
@@ -345,15 +332,15 @@ def test_held_lock_refuses_and_dead_lock_does_not(tmp_path, capsys, monkeypatch,
     holder.claim()
     try:
         snap = _snapshot(out)
-        _refused(capsys, ["train", str(cfg), "--out", str(out)], "in use by another rpnkit run",
+        refused(capsys, ["train", str(cfg), "--out", str(out)], "in use by another rpnkit run",
                  f"pid {os.getpid()}")
-        _refused(capsys, ["train", str(cfg), "--out", str(out), "--resume"], "in use")
+        refused(capsys, ["train", str(cfg), "--out", str(out), "--resume"], "in use")
         assert _snapshot(out) == snap
 
         # the same when the lock is taken between the check and the claim
         monkeypatch.setattr(T.rundir, "_probe_busy", lambda out: None)
         monkeypatch.setattr(T.rundir, "LOCK_WAIT_S", 0.2)
-        _refused(capsys, ["train", str(cfg), "--out", str(out)], "in use by another rpnkit run")
+        refused(capsys, ["train", str(cfg), "--out", str(out)], "in use by another rpnkit run")
         assert _snapshot(out) == snap
     finally:
         holder.release()
@@ -439,7 +426,7 @@ def test_damaged_checkpoint_is_refused_on_resume(tmp_path, capsys, interrupted, 
     shutil.copytree(src, out)
     _damage(out / "checkpoint.pt", kind)
     snap = _snapshot(out)
-    _refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
+    refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
              str(out / "checkpoint.pt"))
     assert _snapshot(out) == snap  # nothing written, nothing removed, no lock left
 
@@ -481,7 +468,7 @@ def test_relabelled_checkpoint_without_checksum_is_refused(tmp_path, capsys, int
     obj["epoch"] = 2  # an edit the checksum would have caught
     torch.save(obj, out / "checkpoint.pt")
     snap = _snapshot(out)
-    _refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
+    refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
              str(out / "checkpoint.pt"), "no sha256 checksum")
     assert _snapshot(out) == snap
 
@@ -497,7 +484,7 @@ def test_eval_refuses_a_damaged_model_file(tmp_path, capsys, reference, name, ki
     shutil.copytree(reference[1], out)
     _damage(out / name, kind)
     argv = ["eval", str(out)] + (["--best"] if name == "best.pt" else [])
-    _refused(capsys, argv, str(out / name))
+    refused(capsys, argv, str(out / name))
 
 
 def test_eval_of_a_sound_folder_matches_training(capsys, reference):
@@ -524,12 +511,12 @@ def test_bad_out_paths_exit_2_before_anything_is_built(tmp_path, capsys, no_prep
     cfg = _write(tmp_path)
     afile = tmp_path / "afile"
     afile.write_text("keep")
-    _refused(capsys, ["train", str(cfg), "--out", str(afile)], "is a file")
-    _refused(capsys, ["train", str(cfg), "--out", str(afile / "sub" / "run")], "is a file")
+    refused(capsys, ["train", str(cfg), "--out", str(afile)], "is a file")
+    refused(capsys, ["train", str(cfg), "--out", str(afile / "sub" / "run")], "is a file")
     assert afile.read_text() == "keep"
     link = tmp_path / "dangling"
     link.symlink_to(tmp_path / "nowhere")
-    _refused(capsys, ["train", str(cfg), "--out", str(link)], "broken symbolic link")
+    refused(capsys, ["train", str(cfg), "--out", str(link)], "broken symbolic link")
     # a folder nobody can create files in (root may write anywhere: use /proc there)
     if os.geteuid() == 0:
         target = Path("/proc/self/rpnkit-run")
@@ -538,13 +525,13 @@ def test_bad_out_paths_exit_2_before_anything_is_built(tmp_path, capsys, no_prep
         ro.mkdir()
         ro.chmod(0o555)
         target = ro / "run"
-    _refused(capsys, ["train", str(cfg), "--out", str(target)], "not writable")
+    refused(capsys, ["train", str(cfg), "--out", str(target)], "not writable")
     assert not target.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["cfg.yaml", "afile", "dangling"] + ([] if os.geteuid() == 0 else ["ro"]))
-    _refused(capsys, ["train", str(cfg), "--out", str(tmp_path / "x"), "--resume",
+    refused(capsys, ["train", str(cfg), "--out", str(tmp_path / "x"), "--resume",
                       "--overwrite"], "exclude each other")
-    _refused(capsys, ["train", str(cfg), "--out", str(tmp_path / "x"), "--resume"],
+    refused(capsys, ["train", str(cfg), "--out", str(tmp_path / "x"), "--resume"],
              "does not exist")
     assert not (tmp_path / "x").exists()
 
@@ -569,7 +556,7 @@ def test_unwritable_folder_as_another_user(tmp_path):
                             str(ro / "run")], capture_output=True, text=True, env=_env(),
                            timeout=600)
         assert r.returncode == 2, r.stderr
-        assert _one_line(r.stderr), r.stderr
+        assert one_line(r.stderr), r.stderr
         assert "not writable" in r.stderr
         assert list(ro.iterdir()) == []
     finally:
@@ -583,7 +570,7 @@ def test_bad_seed_and_interval_exit_2(tmp_path, capsys, no_prepare, sets):
     argv = ["train", str(_write(tmp_path)), "--out", str(out)]
     for s in sets:
         argv += ["--set", s]
-    _refused(capsys, argv, sets[0].split("=")[0].split(".")[-1])
+    refused(capsys, argv, sets[0].split("=")[0].split(".")[-1])
     assert not out.exists()
     RunConfig.model_validate({**CFG, "seed": 2**32 - 1})  # the range is [0, 2**32 - 1]
 
@@ -604,7 +591,7 @@ def test_disk_full_at_a_checkpoint_leaves_a_resumable_folder(tmp_path, capsys, r
                         "--quiet"], capture_output=True, text=True, env=_env(), timeout=600,
                        preexec_fn=limit)
     assert r.returncode == 1, r.stderr
-    assert _one_line(r.stderr), r.stderr
+    assert one_line(r.stderr), r.stderr
     assert "File too large" in r.stderr
     assert str(out / "checkpoint.pt") in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.csv"]  # no partial
@@ -640,7 +627,7 @@ def test_disk_full_keeps_old_files_and_no_partial_one(tmp_path, capsys, monkeypa
     code = main(["train", str(cfg), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1, err
-    assert _one_line(err), err
+    assert one_line(err), err
     assert "No space left on device" in err
     assert str(out / target) in err
     assert not list(out.glob(".*.tmp"))
@@ -710,8 +697,8 @@ def test_finished_unfinished_and_foreign_folders(tmp_path, capsys, reference, in
     fin = tmp_path / "fin"
     shutil.copytree(reference[1], fin)
     snap = _snapshot(fin)
-    _refused(capsys, ["train", str(cfg), "--out", str(fin)], "finished run", "--overwrite")
-    _refused(capsys, ["train", str(cfg), "--out", str(fin), "--resume"], "finished run")
+    refused(capsys, ["train", str(cfg), "--out", str(fin)], "finished run", "--overwrite")
+    refused(capsys, ["train", str(cfg), "--out", str(fin), "--resume"], "finished run")
     assert _snapshot(fin) == snap
     (fin / "notes.txt").write_text("mine")
     assert main(["train", str(cfg), "--out", str(fin), "--quiet", "--overwrite",
@@ -724,7 +711,7 @@ def test_finished_unfinished_and_foreign_folders(tmp_path, capsys, reference, in
     unf = tmp_path / "unf"
     shutil.copytree(interrupted[1], unf)
     snap = _snapshot(unf)
-    _refused(capsys, ["train", str(cfg), "--out", str(unf)], "unfinished run", "--resume")
+    refused(capsys, ["train", str(cfg), "--out", str(unf)], "unfinished run", "--resume")
     assert _snapshot(unf) == snap
     assert main(["train", str(cfg), "--out", str(unf), "--quiet", "--overwrite"]) == 0
     capsys.readouterr()
@@ -734,5 +721,5 @@ def test_finished_unfinished_and_foreign_folders(tmp_path, capsys, reference, in
     foreign.mkdir()
     (foreign / "x").write_text("keep me")
     for extra in ([], ["--overwrite"], ["--resume"]):
-        _refused(capsys, ["train", str(cfg), "--out", str(foreign), *extra], "already exists")
+        refused(capsys, ["train", str(cfg), "--out", str(foreign), *extra], "already exists")
     assert sorted(p.name for p in foreign.iterdir()) == ["x"]

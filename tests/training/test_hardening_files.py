@@ -33,6 +33,7 @@ import pytest
 import torch
 import yaml
 
+from _cli_checks import one_line, refused
 from rpnkit.cli import main
 from rpnkit.config import RunConfig, parse_config
 from rpnkit.training import checkpoint as C
@@ -59,20 +60,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _one_line(err: str) -> bool:
-    lines = err.strip().splitlines()
-    return (len(lines) == 1 and lines[0].startswith("rpnkit: error:")
-            and "internal error" not in err and "Traceback" not in err)
-
-
-def _refused(capsys, argv, *fragments) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert _one_line(err), err
-    for f in fragments:
-        assert f in err, err
-    return err
 
 
 def _snapshot(folder: Path):
@@ -135,7 +122,7 @@ def test_symlinked_lock_is_refused_and_its_target_never_written(tmp_path, capsys
         out, extra = _copy(interrupted, tmp_path / "run"), ["--resume"]
     (out / LOCK_NAME).symlink_to(victim)
     snap = _snapshot(out)
-    _refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", *extra],
+    refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", *extra],
              str(out / LOCK_NAME), "symbolic link")
     assert victim.read_text() == "precious\n"
     assert _snapshot(out) == snap
@@ -169,7 +156,7 @@ def test_symlinked_run_file_on_resume_is_refused(tmp_path, capsys, base, name):
     (out / name).symlink_to(victim)
     before = victim.read_bytes()
     snap = _snapshot(out)
-    _refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
+    refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
              str(out / name), "symbolic link")
     assert victim.read_bytes() == before
     assert _snapshot(out) == snap
@@ -298,7 +285,7 @@ def test_crafted_checkpoint_with_a_valid_checksum_is_refused(tmp_path, capsys, b
     mutate, field = CRAFTED[kind]
     _recheck(out / "checkpoint.pt", mutate)
     snap = _snapshot(out)
-    _refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
+    refused(capsys, ["train", str(cfg), "--out", str(out), "--quiet", "--resume"],
              str(out / "checkpoint.pt"), field)
     assert _snapshot(out) == snap  # nothing written, nothing removed, no lock left
 
@@ -329,7 +316,7 @@ def test_crafted_optimizer_state_is_refused_not_a_heap_corruption(tmp_path, base
     r = subprocess.run([sys.executable, "-m", "rpnkit", "train", "--resume", str(out), "--quiet"],
                        capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert _one_line(r.stderr), r.stderr
+    assert one_line(r.stderr), r.stderr
     assert field in r.stderr
     assert str(out / "checkpoint.pt") in r.stderr
     assert _snapshot(out) == snap
@@ -441,8 +428,8 @@ def test_crafted_model_file_is_refused_by_predict_and_load_run(tmp_path, capsys,
     data = tmp_path / "x.csv"
     data.write_text("x0,x1\n0.1,0.2\n0.3,-0.4\n")
     snap = _snapshot(run)
-    _refused(capsys, ["predict", str(run), str(data)], str(run / "model.pt"), field)
-    _refused(capsys, ["eval", str(run)], str(run / "model.pt"), field)
+    refused(capsys, ["predict", str(run), str(data)], str(run / "model.pt"), field)
+    refused(capsys, ["eval", str(run)], str(run / "model.pt"), field)
     with pytest.raises(rpnkit.errors.ConfigurationError, match="model.pt"):
         rpnkit.load_run(run)
     assert _snapshot(run) == snap
@@ -492,21 +479,21 @@ def test_export_never_replaces_the_runs_own_files(tmp_path, capsys, base, name):
     _, finished, _ = base
     run = _copy(finished, tmp_path / "run")
     snap = _snapshot(run)
-    _refused(capsys, ["export", str(run), "--out", str(run / name)], name, "never replaces")
-    _refused(capsys, ["export", str(run), "--out", str(run / ".." / "run" / name)], "never")
+    refused(capsys, ["export", str(run), "--out", str(run / name)], name, "never replaces")
+    refused(capsys, ["export", str(run), "--out", str(run / ".." / "run" / name)], "never")
     data = tmp_path / "x.csv"
     data.write_text("x0,x1\n0.1,0.2\n")
-    _refused(capsys, ["predict", str(run), str(data), "--out", str(run / name)], "never")
+    refused(capsys, ["predict", str(run), str(data), "--out", str(run / name)], "never")
     assert _snapshot(run) == snap
 
 
 def test_export_to_a_missing_or_read_only_folder_is_one_line(tmp_path, capsys, base):
     _, finished, _ = base
     run = _copy(finished, tmp_path / "run")
-    _refused(capsys, ["export", str(run), "--out", str(tmp_path / "nowhere" / "m.ts")],
+    refused(capsys, ["export", str(run), "--out", str(tmp_path / "nowhere" / "m.ts")],
              "does not exist")
-    _refused(capsys, ["export", str(run), "--out", str(tmp_path)], "is a folder")
-    _refused(capsys, ["export", str(run), "--out", str(tmp_path / "a\0b.ts")], "NUL")
+    refused(capsys, ["export", str(run), "--out", str(tmp_path)], "is a folder")
+    refused(capsys, ["export", str(run), "--out", str(tmp_path / "a\0b.ts")], "NUL")
     # a folder no file can be created in (root may write anywhere: /proc/self is refused)
     if os.geteuid() == 0:
         target = Path("/proc/self/model.ts")
@@ -515,7 +502,7 @@ def test_export_to_a_missing_or_read_only_folder_is_one_line(tmp_path, capsys, b
         ro.mkdir()
         ro.chmod(0o555)
         target = ro / "model.ts"
-    err = _refused(capsys, ["export", str(run), "--out", str(target)], str(target))
+    err = refused(capsys, ["export", str(run), "--out", str(target)], str(target))
     assert "enforce fail" not in err
     assert not target.exists()
 
@@ -614,7 +601,7 @@ def test_threads_are_bounded_by_the_machine(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(T, "prepare", boom)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CFG))
-    _refused(capsys, ["train", str(cfg), "--out", str(tmp_path / "o"), "--set",
+    refused(capsys, ["train", str(cfg), "--out", str(tmp_path / "o"), "--set",
                       "train.threads=100000"], "threads", f"1 to {most}")
     assert not (tmp_path / "o").exists()
 
