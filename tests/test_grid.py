@@ -163,7 +163,7 @@ def test_grid_leaves_declare_the_chain():
         {"name": "taylor", "d": 2}, {"name": "bspline", "t": 4, "preprocess": ["tanh"]}],
         preprocess=["sigmoid"])
     exp.bind(2)
-    (leaf,) = exp.grid_leaves()
+    (leaf,) = [b for b in exp.structure().bases if b.grid is not None]
     assert leaf.leaf is exp.expansions[1]
     assert [type(mod).__name__ for mod in leaf.chain] == ["Sigmoid", "Taylor", "Tanh"]
     assert leaf.grid is exp.expansions[1].knots
@@ -173,4 +173,5 @@ def test_grid_leaves_declare_the_chain():
     assert leaf.leaf.grid_layout() == (4, 3)
     with pytest.raises(ConfigurationError, match="knots"):
         leaf.leaf.set_grid(torch.zeros(3, dtype=torch.float64))
-    assert rpnkit.build_expansion("taylor", d=2).grid_leaves() == []
+    assert leaf.offset == 0  # the last expansion of a nested one: its basis is κ itself
+    assert rpnkit.build_expansion("taylor", d=2).structure(2).bases == ()

@@ -1,9 +1,9 @@
 """Grids that follow the data: :func:`update_grid` and :func:`refine_grid`.
 
-An expansion declares its movable grids through :meth:`~rpnkit.expansion.Expansion.grid_leaves`
-(each leaf with the chain of modules from the head's input to the values its basis sees: the
-pre-processing of every enclosing composite, the expansions a ``nested`` applies before it,
-the leaf's own pre-processing), :meth:`~rpnkit.expansion.Expansion.grid_layout` (``t``
+An expansion declares its grids in its Structure (:meth:`~rpnkit.expansion.Expansion.structure`:
+each basis block with its grid and the chain of modules from the head's input to the values
+its basis sees: the pre-processing of every enclosing composite, the expansions a ``nested``
+applies before it, the leaf's own pre-processing), :meth:`~rpnkit.expansion.Expansion.grid_layout` (``t``
 intervals, ``d`` outer knots) and :meth:`~rpnkit.expansion.Expansion.set_grid`.
 :func:`update_grid` moves every such grid of a head to the range of the values its leaf sees
 on the data (optionally blended with their quantiles) and re-fits the head's weights by least
@@ -35,12 +35,15 @@ __all__ = ["update_grid", "refine_grid", "grid_components"]
 
 def grid_components(head: RPNHead) -> list[nn.Module]:
     """The expansions of ``head`` whose grid :func:`update_grid` moves (declared by
-    ``grid_leaves()`` with a ``grid_layout()``)."""
+    a basis block with a grid in its Structure and a ``grid_layout()``)."""
     return [g.leaf for g in _grid_leaves(head)]
 
 
 def _grid_leaves(head: RPNHead) -> list:
-    return [g for g in head.expansion.grid_leaves() if g.leaf.grid_layout() is not None]
+    """The basis blocks of the head's declared structure whose grid may move (B-splines),
+    each with the chain of modules from the head's input to the values its basis sees."""
+    return [b for b in head.expansion.structure(head.m).bases
+            if b.grid is not None and b.leaf.grid_layout() is not None]
 
 
 def _heads_with_inputs(model: nn.Module, x: Tensor) -> list[tuple[RPNHead, Tensor]]:

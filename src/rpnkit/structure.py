@@ -72,12 +72,15 @@ class BasisBlock:
 
     Columns ``offset .. offset + width`` (width = m · per_input); ``order`` is ``feature``
     (column offset + i·K + k is basis k of input i) or ``block`` (offset + k·m + i).
+    ``offset`` is None when the block's values are not columns of the expansion that lists it
+    (a post-processing acts on them, or a ``nested`` expansion feeds them to a later one);
+    ``m`` is then the width the leaf sees, and the block still serves grid updates.
     ``leaf`` is the expansion that evaluates the basis, ``chain`` the modules applied from
     the head's input to the leaf's input (every enclosing pre-processing, then the leaf's
     own), ``grid`` the leaf's grid tensor (B-spline knots, RBF centres) or None.
     """
 
-    offset: int
+    offset: int | None
     m: int
     per_input: int
     order: str
@@ -98,9 +101,18 @@ class BasisBlock:
     def columns_of(self, i: int) -> list[int]:
         return [self.column(i, k) for k in range(self.per_input)]
 
-    def shifted(self, offset: int, chain: tuple[nn.Module, ...] = ()) -> BasisBlock:
-        return BasisBlock(self.offset + offset, self.m, self.per_input, self.order, self.leaf,
+    def shifted(self, offset: int | None, chain: tuple[nn.Module, ...] = ()) -> BasisBlock:
+        """This block inside an enclosing expansion: its columns start ``offset`` later (None:
+        they are not columns of the enclosing expansion) and ``chain`` runs first."""
+        start = None if offset is None or self.offset is None else self.offset + offset
+        return BasisBlock(start, self.m, self.per_input, self.order, self.leaf,
                           tuple(chain) + self.chain, self.grid)
+
+    def inputs(self, x: Tensor) -> Tensor:
+        """The values the leaf's basis sees for the listing expansion's input x."""
+        for mod in self.chain:
+            x = mod(x)
+        return x
 
     def input_of(self, column: int) -> int:
         c = column - self.offset
@@ -147,7 +159,7 @@ class ExpansionStructure:
         """Every column depends on exactly one input (asked of the declaration, cheaply)."""
         if self.columns_fn is None:
             return False
-        if sum(b.width for b in self.bases) == self.D:
+        if sum(b.width for b in self.bases if b.offset is not None) == self.D:
             return True
         return self.columns is not None and all(len(c) == 1 for c in self.columns)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,26 +13,7 @@ from ..modules import apply_list, bind_module_list, build_module_list, compact_r
 from ..structure import BasisBlock, ExpansionStructure, elementwise_chain
 from .layout import Segment, dense, segment_monomials
 
-__all__ = ["Expansion", "GridLeaf", "check_positive_int"]
-
-
-@dataclass(frozen=True, eq=False)
-class GridLeaf:
-    """An expansion with a grid (``leaf``), the ``chain`` of modules from the input of the
-    expansion that listed it to the values the leaf's basis sees, and the leaf's ``grid``."""
-
-    leaf: Expansion
-    chain: tuple[nn.Module, ...]
-    grid: Tensor
-
-    def inputs(self, x: Tensor) -> Tensor:
-        """The values the leaf's basis sees for input x: the chain applied to x."""
-        for mod in self.chain:
-            x = mod(x)
-        return x
-
-    def prefixed(self, chain: Any) -> GridLeaf:
-        return GridLeaf(self.leaf, tuple(chain) + self.chain, self.grid)
+__all__ = ["Expansion", "check_positive_int"]
 
 
 def check_positive_int(name: str, value: Any, owner: str, minimum: int = 1) -> int:
@@ -190,7 +170,7 @@ class Expansion(nn.Module):
         if len(self.postprocess):
             linear = False
             monomials = None
-            bases = ()
+            bases = tuple(b.shifted(None) for b in bases)  # post-processed: not columns
             if not elementwise_chain(self.postprocess):
                 columns = None
         return ExpansionStructure(self.registry_name, m, D, segments, bool(linear),
@@ -256,17 +236,6 @@ class Expansion(nn.Module):
         return None
 
     # -- grids (rpnkit.grid) ---------------------------------------------------------------
-    def grid_leaves(self) -> list[GridLeaf]:
-        """Every expansion inside this one (itself included) that has a grid, each with the
-        chain of modules that maps this expansion's input to the values its basis sees: the
-        pre-processing of every enclosing composite, the expansions a ``nested`` applies
-        before it, then the leaf's own pre-processing. :func:`rpnkit.grid.update_grid` fits
-        the grids to ``leaf.chain`` applied to the head's input."""
-        grid = self._grid()
-        if grid is None:
-            return []
-        return [GridLeaf(self, tuple(self.preprocess), grid)]
-
     def grid_layout(self) -> tuple[int, int] | None:
         """``(t, d)`` when the grid is a knot vector of t intervals with d extra knots on each
         side that :meth:`set_grid` may move to the data (B-splines), else None (default)."""

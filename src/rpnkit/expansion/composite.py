@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
-from .base import Expansion, GridLeaf
+from .base import Expansion
 from .layout import Segment
 
 __all__ = ["Nested", "Extended", "MAX_NESTED", "MAX_EXTENDED", "MAX_COMPOSITE_D"]
@@ -95,9 +95,9 @@ class Nested(Expansion):
         return xs
 
     def _core_structure(self, m: int):
-        """Columns compose through the chain; the last expansion's basis blocks stay per input
-        (with the earlier expansions in their chain) when every earlier one maps input i to
-        column i alone (width-preserving elementwise)."""
+        """Columns compose through the chain. Every listed expansion's basis blocks are kept
+        with the expansions applied before it in their chain; only the last one's blocks are
+        columns of this expansion (the others' offsets are None)."""
         subs = []
         size = m
         for e in self.expansions:
@@ -113,25 +113,12 @@ class Nested(Expansion):
                 cols = tuple(frozenset().union(*(cols[j] for j in c)) for c in s.columns)
             return cols
 
-        first_ok = all(s.m == s.D and s.bases and sum(b.width for b in s.bases) == s.D
-                       and all(b.per_input == 1 for b in s.bases) for s in subs[:-1])
-        bases = ()
-        if first_ok:
-            chain = tuple(self.expansions[:-1])
-            bases = tuple(b.shifted(0, chain) for b in subs[-1].bases)
+        last = len(subs) - 1
+        bases = tuple(b.shifted(0 if k == last else None, tuple(self.expansions[:k]))
+                      for k, s in enumerate(subs) for b in s.bases)
         cols_known = all(s.columns_fn is not None for s in subs)
         mons = subs[0].monomials_fn if len(subs) == 1 else None
         return linear, columns if cols_known else None, mons, bases
-
-    def grid_leaves(self) -> list[GridLeaf]:
-        """The grid leaves of every listed expansion; a leaf of the k-th sees this
-        expansion's pre-processing, then expansions 1 .. k-1, then its own chain."""
-        pre = tuple(self.preprocess)
-        out = []
-        for k, e in enumerate(self.expansions):
-            before = pre + tuple(self.expansions[:k])
-            out.extend(leaf.prefixed(before) for leaf in e.grid_leaves())
-        return out
 
     def _layout(self, m: int) -> list[Segment]:
         for e in self.expansions[:-1]:
@@ -189,11 +176,6 @@ class Extended(Expansion):
             bases.extend(b.shifted(offset) for b in s.bases)
             offset += s.D
         return linear, columns, monomials, tuple(bases)
-
-    def grid_leaves(self) -> list[GridLeaf]:
-        """The grid leaves of every listed expansion, after this expansion's pre-processing."""
-        pre = tuple(self.preprocess)
-        return [leaf.prefixed(pre) for e in self.expansions for leaf in e.grid_leaves()]
 
     def _layout(self, m: int) -> list[Segment]:
         return [seg for e in self.expansions for seg in e.layout(m)]
