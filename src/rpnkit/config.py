@@ -326,6 +326,22 @@ class LossConfig(_NamedParams):
         return self
 
 
+#: most seeds one batched run trains
+MAX_SEEDS = 1024
+
+
+def seeds_conflicts(t: TrainConfig) -> str | None:
+    """What in ``t`` batched seeds cannot train (None: nothing): the options whose state is
+    not per seed or not elementwise (L-BFGS's line search, polish, grid updates, the
+    regulariser, loss scaling, compile)."""
+    found = [name for name, bad in (
+        ("optimizer lbfgs", t.optimizer.name == "lbfgs"), ("polish", t.polish > 0),
+        ("grid_update_every", t.grid_update_every > 0),
+        ("reg_l1 / reg_entropy", t.reg_l1 > 0 or t.reg_entropy > 0),
+        (f"precision {t.precision!r}", t.precision != "fp32"), ("compile", t.compile)) if bad]
+    return ", ".join(found) or None
+
+
 class TrainConfig(_Strict):
     """``train:`` – optimisation protocol.
 
@@ -364,6 +380,34 @@ class TrainConfig(_Strict):
     # sparsity: L1 and entropy penalties on edge magnitudes (rpnkit.pruning.Regularizer)
     reg_l1: float = Field(0.0, ge=0, allow_inf_nan=False)
     reg_entropy: float = Field(0.0, ge=0, allow_inf_nan=False)
+    # batched seeds (rpnkit.training.seeds): S independent copies trained as one batched
+    # model; an int S (the run's seed, then S-1 seeds derived from it) or a list of seeds
+    seeds: int | list[int] | None = None
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, list, tuple)):
+            raise ValueError(f"seeds must be a number of seeds (1 to {MAX_SEEDS}) or a list of "
+                             f"distinct seeds (integers 0 to 2**32-1), got {short(v)}")
+        if isinstance(v, int):
+            if not 1 <= v <= MAX_SEEDS:
+                raise ValueError(f"seeds must be from 1 to {MAX_SEEDS} (or a list of seeds), "
+                                 f"got {short(v)}")
+            return v
+        v = list(v)
+        bad = [x for x in v if isinstance(x, bool) or not isinstance(x, int)
+               or not 0 <= x <= 2**32 - 1]
+        if not v or len(v) > MAX_SEEDS or bad:
+            what = f"holds {short(bad[0])}" if bad else f"has {len(v)} entries"
+            raise ValueError(f"seeds must list 1 to {MAX_SEEDS} seeds, each an integer 0 to "
+                             f"2**32-1; the list {what}")
+        if len(set(v)) != len(v):
+            dup = next(x for x in v if v.count(x) > 1)
+            raise ValueError(f"seeds must be distinct, {dup} appears twice")
+        return v
 
     @field_validator("optimizer", "scheduler", "loss", mode="before")
     @classmethod
@@ -411,6 +455,11 @@ class TrainConfig(_Strict):
         if self.precision == "fp16" and self.optimizer.name == "lbfgs":
             raise ValueError("precision 'fp16' needs loss scaling, which lbfgs does not support; "
                              "use bf16 or another optimizer")
+        if self.seeds is not None:
+            clash = seeds_conflicts(self)
+            if clash:
+                raise ValueError(f"seeds (batched seeds) cannot be combined with {clash}; "
+                                 "train the seeds as separate runs instead")
         return self
 
 

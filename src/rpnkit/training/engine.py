@@ -58,6 +58,7 @@ from .components import (
 __all__ = [
     "fit",
     "evaluate",
+    "score",
     "as_bundle",
     "train_config",
     "FitResult",
@@ -415,19 +416,26 @@ def evaluate(
             with autocast(device, precision):
                 out = _outputs(fwd, x[start:stop], batch_size)
             out = D.gather_rows(out.to(dtype), x.shape[0])
-        out = out.to(dtype)
         if loss_fn is None:
             loss_fn = LOSSES.build(loss, **dict(loss_params or {}))()
-        res = {"loss": float(loss_fn(out, y))}
-        names = metrics or default_metrics(bundle.task)
-        if bundle.task == "regression" and bundle.y_std is not None:
-            std = torch.as_tensor(bundle.y_std, dtype=out.dtype, device=out.device)
-            mean = torch.as_tensor(bundle.y_mean, dtype=out.dtype, device=out.device)
-            out, y = out * std + mean, y * std + mean
-        res.update(compute_metrics(names, bundle.task, out, y, bundle.n_classes))
-        return res
+        return score(out.to(dtype), y, bundle, loss_fn, metrics)
     finally:
         model.train(was_training)
+
+
+def score(out: Tensor, y: Tensor, bundle: DataBundle, loss_fn: Callable[[Tensor, Tensor], Tensor],
+          metrics: list[str] | None = None) -> dict[str, float]:
+    """Loss and metrics of the outputs ``out`` of one split against its targets ``y`` (metrics
+    in the targets' original scale): what :func:`evaluate` reports, from outputs computed
+    elsewhere (e.g. one seed of a batched run, :mod:`rpnkit.training.seeds`)."""
+    res = {"loss": float(loss_fn(out, y))}
+    names = metrics or default_metrics(bundle.task)
+    if bundle.task == "regression" and bundle.y_std is not None:
+        std = torch.as_tensor(bundle.y_std, dtype=out.dtype, device=out.device)
+        mean = torch.as_tensor(bundle.y_mean, dtype=out.dtype, device=out.device)
+        out, y = out * std + mean, y * std + mean
+    res.update(compute_metrics(names, bundle.task, out, y, bundle.n_classes))
+    return res
 
 
 #: what to try when the training loss diverges
@@ -626,6 +634,7 @@ def fit(
     checkpoint_extra: dict[str, Any] | None = None,
     restore_best: bool = False,
     task: str | None = None,
+    seeds: int | list[int] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``bundle`` following ``cfg``; see the module docstring.
 
@@ -648,9 +657,20 @@ def fit(
             the model or the config raises :class:`~rpnkit.training.checkpoint.CheckpointError`).
         restore_best: end with the best-on-validation weights loaded into ``model``
             (default: the final weights; ``FitResult.best_state`` holds the best ones).
+        seeds: train independent copies as one batched model (overrides ``cfg.seeds``): an
+            int S or a list of seeds; ``model`` may then also be a list of modules (one per
+            seed) or a callable ``seed -> module``. See :func:`rpnkit.training.seeds.fit_seeds`
+            (returns its :class:`~rpnkit.training.seeds.SeedsResult`).
     """
     t_start = time.perf_counter()
     cfg = train_config(cfg)
+    if seeds is not None or cfg.seeds is not None:
+        from .seeds import fit_seeds, seed_list
+
+        return fit_seeds(model, bundle, cfg, seed_list(seed, cfg.seeds if seeds is None else seeds),
+                         device=device, progress=progress, checkpoint_path=checkpoint_path,
+                         resume=resume, interrupt=interrupt, on_epoch_end=on_epoch_end,
+                         checkpoint_extra=checkpoint_extra, restore_best=restore_best, task=task)
     if cfg.polish:
         return _fit_with_polish(model, bundle, cfg, seed, device, progress, checkpoint_path, resume,
                                 interrupt, on_epoch_end, checkpoint_extra, restore_best, task)

@@ -3,7 +3,9 @@
 A run folder holds
 
 * ``config.yaml`` – the fully resolved config,
-* ``metrics.json`` – ``{"final": {"train", "val", "test"}, "best": {"epoch", ...}, "history": [...]}``,
+* ``metrics.json`` – ``{"final": {"train", "val", "test"}, "best": {"epoch", ...}, "history": [...]}``
+  (with ``train.seeds``: the first seed's, plus ``seeds`` (each seed's ``seed`` / ``final`` /
+  ``best``) and ``mean`` / ``std`` / ``median`` over the seeds, :mod:`rpnkit.training.seeds`),
 * ``model.pt`` – ``{"state_dict", "config", ...}`` of the final model (``torch.load(weights_only=True)``),
 * ``best.pt`` – the same for the best-on-validation model (when there is a validation split),
 * ``checkpoint.pt`` – full training state while a run is unfinished (``--resume``), saved
@@ -290,6 +292,10 @@ def load_train_state(path: Path, prep: Prepared) -> dict[str, Any]:
     tag, every field's type and range, the weights against the model and the optimizer and
     scheduler states against those of the config (:func:`check_train_state`);
     :class:`CheckpointError` names the file and the field."""
+    if prep.cfg.train.seeds is not None:  # batched seeds: validated by fit_seeds on resume
+        from .seeds import SEEDS_STATE_FORMAT
+
+        return load_checked(path, "checkpoint", (SEEDS_STATE_FORMAT,))
     state = load_checked(path, "checkpoint", (TRAIN_STATE_FORMAT,))
     opt, sched = _reference_optimizer(prep)
     check_train_state(state, prep.model, prep.cfg.train.epochs, path, optimizer=opt,
@@ -486,10 +492,24 @@ def _train_run(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> Fit
             on_epoch_end.close()
 
 
+def _seed_models(prep: Prepared) -> list[nn.Module] | None:
+    """With ``train.seeds``: one model per seed, each built after seeding with its seed (as
+    a single run with ``seed: s`` builds it); None without."""
+    t = prep.cfg.train
+    if t.seeds is None:
+        return None
+    from .seeds import seed_list
+
+    width = prep.out_width
+    return [build_from_config(prep.cfg.model, s, prep.bundle.n_features, width)
+            for s in seed_list(prep.cfg.seed, t.seeds)]
+
+
 def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) -> FitResult:
     cfg = prep.cfg
+    models = _seed_models(prep)
     result = fit(
-        prep.model,
+        prep.model if models is None else models,
         prep.bundle,
         cfg.train,
         seed=cfg.seed,
@@ -500,6 +520,8 @@ def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) ->
         interrupt=interrupt,
         on_epoch_end=on_epoch_end,
     )
+    if models is not None:  # model.pt / best.pt / plots: the first seed's model
+        prep.model.load_state_dict(models[0].state_dict())
     if not D.world().main:  # only rank 0 writes the run folder
         return result
     result.extra["model"] = {"name": cfg.model.name, "title": cfg.model.title(),
