@@ -46,7 +46,8 @@ def test_catalog_lists_every_component_once():
         for name in names:
             assert sum(line.startswith(f"| {kind} | `{name}` |") for line in rows) == 1
     assert "| expansion | `bspline` | `rpnkit.expansion.BSpline` |" in table
-    assert set(comps) == {"expansion", "reconciliation", "remainder", "interdependence", "fusion"}
+    assert set(comps) == {"expansion", "reconciliation", "remainder", "interdependence", "fusion",
+                          "compression"}
     assert "| interdependence | `graph` | `rpnkit.interdependence.GraphInterdependence` |" in table
     assert "| fusion | `learned` | `rpnkit.fusion.LearnedFusion` |" in table
     assert "`length=1`, `hops=None`, `direction='forward'`" in table  # chain's parameters

@@ -10,6 +10,7 @@ from torch import nn
 import rpnkit
 from rpnkit.errors import ConfigurationError, UnknownNameError, closest, did_you_mean
 from rpnkit.registry import (
+    COMPRESSIONS,
     EXPANSIONS,
     FUSIONS,
     INTERDEPENDENCES,
@@ -53,18 +54,27 @@ SPEC = {
         "sum": "SumFusion", "mean": "MeanFusion", "max": "MaxFusion", "concat": "ConcatFusion",
         "weighted": "WeightedFusion", "learned": "LearnedFusion", "linear": "LinearFusion",
     },
+    "compression": {  # κ with D <= m, registered apart from the expansions
+        "pca": "PCA", "random_projection": "RandomProjection",
+        "feature_selection": "FeatureSelection", "max_pooling": "MaxPooling",
+        "mean_pooling": "MeanPooling", "naive_probabilistic": "NaiveProbabilistic",
+        "isomap": "Isomap", "lle": "LLE", "mds": "MDS", "spectral": "Spectral",
+    },
 }  # fmt: skip
 
 MODULES = {"expansion": rpnkit.expansion, "reconciliation": rpnkit.reconciliation,
            "remainder": rpnkit.remainder, "interdependence": rpnkit.interdependence,
-           "fusion": rpnkit.fusion}
+           "fusion": rpnkit.fusion,
+           "compression": rpnkit.compression}
 BUILDERS = {"expansion": rpnkit.build_expansion, "reconciliation": rpnkit.build_reconciliation,
             "remainder": rpnkit.build_remainder, "interdependence": rpnkit.build_interdependence,
-            "fusion": rpnkit.build_fusion}
+            "fusion": rpnkit.build_fusion,
+            "compression": rpnkit.build_compression}
 #: parameters without which a component's defaults do not build (a 3×3 patch needs a grid)
 REQUIRED = {("interdependence", "grid"): {"height": 4, "width": 4}}
 REGISTRIES = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS,
-              "remainder": REMAINDERS, "interdependence": INTERDEPENDENCES, "fusion": FUSIONS}
+              "remainder": REMAINDERS, "interdependence": INTERDEPENDENCES, "fusion": FUSIONS,
+              "compression": COMPRESSIONS}
 
 #: SPEC defaults (tables §2–§4) by registry name
 DEFAULTS = {
@@ -110,8 +120,9 @@ def test_spec_names_and_classes(kind):
 
 def test_list_components_shape():
     comps = rpnkit.list_components()
-    assert set(comps) == {"expansion", "reconciliation", "remainder", "interdependence", "fusion"}
-    assert list(comps) == list(SPEC)  # κ, ψ, π, then RPN 2's ξ and the fusion objects
+    assert set(comps) == {"expansion", "reconciliation", "remainder", "interdependence", "fusion",
+                          "compression"}
+    assert list(comps) == list(SPEC)  # κ, ψ, π, RPN 2's ξ, the fusion objects, compressions
     assert all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in comps.values())
 
 

@@ -187,9 +187,8 @@ def _graph_head(**exp):
 
 def _definition(head, x):
     z = head.xi(x)
-    inner = head.inner[0]
-    w = inner.reconciled_weights().sum(0)
-    return inner.expansion(z) @ w.T
+    w = head.reconciled_weights().sum(0)
+    return head.expansion(z) @ w.T
 
 
 @pytest.mark.parametrize("post", [["tanh"], ["layer_norm"], ["sigmoid", "tanh"]])

@@ -167,8 +167,7 @@ def make_xi_head(xi: str, exp: str, rec: str, n: int = N, channels: int = 2, **k
                               reconciliation_params=recon_params(rec, kappa.calculate_D(m_xi)),
                               channels=channels, **kw).double()
     with torch.no_grad():
-        for inner in head.inner:
-            inner.w.normal_()
+        head.w.normal_()
     return head, xi_inputs(shape)
 
 
@@ -176,9 +175,12 @@ def xi_reference(head, x: torch.Tensor) -> torch.Tensor:
     """κ(ξ(X)) Σ_c ψ(w_c)ᵀ (+ b + π(X)): ξ first, then :func:`reference` of every inner head."""
     z = head.xi(x)
     flat = z.reshape(-1, z.shape[-1])
-    y = [reference(inner, flat) for inner in head.inner]
-    y = (y[0] if head.channel_fusion is None else head.channel_fusion(y)).reshape(
-        *z.shape[:-1], -1)
+    if head.channel_fuser is None:
+        y = reference(head, flat)
+    else:  # the fusion object over the C dense per-channel products
+        kx, ws = head.expansion(flat), head.reconciled_weights()
+        y = head.channel_fuser([kx @ ws[c].t() for c in range(head.channels)])
+    y = y.reshape(*z.shape[:-1], -1)
     if head.bias is not None:
         y = y + head.bias
     if head.has_remainder:

@@ -802,6 +802,17 @@ class Contraction(nn.Module):
         kx = self.materialise(inputs) if path == "materialised-κ" else None
         return self._fuse([self._one(inputs, kx, wc, rec) for wc in self._channels(w)])
 
+    def parts(self, inputs: list[Tensor], w: Tensor, rec: nn.Module) -> list[Tensor]:
+        """The C per-channel products ⟨κ(x), ψ(w^c)⟩, unfused (for a head whose channels are
+        fused by a fusion object: max, learned, ...); a fixed matrix gives C equal parts."""
+        if self.path in ("zero", "rowsum", "eye-prefix"):
+            one = self.forward(inputs, w, rec)  # sum of C equal parts, or their mean
+            if self.channels > 1 and not self.mean:
+                one = one / self.channels
+            return [one] * self.channels
+        kx = self.materialise(inputs) if self.path == "materialised-κ" else None
+        return [self._one(inputs, kx, wc, rec) for wc in self._channels(w)]
+
     def _channels(self, w: Tensor) -> list[Tensor]:
         # one channel: a view (its backward is free; unbind's stacks an l-sized gradient)
         return [w.view(-1)] if self.channels == 1 else list(w.unbind(0))

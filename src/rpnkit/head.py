@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import numbers
 import reprlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -15,14 +15,18 @@ from .budget import check as check_budget
 from .contract import Contraction, plan_sizes, refresh_tables
 from .errors import ConfigurationError
 from .expansion.base import Expansion
+from .fusion import Fusion, build_fusion
 from .init import init_rpn_weights
 from .modules import apply_list, bind_module_list, build_module_list, compact_repr
 from .reconciliation.base import Reconciliation
 from .reconciliation.forms import form_of
-from .registry import EXPANSIONS, RECONCILIATIONS, REMAINDERS
+from .registry import EXPANSIONS, FUSIONS, RECONCILIATIONS, REMAINDERS
 from .remainder.remainders import Remainder
 from .spec import HEAD_FIELDS, HeadSpec
 from .structure import HeadStructure
+
+if TYPE_CHECKING:
+    from .interdependence.base import Interdependence
 
 __all__ = ["RPNHead", "CHANNEL_FUSIONS", "check_dim", "model_input"]
 
@@ -143,19 +147,44 @@ class RPNHead(nn.Module):
         self.m = check_dim("m", m, "RPNHead")
         self.n = check_dim("n", n, "RPNHead")
         self.channels = check_dim("channels", spec.channels, "RPNHead", MAX_CHANNELS)
-        if spec.channel_fusion not in CHANNEL_FUSIONS:
-            raise ConfigurationError(
-                f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got "
-                f"{spec.channel_fusion!r}"
-            )
+        factory = {"device": device, "dtype": dtype}
+        # ξ (RPN 2): bound to m first; κ, ψ and the plan are then built on its width m'
+        self.xi: Interdependence | None = None
+        self.xi_structure = None
+        self.m_xi = self.m
+        if spec.interdependence is not None:
+            self.xi = _interdependence(spec.interdependence, spec.interdependence_params)
+            self.xi.bind(self.m, **factory)
+            self.xi_structure = self.xi.structure(self.m)
+            self.m_xi = check_dim("m'", self.xi_structure.m_out, "RPNHead")
+        elif spec.interdependence_params:
+            raise ConfigurationError("RPNHead: interdependence_params given without interdependence")
+        # channels: sum / mean run inside the planned contraction; any other fusion object
+        # (max, learned, weighted, ...) fuses the C per-channel products
+        self.channel_fuser: Fusion | None = None
+        if not (isinstance(spec.channel_fusion, str) and spec.channel_fusion in CHANNEL_FUSIONS):
+            if spec.interdependence is None and isinstance(spec.channel_fusion, str) \
+                    and spec.channel_fusion in FUSIONS.names():
+                raise ConfigurationError(
+                    f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got "
+                    f"{spec.channel_fusion!r} (a fusion object: give the head an "
+                    f"interdependence, e.g. interdependence='identity')"
+                )
+            self.channel_fuser = build_fusion(spec.channel_fusion)
+            if self.channel_fuser.splits_width:
+                raise ConfigurationError(
+                    f"RPNHead: channel_fusion {self.channel_fuser.registry_name!r} changes the "
+                    f"output width; concatenate heads instead (head_fusion: concat)"
+                )
+            self.channel_fuser.bind([self.n] * self.channels, **factory)
         if spec.seed is not None and (
             isinstance(spec.seed, bool) or not isinstance(spec.seed, numbers.Integral)
             or not 0 <= spec.seed < 2**63
         ):
             raise ConfigurationError(f"RPNHead: seed must be an integer in [0, 2**63) or None, "
                                      f"got {short(spec.seed)}")
-        self._channel_fusion = spec.channel_fusion
-        factory = {"device": device, "dtype": dtype}
+        self._channel_fusion = (spec.channel_fusion if self.channel_fuser is None
+                                else self.channel_fuser.registry_name)
         self.expansion: Expansion = _component(
             spec.expansion, spec.expansion_params, EXPANSIONS, Expansion, "expansion"
         )
@@ -166,23 +195,30 @@ class RPNHead(nn.Module):
         self.remainder: Remainder = _component(
             spec.remainder, spec.remainder_params, REMAINDERS, Remainder, "remainder"
         )
-        self.D = int(self.expansion.calculate_D(self.m))
+        self.D = int(self.expansion.calculate_D(self.m_xi))
         if self.D < 1:
             raise ConfigurationError(
                 f"RPNHead: expansion {self.expansion.registry_name!r} gives D={self.D} features "
-                f"for m={self.m}; it needs D >= 1"
+                f"for m={self.m_xi}; it needs D >= 1"
             )
         self._check_budget(device, dtype)
         # random state is drawn only by components that have some (masks, random matrices,
         # hypernets): from their own seed, else this one, else torch's global generator
         self.seed = None if spec.seed is None else int(spec.seed)
-        self.expansion.bind(self.m)
+        self.expansion.bind(self.m_xi)
         rec = self.reconciliation
         if rec.bound_seed is None:
             rec.bound_seed = self.seed
         rec.factory_kwargs = {k: v for k, v in factory.items() if v is not None}
         rec.bind(self.n, self.D)
         self.remainder.factory_kwargs = dict(rec.factory_kwargs)
+        self.has_remainder = not self.remainder.is_zero
+        if self.has_remainder and self.xi_structure is not None and self.xi_structure.sites != 1:
+            raise ConfigurationError(
+                f"RPNHead: remainder {self.remainder.registry_name!r} acts on X, but ξ "
+                f"{self.xi_structure.name!r} turns one sample into {self.xi_structure.sites} "
+                f"sites; use remainder 'zero' (and a bias) with patch interdependence"
+            )
         self.remainder.bind(self.m, self.n)
         self.l = int(rec.calculate_l(self.n, self.D))
         if self.l > 0:
@@ -194,16 +230,22 @@ class RPNHead(nn.Module):
         bind_module_list(self.output, self.n)
         psi = rec.structure(self.n, self.D)
         self.contraction = Contraction(
-            list(self.expansion.structure(self.m).segments),
+            list(self.expansion.structure(self.m_xi).segments),
             psi.form,
             self.n,
             self.D,
             None if psi.factor_shapes is None else [tuple(f) for f in psi.factor_shapes],
             self.channels,
-            self.channel_fusion,
+            self.channel_fusion if self.channel_fuser is None else "sum",
             (self.expansion.registry_name, rec.registry_name),
             fft=spec.fft,
         )
+        # A(X)⟨X, W⟩ = ⟨A(X) X, W⟩: with ξ on the left and a linear κ (as declared) the head
+        # multiplies A after the product, n columns wide instead of m
+        self.reorder = bool(
+            spec.reorder and self.xi_structure is not None and self.xi_structure.side == "left"
+            and self.expansion.structure(self.m_xi).linear
+            and (self.channel_fuser is None or self.channel_fuser.is_linear))
         self.init_scheme = spec.init
         self._init_w(spec.init)
         if device is not None or dtype is not None:
@@ -215,7 +257,7 @@ class RPNHead(nn.Module):
     def _check_budget(self, device: Any, dtype: torch.dtype | None) -> None:
         """Estimate the sizes from what the components declare and refuse, before anything is
         allocated, a head whose training would not fit the memory budget (:mod:`.budget`)."""
-        exp, rec, m, n, d = self.expansion, self.reconciliation, self.m, self.n, self.D
+        exp, rec, m, n, d = self.expansion, self.reconciliation, self.m_xi, self.n, self.D
         rec.check_sizes(n, d)
         ell = int(rec.calculate_l(n, d))
         elem = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
@@ -239,7 +281,7 @@ class RPNHead(nn.Module):
 
     @channel_fusion.setter
     def channel_fusion(self, value: str) -> None:
-        if value not in CHANNEL_FUSIONS:
+        if self.channel_fuser is not None or value not in CHANNEL_FUSIONS:
             raise ConfigurationError(
                 f"RPNHead: channel_fusion must be one of {CHANNEL_FUSIONS}, got {value!r}"
             )
@@ -253,7 +295,10 @@ class RPNHead(nn.Module):
         scheme given at construction), the bias (zeros), the remainder, the reconciliation
         and the expansion's and output's modules that have ``reset_parameters``."""
         self._init_w(init)
-        for mod in (self.reconciliation, self.remainder, *self.expansion.modules(), *self.output):
+        extra = [*(self.xi.modules() if self.xi is not None else ()),
+                 *(self.channel_fuser.modules() if self.channel_fuser is not None else ())]
+        for mod in (self.reconciliation, self.remainder, *self.expansion.modules(), *self.output,
+                    *extra):
             if hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
         self.reset_tables()
@@ -272,6 +317,7 @@ class RPNHead(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._reset_expansion_tables()  # the contraction rebuilds its own when it is loaded
+        _migrate_interdependent_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_w(self, init: str | None) -> None:
@@ -291,14 +337,33 @@ class RPNHead(nn.Module):
         """(B, m) input in the head's dtype (see :func:`model_input`)."""
         return model_input(x, self.m, self.w.dtype, "RPNHead")[0]
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.w.dtype
+
     def fuse_channels(self, parts: list[Tensor]) -> Tensor:
+        if self.channel_fuser is not None:
+            return self.channel_fuser(parts)
         return self.contraction._fuse(parts)
 
     def expansion_product(self, x: Tensor) -> Tensor:
-        """fuse_c ⟨κ(x), ψ(w^c)⟩ for a (B, m) batch, without bias or remainder."""
-        return self.contraction(self.expansion.segment_inputs(x), self.w, self.reconciliation)
+        """fuse_c ⟨κ(x), ψ(w^c)⟩ for a (B, m') batch (m' = ξ's output width, m without ξ),
+        without bias or remainder."""
+        inputs = self.expansion.segment_inputs(x)
+        if self.channel_fuser is not None:
+            return self.channel_fuser(self.contraction.parts(inputs, self.w, self.reconciliation))
+        return self.contraction(inputs, self.w, self.reconciliation)
+
+    def product(self, z: Tensor) -> Tensor:
+        """fuse_c ⟨κ(z), ψ(w^c)⟩ for z of shape (*, m'), keeping the leading shape."""
+        if z.dim() == 2:
+            return self.expansion_product(z)
+        y = self.expansion_product(z.reshape(-1, z.shape[-1]))
+        return y.reshape(*z.shape[:-1], y.shape[-1])
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.xi is not None:
+            return self._forward_xi(x)
         x, lead = model_input(x, self.m, self.w.dtype, "RPNHead")
         y = self.expansion_product(x)
         if self.bias is not None:
@@ -306,10 +371,36 @@ class RPNHead(nn.Module):
         y = y + self.remainder(x)
         return _restore(apply_list(self.output, y), lead)
 
+    def _forward_xi(self, x: Tensor) -> Tensor:
+        """``fuse_c ⟨κ(ξ(X)), ψ(w^c)⟩ + b + π(X)``: input keeps its layout ``(*, sites, m)``,
+        so ξ sees the tokens or nodes along dimension -2."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"RPNHead expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0 or x.shape[-1] != self.m:
+            raise ValueError(f"RPNHead expects input of shape (*, {self.m}), got {tuple(x.shape)}")
+        if x.dtype != self.w.dtype:
+            x = x.to(self.w.dtype)
+        st = self.xi_structure
+        if x.dim() < st.min_rank:
+            raise ValueError(
+                f"RPNHead: ξ {st.name!r} relates the positions along dimension -2 (tokens or "
+                f"instances of one sample); a {x.dim()}-D input {tuple(x.shape)} would mix the "
+                f"rows of the batch, so a prediction would depend on the batch size. Give input "
+                f"of shape (batch, sites, {self.m}) (e.g. x.unsqueeze(1) for one site, or the "
+                f"tokens of each sample), or use an attribute-level ξ such as 'parameterised'"
+            )
+        y = self.xi.mix(self.product(x), x) if self.reorder else self.product(self.xi(x))
+        if self.bias is not None:
+            y = y + self.bias
+        if self.has_remainder:
+            y = y + self.remainder(x.reshape(-1, self.m)).reshape(*x.shape[:-1], -1)
+        return apply_list(self.output, y)
+
     def input_range_problem(self, x: Tensor) -> str | None:
         """A message when x leaves the range the expansion keeps finite (None when inside or
         when pre-processing bounds it); one reduction and one host sync."""
-        if len(self.expansion.preprocess) or not torch.is_floating_point(x) or x.numel() == 0:
+        if (self.xi is not None or len(self.expansion.preprocess)
+                or not torch.is_floating_point(x) or x.numel() == 0):
             return None
         limit = self.expansion.safe_abs(self.w.dtype)
         if limit is None:
@@ -329,23 +420,69 @@ class RPNHead(nn.Module):
         """What this head's components declare (:mod:`rpnkit.structure`), with the planned
         path: κ's :class:`~rpnkit.structure.ExpansionStructure` at width m and ψ's
         :class:`~rpnkit.structure.ReconciliationStructure` at (n, D)."""
-        return HeadStructure(self.expansion.structure(self.m),
+        return HeadStructure(self.expansion.structure(self.m_xi),
                              self.reconciliation.structure(self.n, self.D),
-                             None, self.contraction.path)
+                             self.xi_structure, self.contraction.path)
 
     def plan(self) -> str:
         """The stored plan of the forward pass: the path that runs and why."""
-        return self.contraction.describe()
+        text = self.contraction.describe()
+        if self.channel_fuser is not None:
+            text += f"\nchannels fused by {self.channel_fuser.registry_name}"
+        st = self.xi_structure
+        if st is None:
+            return text
+        order = "A(X)·⟨X, ψ(w)⟩ (ξ after the product)" if self.reorder else "⟨κ(ξ(X)), ψ(w)⟩"
+        rows = ("; input (*, sites, m): rows of dimension -2 are related" if st.min_rank > 2
+                else "; a 2-D input is one whole instance set (transductive)" if st.transductive
+                else "")
+        return f"ξ {st.name}: {st.form}, {st.side} side{rows}; order {order}\n" + text
 
     explain = plan
 
     def extra_repr(self) -> str:
         return (
-            f"m={self.m}, n={self.n}, D={self.D}, l={self.l}, channels={self.channels}, "
+            f"m={self.m}, " + (f"m'={self.m_xi}, " if self.xi is not None else "")
+            + f"n={self.n}, D={self.D}, l={self.l}, channels={self.channels}, "
             f"channel_fusion={self.channel_fusion!r}, bias={self.bias is not None}, "
             f"path={self.contraction.path!r}"
         )
 
     def __repr__(self) -> str:
-        return compact_repr(self, {"expansion": "κ", "reconciliation": "ψ", "remainder": "π"},
-                            skip=("contraction",))
+        return compact_repr(self, {"expansion": "κ", "reconciliation": "ψ", "remainder": "π",
+                                   "xi": "ξ"}, skip=("contraction",))
+
+
+def _interdependence(spec: Any, params: Any):
+    """ξ from a module, a registry name or a mapping (deep-copied: each head owns its ξ)."""
+    from .interdependence.base import Interdependence
+    from .registry import INTERDEPENDENCES
+
+    if isinstance(spec, nn.Module):
+        if not isinstance(spec, Interdependence):
+            raise ConfigurationError(
+                f"interdependence must be an rpnkit Interdependence, got {type(spec).__name__}")
+        if params:
+            raise ConfigurationError("interdependence_params given with an already-built module")
+        return spec
+    return INTERDEPENDENCES.resolve(copy.deepcopy(spec), copy.deepcopy(params))
+
+
+def _migrate_interdependent_keys(state_dict: dict, prefix: str) -> None:
+    """State dicts saved when RPN 2 heads wrapped an inner RPNHead (``inner.0.*``,
+    ``channel_fusion.*``) load into the one head type."""
+    inner = prefix + "inner."
+    old = [k for k in state_dict if k.startswith(inner)]
+    if not old:
+        pass
+    elif any(not k.startswith(inner + "0.") for k in old):
+        raise ConfigurationError(
+            f"{prefix or 'head'}: this state dict holds one inner head per channel (saved by an "
+            f"older rpnkit with a non-sum channel fusion); it cannot be loaded into this version"
+        )
+    else:
+        for k in old:
+            state_dict[prefix + k[len(inner) + 2:]] = state_dict.pop(k)
+    for k in [k for k in state_dict if k.startswith(prefix + "channel_fusion.")]:
+        state_dict[prefix + "channel_fuser." + k[len(prefix + "channel_fusion."):]] = \
+            state_dict.pop(k)

@@ -195,11 +195,9 @@ class RPN(nn.Module):
                 # layer i's own stream: its heads and channels derive theirs from it
                 head_options["seed"] = derive_seed(head_options["seed"], i)
             num_heads = cfg["heads"]
-            layer_cls, extra = RPNLayer, {}
+            layer_cls = RPNLayer
             if cfg["interdependence"] is not None:
                 layer_cls = InterdependentLayer
-                extra = {"interdependence": cfg["interdependence"],
-                         "interdependence_params": cfg["interdependence_params"]}
             else:
                 _check_plain_fusions(cfg, i)
             built.append(
@@ -212,7 +210,6 @@ class RPN(nn.Module):
                     head_output=cfg["head_output"],
                     device=device,
                     dtype=dtype,
-                    **extra,
                     **head_options,
                 )
             )

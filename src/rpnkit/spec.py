@@ -36,7 +36,8 @@ class HeadSpec:
             ``preprocess: [nn.LayerNorm(3)]``) are deep-copied for every head, so heads never
             share weights silently.
         channels: number C of parameter vectors w^0..w^{C-1} sharing κ, ψ and π.
-        channel_fusion: ``"sum"`` (the model's definition) or ``"mean"``.
+        channel_fusion: ``"sum"`` (the model's definition) or ``"mean"`` (with ξ: any fusion
+            object's name).
         bias: add a learnable bias b ∈ R^n (zeros at init).
         init: initialisation scheme name (:mod:`rpnkit.init`).
         output: module(s) applied to the head output (activation, norm, dropout), as modules
@@ -48,6 +49,13 @@ class HeadSpec:
         fft: how ``kron-structured`` contractions correlate degree-2 blocks: ``None``
             (default) chooses FFT or direct GEMM by cost, ``True`` / ``False`` forces FFT /
             GEMM (float32/float64 only have an FFT; other dtypes always use the GEMM).
+        interdependence / interdependence_params: ξ of RPN 2 (a registry name of
+            :data:`~rpnkit.registry.INTERDEPENDENCES`, a mapping or a module; ``None``, the
+            default, is an RPN 1 head): the head computes ``fuse_c ⟨κ(ξ(X)), ψ(w^c)⟩ + b +
+            π(X)`` with κ, ψ and the plan on ξ's width m'. With ξ, ``channel_fusion`` may also
+            be any :data:`~rpnkit.registry.FUSIONS` name (max, learned, weighted, ...).
+        reorder: allow the exact order A(X)·⟨X, W⟩ when ξ multiplies from the left and κ is
+            declared linear (default True).
     """
 
     expansion: Any = "identity"
@@ -57,12 +65,15 @@ class HeadSpec:
     reconciliation_params: Mapping[str, Any] | None = None
     remainder_params: Mapping[str, Any] | None = None
     channels: int = 1
-    channel_fusion: str = "sum"
+    channel_fusion: Any = "sum"
     bias: bool = False
     init: str = "default"
     output: Any = None
     seed: int | None = None
     fft: bool | None = None
+    interdependence: Any = None
+    interdependence_params: Mapping[str, Any] | None = None
+    reorder: bool = True
 
     @classmethod
     def from_options(cls, owner: str = "RPNHead", **options: Any) -> HeadSpec:

@@ -64,9 +64,8 @@ def make(key: str, pair=PAIRS[0], **kw) -> tuple[InterdependentHead, torch.Tenso
 def definition(head: InterdependentHead, x: torch.Tensor) -> torch.Tensor:
     """κ(ξ(X)) ψ(w)ᵀ with ξ applied first and the dense ψ (no fast path, no reordering)."""
     z = head.xi(x)
-    inner = head.inner[0]
-    kz = inner.expansion(z.reshape(-1, z.shape[-1]))
-    w = inner.reconciled_weights().sum(0)
+    kz = head.expansion(z.reshape(-1, z.shape[-1]))
+    w = head.reconciled_weights().sum(0)
     y = (kz @ w.T).reshape(*z.shape[:-1], -1)
     if head.bias is not None:
         y = y + head.bias
@@ -163,7 +162,9 @@ def test_channel_fusion_beyond_sum_and_layer_fusion():
     head = InterdependentHead(3, 2, "chain", {"length": 4}, channels=3, channel_fusion="max",
                               dtype=D64)
     x = torch.randn(2, 4, 3, dtype=D64)
-    parts = [h(head.xi(x)) for h in head.inner]
+    z = head.xi(x)
+    parts = [head.expansion(z.reshape(-1, 3)).reshape(2, 4, 3) @ w.T
+             for w in head.reconciled_weights()]
     torch.testing.assert_close(head(x), torch.stack(parts).amax(0), rtol=TOL, atol=TOL)
     layer = InterdependentLayer(3, 2, fusion="learned", num_heads=2, interdependence="chain",
                                 interdependence_params={"length": 4}, dtype=D64)

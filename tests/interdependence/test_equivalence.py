@@ -22,8 +22,7 @@ TOL = 1e-12
 
 
 def weight(head: InterdependentHead) -> torch.Tensor:
-    inner = head.inner[0]
-    return inner.w.detach().view(inner.n, inner.m)  # identity ψ: w = vec(W) row-major
+    return head.w.detach().view(head.n, head.m_xi)  # identity ψ: w = vec(W) row-major
 
 
 def random_graph(n: int = 9, e: int = 14, seed: int = 0) -> np.ndarray:

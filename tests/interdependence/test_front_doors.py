@@ -69,7 +69,7 @@ def test_from_dims_graph_layer_is_a_gcn_layer():
         head.bias.normal_()
     x = torch.randn(6, 3, dtype=D64)
     a_hat = head.xi.matrix(x)
-    w = head.inner[0].reconciled_weights().sum(0)
+    w = head.reconciled_weights().sum(0)
     torch.testing.assert_close(model(x), a_hat @ x @ w.T + head.bias, rtol=1e-12, atol=1e-12)
     assert head.reorder  # identity κ: Â (X W), the GCN order
 
@@ -97,10 +97,11 @@ def test_fusion_objects_by_name_in_interdependent_layers():
                           channel_fusion="max", head_output="relu", output="layer_norm", dtype=D64)
     layer = model.layers[0]
     assert layer.fusion.registry_name == "weighted"
-    assert all(h.channel_fusion.registry_name == "max" and len(h.inner) == 3 for h in layer.heads)
+    assert all(h.channel_fusion == "max" and h.channels == 3 for h in layer.heads)
     assert all(p.dtype == D64 for p in model.parameters())  # layer_norm too (factory dtype)
     x = torch.randn(5, 3, dtype=D64)
-    parts = [torch.relu(torch.stack([i(x) for i in h.inner]).amax(0)) for h in layer.heads]
+    parts = [torch.relu(torch.stack([x @ w.T for w in h.reconciled_weights()]).amax(0))
+             for h in layer.heads]
     want = nn.functional.layer_norm(0.25 * parts[0] + 0.75 * parts[1], (4,),
                                     layer.output[0].weight, layer.output[0].bias,
                                     layer.output[0].eps)

@@ -50,8 +50,8 @@ def test_graph_rpn_equals_two_layer_gcn():
     d = a.sum(1).rsqrt()
     a = d[:, None] * a * d[None, :]
     (h1,), (h2,) = model.layers[0].heads, model.layers[1].heads
-    w1 = h1.inner[0].w.view(5, 4)
-    w2 = h2.inner[0].w.view(3, 5)
+    w1 = h1.w.view(5, 4)
+    w2 = h2.w.view(3, 5)
     expected = a @ torch.relu(a @ x @ w1.T + h1.bias) @ w2.T + h2.bias
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
 
@@ -74,7 +74,7 @@ def test_grid_rpn_layer_equals_conv2d_and_shapes():
     model = GridRPN([1 * 8 * 8, 3, 4, 10], image=(1, 8, 8), kernel=3, padding=1, pool=2).double()
     x = torch.randn(2, 1, 8, 8, dtype=D64)
     head = model.grid_layers[0]
-    kernel = head.inner[0].w.view(3, 1, 3, 3)
+    kernel = head.w.view(3, 1, 3, 3)
     y = torch.relu(F.conv2d(x, kernel, head.bias, padding=1))
     got = torch.relu(head(x.flatten(1))).transpose(1, 2).reshape(y.shape)
     torch.testing.assert_close(got, y, rtol=1e-12, atol=1e-12)

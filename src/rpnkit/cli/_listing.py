@@ -73,6 +73,18 @@ LISTING = (
         ('sum', 'Σ_i y_i.'),
         ('weighted', 'Σ_i a_i y_i with fixed weights ``weights`` (one per part).'),
     )),
+    ('compressions (κ with d <= m)', (
+        ('feature_selection', 'Feature selection κ(x) = x[:, S]: the d inputs of largest training variance, in input order.'),
+        ('isomap', 'Isomap (scikit-learn): geodesic kernel PCA; maps new points like Isomap.transform.'),
+        ('lle', 'Locally linear embedding (scikit-learn, standard); maps new points like LLE.transform.'),
+        ('max_pooling', 'Max over each kernel×kernel window of a (C, H, W) grid (= F.max_pool2d, flattened).'),
+        ('mds', 'Metric MDS (scikit-learn) of the fitted data; no out-of-sample map (forward refuses).'),
+        ('mean_pooling', 'Mean over each kernel×kernel window of a (C, H, W) grid, padding not counted (linear).'),
+        ('naive_probabilistic', 'Keep d inputs drawn with probability ∝ p(u_i), u = 0.99σ(x)+0.001, in input order.'),
+        ('pca', 'PCA: κ(x) = (x - μ) Vᵀ (÷ √λ when whiten), V the top-d principal axes learned by fit.'),
+        ('random_projection', 'Random projection κ(x) = x Rᵀ, R a fixed seeded (d, m) matrix (Johnson–Lindenstrauss).'),
+        ('spectral', 'Spectral embedding (scikit-learn) of the fitted data; no out-of-sample map (forward refuses).'),
+    )),
     ('models', (
         ('attention_rpn', 'Transformer-like RPN: embedding + positions, attention-interdependent layers, head.'),
         ('chain_rpn', 'RNN-like RPN over token sequences: embedding, chain-interdependent layers, pooling, head.'),
