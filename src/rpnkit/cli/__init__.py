@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--best", action="store_true", help="use best.pt instead of model.pt")
 
     sub.add_parser("list", help="list components, models, datasets, optimizers, ...")
+    cv = sub.add_parser("convert", help="convert a reference-toolkit (tinyBIG) YAML config into "
+                                        "an rpnkit config (read as data: nothing in it is imported)")
+    cv.add_argument("reference", help="the reference toolkit's YAML config")
+    cv.add_argument("--out", required=True, metavar="CONFIG",
+                    help="rpnkit config to write (atomically; never the input file)")
+    cv.add_argument("--reference-quirks", action="store_true",
+                    help="reproduce the reference's quirks: keys it ignores (e.g. a post-process "
+                         "hook indented at the wrong level) are ignored and reported")
     s = sub.add_parser("search", help="search catalog RPNs under a parameter budget (selection on "
                                       "validation); writes a leaderboard, prints the winner as JSON")
     s.add_argument("config", help="YAML config (its data and train sections; model: is optional; "
@@ -460,6 +468,16 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from ..convert import convert_file
+
+    result = convert_file(args.reference, args.out, reference_quirks=args.reference_quirks)
+    for note in result.notes:
+        print(f"rpnkit: note: {note}", file=sys.stderr)
+    print(f"rpnkit: converted {args.reference} -> {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_list(args) -> int:
     from .listing import render, static
 
@@ -569,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
             raise _BadInput("no command given (see rpnkit --help)")
         handler = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "run": _cmd_run,
                    "predict": _cmd_predict, "export": _cmd_export, "search": _cmd_search,
-                   "plot": _cmd_plot}
+                   "plot": _cmd_plot, "convert": _cmd_convert}
         return handler[args.command](args)
     except _Quiet:
         return 2
