@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigurationError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:  # loaded on first use (module __getattr__ below): `import rpnkit` is torch-free
-    from . import expansion, fusion, interdependence, reconciliation, remainder
+    from . import compression, expansion, fusion, interdependence, reconciliation, remainder
     from .head import RPNHead
     from .layer import RPNLayer
     from .model import RPN
@@ -41,12 +41,14 @@ __all__ = [
     "build_remainder",
     "build_interdependence",
     "build_fusion",
+    "build_compression",
     "list_components",
     "expansion",
     "reconciliation",
     "remainder",
     "interdependence",
     "fusion",
+    "compression",
     "__version__",
 ]
 
@@ -87,19 +89,36 @@ def build_fusion(name: str, **params: Any) -> fusion.Fusion:
     return FUSIONS.build(name, **params)
 
 
+def build_compression(name: str, **params: Any) -> compression.Compression:
+    """Build a compression κ: R^m -> R^d (d <= m) by registry name, e.g.
+    ``build_compression("pca", d=8)``; fitted ones learn with ``.fit(x_train)``. A head's
+    ``expansion`` option also takes it (the instance, or its name)."""
+    from .registry import COMPRESSIONS
+
+    return COMPRESSIONS.build(name, **params)
+
+
 def list_components(kind: str | None = None, filter: str | None = None):  # noqa: A002
     """Registered component names, sorted.
 
     ``list_components()`` gives ``{"expansion": [...], "reconciliation": [...],
-    "remainder": [...], "interdependence": [...], "fusion": [...]}``; ``kind="expansion"``
+    "remainder": [...], "interdependence": [...], "fusion": [...], "compression": [...]}``;
+    ``kind="expansion"``
     gives that kind's list only; ``filter`` is a shell-style pattern (``"*rbf*"``,
     ``"naive_*"``) or a plain substring.
     """
-    from .registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
+    from .registry import (
+        COMPRESSIONS,
+        EXPANSIONS,
+        FUSIONS,
+        INTERDEPENDENCES,
+        RECONCILIATIONS,
+        REMAINDERS,
+    )
 
     registries = {"expansion": EXPANSIONS, "reconciliation": RECONCILIATIONS,
                   "remainder": REMAINDERS, "interdependence": INTERDEPENDENCES,
-                  "fusion": FUSIONS}
+                  "fusion": FUSIONS, "compression": COMPRESSIONS}
 
     def names(reg) -> list[str]:
         out = sorted(reg.names())
@@ -214,11 +233,13 @@ def prune(model, x, threshold: float = 1e-2, y=None, **options):
 
 _LAZY = ("models", "training", "data", "sklearn", "symbolic", "contract", "budget", "config",
          "cli", "spec", "predict", "inspection", "grid", "pruning", "symbolic_fit",
-         "expansion", "reconciliation", "remainder", "interdependence", "fusion", "registry")
+         "expansion", "reconciliation", "remainder", "interdependence", "fusion", "registry",
+         "compression")
 # public classes, by the module that defines them (imported on first use, like the submodules)
 _LAZY_ATTRS = {"RPN": "model", "RPNHead": "head", "RPNLayer": "layer", "HeadSpec": "spec",
                "EXPANSIONS": "registry", "RECONCILIATIONS": "registry", "REMAINDERS": "registry",
-               "INTERDEPENDENCES": "registry", "FUSIONS": "registry"}
+               "INTERDEPENDENCES": "registry", "FUSIONS": "registry",
+               "COMPRESSIONS": "registry"}
 
 
 def __getattr__(name: str):

@@ -13,7 +13,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS, Registry
+from .registry import (
+    COMPRESSIONS,
+    EXPANSIONS,
+    FUSIONS,
+    INTERDEPENDENCES,
+    RECONCILIATIONS,
+    REMAINDERS,
+    Registry,
+)
 
 __all__ = ["START", "END", "render_catalog", "replace_block", "update_readme", "main"]
 
@@ -26,6 +34,7 @@ _KINDS: tuple[tuple[str, Registry], ...] = (
     ("remainder", REMAINDERS),
     ("interdependence", INTERDEPENDENCES),  # ξ, RPN 2
     ("fusion", FUSIONS),  # channel / head fusion objects
+    ("compression", COMPRESSIONS),  # κ with D <= m
 )
 #: keyword arguments every expansion accepts; listed once under the table
 _COMMON = ("preprocess", "postprocess")

@@ -16,16 +16,22 @@ from torch import nn
 
 from .errors import ConfigurationError, UnknownNameError, did_you_mean, short
 
-__all__ = ["Registry", "EXPANSIONS", "RECONCILIATIONS", "REMAINDERS", "INTERDEPENDENCES", "FUSIONS"]
+__all__ = ["Registry", "EXPANSIONS", "RECONCILIATIONS", "REMAINDERS", "INTERDEPENDENCES", "FUSIONS",
+           "COMPRESSIONS"]
 
 
 class Registry:
     """A mapping from registry names to component classes."""
 
-    def __init__(self, kind: str, package: str | None = None) -> None:
+    def __init__(self, kind: str, package: str | None = None,
+                 also: Registry | None = None) -> None:
         self.kind = kind
         self._classes: dict[str, type] = {}
         self._package = package  # imported on the first lookup: its modules register the classes
+        #: a registry whose names are also accepted by :meth:`get` / :meth:`build` (not listed
+        #: by :meth:`names`): the expansion registry accepts compression names, so a head's
+        #: ``expansion: pca`` works while ``rpnkit list`` shows each kind once
+        self.also = also
 
     def _load(self) -> None:
         if self._package is not None:
@@ -62,13 +68,19 @@ class Registry:
                 f"{self.kind} name must be a string, got {type(name).__name__} {short(name)}"
             )
         self._load()
-        try:
+        if name in self._classes:
             return self._classes[name]
-        except KeyError:
-            raise UnknownNameError(
-                f"unknown {self.kind} {short(name, 60)}{did_you_mean(name, self._classes)}; "
-                f"valid names: {', '.join(sorted(self._classes))}"
-            ) from None
+        if self.also is not None and name in self.also:
+            return self.also.get(name)
+        extra = ""
+        known = list(self._classes)
+        if self.also is not None:
+            known += self.also.names()
+            extra = f"; or a {self.also.kind}: {', '.join(sorted(self.also.names()))}"
+        raise UnknownNameError(
+            f"unknown {self.kind} {short(name, 60)}{did_you_mean(name, known)}; "
+            f"valid names: {', '.join(sorted(self._classes))}{extra}"
+        )
 
     def describe(self, name: str) -> str:
         """First line of the class docstring."""
@@ -132,7 +144,9 @@ class Registry:
 
 # Each registry imports its package on the first lookup, so ``import rpnkit`` stays light
 # (the command line's --version / --help / list never import torch).
-EXPANSIONS = Registry("expansion", "rpnkit.expansion")
+# compressions (κ with D <= m) are expansions registered apart; EXPANSIONS also builds them
+COMPRESSIONS = Registry("compression", "rpnkit.compression")
+EXPANSIONS = Registry("expansion", "rpnkit.expansion", also=COMPRESSIONS)
 RECONCILIATIONS = Registry("reconciliation", "rpnkit.reconciliation")
 REMAINDERS = Registry("remainder", "rpnkit.remainder")
 INTERDEPENDENCES = Registry("interdependence", "rpnkit.interdependence")  # ξ (RPN 2)

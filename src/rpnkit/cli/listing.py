@@ -1,8 +1,9 @@
 """What ``rpnkit list`` prints, without importing torch.
 
 ``rpnkit list`` reads :data:`rpnkit.cli._listing.LISTING`, a table generated from the live
-registries (component kinds with their interdependence and fusion sections, models, datasets,
-optimizers, schedulers, losses, metrics), so the command answers without loading torch.
+registries (component kinds with their interdependence, fusion and compression sections,
+models, datasets, optimizers, schedulers, losses, metrics), so the command answers without
+loading torch.
 ``tests/cli/test_instant_cli.py`` checks the table against :func:`live` so it cannot go stale;
 after adding or renaming a registered class, regenerate it with
 ``python -m rpnkit.cli.listing``.
@@ -24,7 +25,14 @@ def live() -> Listing:
     """The listing read from the registries themselves (imports torch and every component)."""
     from ..data import DATASETS
     from ..models import MODELS
-    from ..registry import EXPANSIONS, FUSIONS, INTERDEPENDENCES, RECONCILIATIONS, REMAINDERS
+    from ..registry import (
+        COMPRESSIONS,
+        EXPANSIONS,
+        FUSIONS,
+        INTERDEPENDENCES,
+        RECONCILIATIONS,
+        REMAINDERS,
+    )
     from ..training import LOSSES, METRICS, OPTIMIZERS, SCHEDULERS
 
     def rows(reg) -> tuple[tuple[str, str], ...]:
@@ -43,6 +51,7 @@ def live() -> Listing:
         ("remainders (π)", REMAINDERS),
         ("interdependences (ξ, RPN 2)", INTERDEPENDENCES),
         ("fusions (channels, heads)", FUSIONS),
+        ("compressions (κ with d <= m)", COMPRESSIONS),
         ("models", MODELS),
         ("datasets", DATASETS),
         ("optimizers", OPTIMIZERS),

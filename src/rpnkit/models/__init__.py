@@ -3,7 +3,10 @@
 ``build_model(name, **params)`` is the entry point used by configs
 (``model: {name: kan, dims: [...]}``). Registered names: ``rpn`` (generic
 :meth:`RPN.from_dims`), ``mlp``, ``kan``, ``kernel_svm``, ``naive_bayes``, ``pgm`` and
-``torch_mlp`` (a plain PyTorch MLP baseline, :class:`TorchMLP`).
+``torch_mlp`` (a plain PyTorch MLP baseline, :class:`TorchMLP`), the structured RPN 2 models
+``graph_rpn``, ``grid_rpn``, ``chain_rpn``, ``attention_rpn``, ``interdependent_rpn``, and the
+reference toolkit's names ``gcn``, ``gat``, ``cnn``, ``rnn``, ``regression_rnn``,
+``transformer`` (:mod:`.reference`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..model import RPN
 from ..registry import Registry
 from .baselines import TorchMLP
 from .classic import DISTRIBUTIONS, KAN, KERNELS, MLP, PGM, KANBaseRemainder, KernelSVM, NaiveBayes
+from .reference import CNN, GAT, GCN, RNN, RegressionRNN, Transformer
 from .structured import AttentionRPN, ChainRPN, GraphRPN, GridRPN, InterdependentRPN
 
 __all__ = [
@@ -35,6 +39,12 @@ __all__ = [
     "ChainRPN",
     "AttentionRPN",
     "InterdependentRPN",
+    "GCN",
+    "GAT",
+    "CNN",
+    "RNN",
+    "RegressionRNN",
+    "Transformer",
     "KERNELS",
     "DISTRIBUTIONS",
 ]
@@ -59,6 +69,12 @@ MODELS.register("grid_rpn")(GridRPN)
 MODELS.register("chain_rpn")(ChainRPN)
 MODELS.register("attention_rpn")(AttentionRPN)
 MODELS.register("interdependent_rpn")(InterdependentRPN)
+MODELS.register("gcn")(GCN)  # the reference toolkit's names (models/reference.py)
+MODELS.register("gat")(GAT)
+MODELS.register("cnn")(CNN)
+MODELS.register("rnn")(RNN)
+MODELS.register("regression_rnn")(RegressionRNN)
+MODELS.register("transformer")(Transformer)
 
 
 def build_model(name: str, **params: Any) -> nn.Module:
