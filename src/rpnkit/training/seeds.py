@@ -243,6 +243,13 @@ class _Stack:
                 self.buffers[name] = torch.stack([b[name] for b in bufs]).detach()
         self.keys = list(models[0].state_dict())
         self._fwd = {}
+        # untying shared parameters walks every module on every call: only when there are some
+        m0 = models[0]
+        self._tied = sum(1 for _ in m0.named_parameters(remove_duplicate=False)) + sum(
+            1 for _ in m0.named_buffers(remove_duplicate=False)) != len(params) + len(bufs[0])
+        base_sd = self.base.state_dict()
+        self._shared = {k: base_sd[k] for k in self.keys
+                        if k not in self.params and k not in self.buffers}
 
     def forward(self, x: Tensor, shared: bool) -> Tensor:
         """Outputs ``(S, B, ...)`` for inputs ``(S, B, ...)`` or, ``shared``, one ``(B, ...)``."""
@@ -250,24 +257,30 @@ class _Stack:
         if fwd is None:
             from torch.func import functional_call, vmap
 
-            base = self.base
+            base, tied = self.base, self._tied
 
             def one(p, b, xx):
-                return functional_call(base, (p, b), (xx,))
+                return functional_call(base, (p, b), (xx,), tie_weights=tied)
 
             fwd = self._fwd[shared] = vmap(one, in_dims=(0, 0, None if shared else 0))
         return fwd(self.params, self.buffers, x)
 
     def state(self, k: int) -> dict[str, Tensor]:
         """Copy ``k``'s state dict (detached clones)."""
-        base = self.base.state_dict()
         out = {}
         for key in self.keys:
             src = self.params.get(key)
             if src is None:
                 src = self.buffers.get(key)
-            out[key] = (src[k] if src is not None else base[key]).detach().clone()
+            out[key] = (src[k] if src is not None else self._shared[key]).detach().clone()
         return out
+
+    def finite(self) -> list[bool]:
+        """Per copy: whether all its trainable parameters are finite."""
+        if not self.trainable:
+            return [True] * self.S
+        ok = torch.stack([p.detach().flatten(1).isfinite().all(1) for p in self.trainable])
+        return ok.all(0).tolist()
 
     @torch.no_grad()
     def load(self, k: int, state: Mapping[str, Tensor]) -> None:
@@ -531,15 +544,19 @@ def fit_seeds(
         atomic_torch_save(state, checkpoint_path)
         return checkpoint_path
 
-    def step(xb: Tensor, yb: Tensor, shared: bool, live: Tensor) -> list[float]:
+    def step(xb: Tensor, yb: Tensor, shared: bool, live: list[bool]) -> list[float]:
         """One optimizer step of every copy still training; returns the per-copy losses."""
         optimizer.zero_grad(set_to_none=True)
         out = stack.forward(xb, shared)
         losses = (shared_loss if shared else batched_loss)(out, yb)
-        values = losses.detach().double().tolist()
-        ok = live & torch.isfinite(losses.detach())
-        total = torch.where(ok, losses, torch.zeros_like(losses)).sum()
-        if bool(ok.any()):
+        values = losses.detach().tolist()
+        ok = [a and math.isfinite(v) for a, v in zip(live, values)]
+        if all(ok):  # the usual case: every copy steps
+            total = losses.sum()
+        else:  # copies that stopped or whose loss is not finite get no gradient
+            keep = torch.tensor(ok, device=losses.device)
+            total = torch.where(keep, losses, torch.zeros_like(losses)).sum()
+        if any(ok):
             total.backward()
             if cfg.grad_clip is not None:
                 _clip([p.grad for p in stack.trainable if p.grad is not None], cfg.grad_clip)
@@ -575,8 +592,7 @@ def fit_seeds(
             perms = torch.stack([torch.randperm(n, generator=g) for g in gens])
         b0, start_batch = start_batch, 0
         t_epoch = time.perf_counter()
-        live = torch.zeros(S, dtype=torch.bool, device=device)
-        live[active] = True
+        live = [k in active for k in range(S)]
         for b in range(b0, n_batches):
             if full_batch:
                 values = step(x_tr, y_tr, True, live)
@@ -608,12 +624,10 @@ def fit_seeds(
             scheduler.step()
         perms = None
         finished = []
+        finite = stack.finite()
         for k in active:  # divergence, as the engine stops a single run
             r = per[k]
-            if not r["dead"]:
-                st = stack.state(k)
-                r["dead"] = not all(bool(torch.isfinite(v).all()) for v in st.values()
-                                    if v.is_floating_point())
+            r["dead"] = r["dead"] or not finite[k]
             if r["dead"]:
                 r["stopped"] = {"reason": "non-finite training loss", "epoch": epoch + 1,
                                 "restored_epoch": epoch, "cause": "non_finite"}
