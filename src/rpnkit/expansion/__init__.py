@@ -15,7 +15,16 @@ from .probabilistic import (
     NaiveNormal,
 )
 from .rbf import BSpline, GaussianRBF, InverseQuadraticRBF
+from .recurrence_polynomial import Bessel, Fibonacci, Gegenbauer, Lucas, ReverseBessel
 from .trigonometric import ArcHyperbolic, ArcTrigonometric, Fourier, Hyperbolic, Trigonometric
+from .wavelet import (
+    BetaWavelet,
+    DoGWavelet,
+    HaarWavelet,
+    MeyerWavelet,
+    RickerWavelet,
+    ShannonWavelet,
+)
 
 __all__ = [
     "Expansion",
@@ -36,6 +45,17 @@ __all__ = [
     "Legendre",
     "Hermite",
     "Laguerre",
+    "Gegenbauer",
+    "Bessel",
+    "ReverseBessel",
+    "Fibonacci",
+    "Lucas",
+    "MeyerWavelet",
+    "RickerWavelet",
+    "ShannonWavelet",
+    "BetaWavelet",
+    "HaarWavelet",
+    "DoGWavelet",
     "NaiveNormal",
     "NaiveLaplace",
     "NaiveCauchy",
