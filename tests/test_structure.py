@@ -148,7 +148,7 @@ def test_reconciliation_structure():
 
 # -- nobody outside a component switches on names or reads private buffers -----------------
 
-COMPONENT_DIRS = ("expansion", "reconciliation", "remainder", "interdependence")
+COMPONENT_DIRS = ("expansion", "reconciliation", "remainder", "interdependence", "compression")
 FORBIDDEN = [
     (re.compile(r"registry_name\s*(==|!=|\bin\b|\bnot in\b)"), "compares registry_name"),
     (re.compile(r"""_buffers\[\s*["']"""), "reads a named private buffer"),

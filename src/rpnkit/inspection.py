@@ -351,11 +351,13 @@ def _plain_layers(layers: list[Any], what: str) -> list[RPNLayer]:
     """``layers`` when each is a plain :class:`RPNLayer`; a layer with an interdependence ξ
     mixes sites (tokens, nodes, pixels), so it has no per-input edge functions."""
     for i, layer in enumerate(layers):
-        if not isinstance(layer, RPNLayer):
+        if not isinstance(layer, RPNLayer) or layer.interdependent:
+            names = sorted({h.xi_structure.name for h in getattr(layer, "heads", [])
+                            if h.xi_structure is not None})
             raise ConfigurationError(
                 f"{what}: layer {i} is a {type(layer).__name__} (interdependence "
-                f"{getattr(getattr(layer, 'interdependence', None), 'name', '') or 'ξ'}), whose outputs "
-                "mix sites; per-input edge functions exist only for layers without interdependence"
+                f"{', '.join(names) or 'ξ'}), whose outputs mix sites; per-input edge "
+                "functions exist only for layers without interdependence"
             )
     return layers
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, did_you_mean
+from .fusion import Fusion, build_fusion
 from .head import MAX_HEADS, RPNHead, _restore, check_dim, model_input
 from .modules import apply_list, bind_module_list, build_module_list, compact_repr
 from .pruning import accept_masks
@@ -37,7 +38,9 @@ class RPNLayer(nn.Module):
             ``rpnkit.seeding.derive_seed(seed, i)`` (independent streams per head).
         fusion: ``"sum"`` (default, the model's definition), ``"mean"``, ``"concat"`` or
             ``"linear"`` (a learned map from the concatenation to n, initialised to the mean
-            of the heads when they all have width n).
+            of the heads when they all have width n); in a layer whose heads have a ξ also any
+            :data:`~rpnkit.registry.FUSIONS` name, mapping or module (``max``, ``weighted``,
+            ``learned``, ...), kept as ``fuser``.
         output: module(s) applied to the fused output (activation, norm, dropout).
         head_output: module(s) applied to each built head's output.
         device, dtype: factory arguments, as in ``nn.Linear``.
@@ -60,10 +63,19 @@ class RPNLayer(nn.Module):
         super().__init__()
         self.m = check_dim("m", m, "RPNLayer")
         self.n = check_dim("n", n, "RPNLayer")
-        if fusion not in HEAD_FUSIONS:
-            raise ConfigurationError(
-                f"RPNLayer: fusion must be one of {HEAD_FUSIONS}, got {fusion!r}"
-            )
+        # sum / mean / concat / linear are the layer's own (closed forms for inspection and
+        # symbolic export); any other fusion object fuses the heads of an RPN 2 layer
+        self.fuser: Fusion | None = None
+        if not (isinstance(fusion, str) and fusion in HEAD_FUSIONS):
+            xi = head_options.get("interdependence") is not None or (
+                heads is not None and any(getattr(h, "xi", None) is not None for h in heads))
+            if not xi:
+                raise ConfigurationError(
+                    f"RPNLayer: fusion must be one of {HEAD_FUSIONS}, got {fusion!r} (fusion "
+                    f"objects fuse the heads of a layer with an interdependence)"
+                )
+            self.fuser = build_fusion(fusion)
+            fusion = self.fuser.registry_name
         self.fusion = fusion
         for key in head_options:
             if key not in LAYER_HEAD_OPTIONS:
@@ -75,7 +87,7 @@ class RPNLayer(nn.Module):
         factory = {"device": device, "dtype": dtype}
         if heads is None:
             num_heads = check_dim("num_heads", num_heads, "RPNLayer", MAX_HEADS)
-            if fusion == "concat":
+            if fusion == "concat" or (self.fuser is not None and self.fuser.splits_width):
                 if self.n % num_heads:
                     raise ConfigurationError(
                         f"RPNLayer: concat fusion splits n={self.n} over {num_heads} heads; "
@@ -109,6 +121,13 @@ class RPNLayer(nn.Module):
                     f"the layer's m={self.m}"
                 )
         widths = [h.n for h in heads]
+        self.interdependent = any(h.xi is not None for h in heads)
+        if self.fuser is not None:
+            fused = self.fuser.bind(widths, **factory)
+            if fused != self.n:
+                raise ConfigurationError(
+                    f"RPNLayer(n={self.n}): the {self.fusion} fusion of head widths {widths} "
+                    f"gives {fused}")
         if fusion in ("sum", "mean") and any(w != self.n for w in widths):
             raise ConfigurationError(
                 f"RPNLayer(n={self.n}) with {fusion!r} fusion needs every head to output n={self.n}, "
@@ -148,6 +167,12 @@ class RPNLayer(nn.Module):
         for h in self.heads:
             h.reset_parameters()
         self._reset_fusion()
+        if self.fuser is not None:
+            for mod in self.fuser.modules():
+                if hasattr(mod, "reset_parameters") and mod is not self.fuser:
+                    mod.reset_parameters()
+            if hasattr(self.fuser, "reset_parameters"):
+                self.fuser.reset_parameters()
         for mod in self.output:
             if hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
@@ -157,19 +182,32 @@ class RPNLayer(nn.Module):
         return self.heads[0].w.dtype
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.interdependent:  # ξ relates positions along dimension -2: keep the layout
+            if not isinstance(x, Tensor):
+                raise TypeError(f"RPNLayer expects a torch.Tensor, got {type(x).__name__}")
+            return apply_list(self.output, self.fuse([h(x) for h in self.heads]))
         x, lead = model_input(x, self.m, self.dtype, "RPNLayer")
-        outs = [h(x) for h in self.heads]
+        return _restore(apply_list(self.output, self.fuse([h(x) for h in self.heads])), lead)
+
+    def fuse(self, outs: list[Tensor]) -> Tensor:
+        """fuse_h of the heads' outputs (along the last dimension)."""
+        if self.fuser is not None:
+            return self.fuser(outs)
         if self.fusion in ("sum", "mean"):
             y = outs[0]
             for o in outs[1:]:
                 y = y + o
             if self.fusion == "mean" and len(outs) > 1:
                 y = y / len(outs)
-        else:
-            y = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
-            if self.fusion_linear is not None:
-                y = self.fusion_linear(y)
-        return _restore(apply_list(self.output, y), lead)
+            return y
+        y = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+        return self.fusion_linear(y) if self.fusion_linear is not None else y
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # saved by the former InterdependentLayer, whose fusion object was ``fusion``
+        for k in [k for k in state_dict if k.startswith(prefix + "fusion.")]:
+            state_dict[prefix + "fuser." + k[len(prefix + "fusion."):]] = state_dict.pop(k)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def plan(self) -> str:
         lines = [f"RPNLayer {self.m}->{self.n}, {len(self.heads)} head(s), {self.fusion} fusion"]

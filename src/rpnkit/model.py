@@ -71,7 +71,7 @@ class RPN(nn.Module):
                 )
         self.layers = nn.ModuleList(layers)
         #: some layer has a data interdependence ξ: keep the input's leading layout
-        self.structured = any(isinstance(layer, InterdependentLayer) for layer in layers)
+        self.structured = any(layer.interdependent for layer in layers)
         accept_masks(self)  # a pruned state_dict (rpnkit.prune) loads into a fresh model
 
     @property

@@ -252,6 +252,11 @@ def _layer_exprs(layer: RPNLayer, xs: Exprs, tol: float, where: str,
 
 
 def _module_exprs(module: nn.Module, xs: Exprs, tol: float, fitter: _Fitter | None = None) -> Exprs:
+    if any(getattr(h, "xi", None) is not None for h in module.modules() if isinstance(h, RPNHead)):
+        raise NoClosedFormError(
+            "to_sympy: a head with an interdependence ξ relates the sites of one sample (tokens, "
+            "nodes, pixels); a per-sample formula exists only for heads without ξ"
+        )
     if isinstance(module, RPN):
         for i, layer in enumerate(module.layers):
             xs = _layer_exprs(layer, xs, tol, f"layer {i}", fitter, i)

@@ -169,7 +169,7 @@ def test_channel_fusion_beyond_sum_and_layer_fusion():
     layer = InterdependentLayer(3, 2, fusion="learned", num_heads=2, interdependence="chain",
                                 interdependence_params={"length": 4}, dtype=D64)
     assert layer(x).shape == (2, 4, 2)
-    assert [n for n, _ in layer.named_parameters()].count("fusion.logits") == 1
+    assert [n for n, _ in layer.named_parameters()].count("fuser.logits") == 1
 
 
 @pytest.fixture

@@ -96,7 +96,7 @@ def test_fusion_objects_by_name_in_interdependent_layers():
                           head_fusion={"name": "weighted", "weights": [0.25, 0.75]}, channels=3,
                           channel_fusion="max", head_output="relu", output="layer_norm", dtype=D64)
     layer = model.layers[0]
-    assert layer.fusion.registry_name == "weighted"
+    assert layer.fusion == "weighted" and layer.fuser.registry_name == "weighted"
     assert all(h.channel_fusion == "max" and h.channels == 3 for h in layer.heads)
     assert all(p.dtype == D64 for p in model.parameters())  # layer_norm too (factory dtype)
     x = torch.randn(5, 3, dtype=D64)
