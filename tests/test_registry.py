@@ -41,7 +41,8 @@ SPEC = {
         "identity": "IdentityReconciliation", "masking": "Masking",
         "duplicated_padding": "DuplicatedPadding", "lorr": "LowRank", "hm": "HM", "lphm": "LPHM",
         "dual_lphm": "DualLPHM", "random_matrix_adaption": "RandomMatrixAdaption",
-        "hypernet": "HyperNet", "constant": "Constant", "zero": "Zero", "one": "One",
+        "hypernet": "HyperNet", "random_matrix_hypernet": "RandomMatrixHyperNet",
+        "constant": "Constant", "zero": "Zero", "one": "One",
         "constant_eye": "ConstantEye",
     },
     "remainder": {
@@ -53,10 +54,19 @@ SPEC = {
         "graph_pagerank": "PageRankInterdependence", "grid": "GridInterdependence",
         "chain": "ChainInterdependence", "kernel": "KernelInterdependence",
         "parameterised": "ParameterisedInterdependence", "attention": "AttentionInterdependence",
+        "hybrid": "HybridInterdependence", "kl_divergence": "KLDivergenceInterdependence",
+        "pearson": "PearsonInterdependence", "rv_coefficient": "RVCoefficientInterdependence",
+        "mutual_information": "MutualInformationInterdependence", "tanh": "TanhInterdependence",
+        "exponential": "ExponentialInterdependence", "minkowski": "MinkowskiInterdependence",
+        "manhattan": "ManhattanInterdependence", "euclidean": "EuclideanInterdependence",
+        "chebyshev": "ChebyshevInterdependence", "canberra": "CanberraInterdependence",
+        "laplacian": "LaplacianInterdependence", "anisotropic_rbf": "AnisotropicRBFInterdependence",
     },
     "fusion": {
         "sum": "SumFusion", "mean": "MeanFusion", "max": "MaxFusion", "concat": "ConcatFusion",
         "weighted": "WeightedFusion", "learned": "LearnedFusion", "linear": "LinearFusion",
+        "min": "MinFusion", "prod": "ProdFusion", "median": "MedianFusion",
+        "parameterised_concat": "ParameterisedConcatFusion",
     },
     "compression": {  # κ with D <= m, registered apart from the expansions
         "pca": "PCA", "random_projection": "RandomProjection",
@@ -112,6 +122,7 @@ DEFAULTS = {
     ("reconciliation", "dual_lphm"): {"p": 2, "q": None, "r": 2},
     ("reconciliation", "random_matrix_adaption"): {"r": 2},
     ("reconciliation", "hypernet"): {"l": 64, "hidden": 128, "frozen": True},
+    ("reconciliation", "random_matrix_hypernet"): {"r": 2, "l": 64, "hidden": 128},
 }
 
 

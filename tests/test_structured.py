@@ -139,6 +139,13 @@ XI_CASES = {
     "kernel": ({"kernel": "rbf", "gamma": 0.5}, (2, 4, M)),
     "parameterised": ({"reconciliation": "lorr", "out": 4}, (5, M)),  # m' = 4
     "attention": ({"rank": 2}, (2, 4, M)),
+    "hybrid": ({"edges": XI_EDGES, "num_nodes": 5}, (2, 5, M)),
+    **{name: ({"level": level}, (2, 4, M)) for name, level in (
+        ("kl_divergence", "instance"), ("pearson", "attribute"), ("rv_coefficient", "instance"),
+        ("mutual_information", "attribute"), ("tanh", "instance"), ("exponential", "attribute"),
+        ("minkowski", "instance"), ("manhattan", "attribute"), ("euclidean", "instance"),
+        ("chebyshev", "attribute"), ("canberra", "instance"), ("laplacian", "attribute"),
+        ("anisotropic_rbf", "instance"))},
 }
 RECS = CATALOG["reconciliation"]
 XI_TRIPLES = [(xi, e, r) for xi in XI_CASES for e in CATALOG["expansion"] for r in RECS]

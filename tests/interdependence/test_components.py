@@ -34,6 +34,15 @@ XIS = {
                           "normalize": "none"}, (2, 6, 3), 3),
     "parameterised": ({"reconciliation": "lorr", "out": 4}, (4, 3), 3),
     "attention": ({"rank": 2}, (2, 5, 3), 3),
+    "hybrid": ({"edges": EDGES, "num_nodes": 7}, (7, 3), 3),
+    "hybrid_lorr": ({"name": "hybrid", "edges": EDGES, "num_nodes": 7, "reconciliation": "lorr",
+                     "reconciliation_params": {"r": 2}}, (2, 7, 3), 3),
+    **{name: ({"level": level}, (2, 5, 3), 3) for name, level in (
+        ("kl_divergence", "instance"), ("pearson", "attribute"), ("rv_coefficient", "instance"),
+        ("mutual_information", "attribute"), ("tanh", "instance"), ("exponential", "attribute"),
+        ("minkowski", "instance"), ("manhattan", "attribute"), ("euclidean", "instance"),
+        ("chebyshev", "attribute"), ("canberra", "instance"), ("laplacian", "attribute"),
+        ("anisotropic_rbf", "instance"))},
 }
 #: (κ, κ params, ψ, ψ params)
 PAIRS = [
@@ -77,9 +86,12 @@ def definition(head: InterdependentHead, x: torch.Tensor) -> torch.Tensor:
 def test_registry_names():
     assert sorted(INTERDEPENDENCES.names()) == sorted(
         ["identity", "graph", "graph_pagerank", "grid", "chain", "kernel", "parameterised",
-         "attention"])
+         "attention", "hybrid", "kl_divergence", "pearson", "rv_coefficient",
+         "mutual_information", "tanh", "exponential", "minkowski", "manhattan", "euclidean",
+         "chebyshev", "canberra", "laplacian", "anisotropic_rbf"])
     assert sorted(FUSIONS.names()) == sorted(
-        ["sum", "mean", "max", "concat", "weighted", "learned", "linear"])
+        ["sum", "mean", "max", "concat", "weighted", "learned", "linear", "min", "prod",
+         "median", "parameterised_concat"])
     for name in INTERDEPENDENCES.names():
         assert INTERDEPENDENCES.describe(name)
 
@@ -117,7 +129,8 @@ def test_gradcheck(key):
                                     atol=1e-6)
 
 
-@pytest.mark.parametrize("key", ["graph", "grid", "chain", "attention", "parameterised"])
+@pytest.mark.parametrize("key", ["graph", "grid", "chain", "attention", "parameterised", "hybrid",
+                                 "anisotropic_rbf", "kl_divergence"])
 def test_double_and_state_dict_round_trip(key):
     name, params, shape, m = xi_spec(key)
     torch.manual_seed(0)

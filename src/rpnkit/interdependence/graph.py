@@ -151,11 +151,13 @@ class GraphInterdependence(Interdependence):
         self.register_buffer("index", torch.as_tensor(np.stack([row, col])), persistent=False)
         self.register_buffer("value", torch.as_tensor(val, dtype=dtype), persistent=False)
         self._value64 = val  # the exact values: every dtype change re-rounds from them
+        self._index64 = np.stack([row, col])  # and to_empty() refills the table from it
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         self.value = torch.as_tensor(self._value64).to(dtype=self.value.dtype,
                                                         device=self.value.device)
+        self.index = torch.as_tensor(self._index64).to(device=self.index.device)
         return out
 
     @property

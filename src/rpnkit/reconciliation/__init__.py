@@ -5,6 +5,7 @@ from .basic import Constant, ConstantEye, IdentityReconciliation, Masking, One, 
 from .hypernet import HyperNet
 from .kronecker import HM, LPHM, DualLPHM, DuplicatedPadding
 from .lowrank import LowRank, RandomMatrixAdaption
+from .random_hypernet import RandomMatrixHyperNet
 
 Identity = IdentityReconciliation
 LoRR = LowRank
@@ -22,6 +23,7 @@ __all__ = [
     "DualLPHM",
     "RandomMatrixAdaption",
     "HyperNet",
+    "RandomMatrixHyperNet",
     "Constant",
     "Zero",
     "One",

@@ -81,11 +81,23 @@ class RandomMatrixAdaption(Reconciliation):
     def bind(self, n, D):  # noqa: N803
         super().bind(n, D)
         if self.A is None or tuple(self.A.shape) != (n, self.r):
-            g = self.generator()
-            fk = {"device": self.factory_kwargs.get("device"),
-                  "dtype": self.factory_kwargs.get("dtype") or torch.get_default_dtype()}
-            self.A = torch.randn(n, self.r, generator=g, dtype=torch.float64).to(**fk)
-            self.B = torch.randn(D, self.r, generator=g, dtype=torch.float64).to(**fk)
+            self._draw(self.factory_kwargs.get("device"),
+                       self.factory_kwargs.get("dtype") or torch.get_default_dtype())
+
+    def _draw(self, device, dtype) -> None:
+        n, D, r = self.n, self.D, self.r  # noqa: N806
+        if device is not None and torch.device(device).type == "meta":  # shapes only
+            self.A = torch.empty(n, r, device=device, dtype=dtype)
+            self.B = torch.empty(D, r, device=device, dtype=dtype)
+            return
+        g = self.generator()
+        self.A = torch.randn(n, r, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+        self.B = torch.randn(D, r, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    def reset_parameters(self) -> None:
+        """Redraw A and B from the seed, where they are (meta-device init, ``to_empty``)."""
+        if self.A is not None and self.n is not None:
+            self._draw(self.A.device, self.A.dtype)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if self.A is None and prefix + "A" in state_dict and prefix + "B" in state_dict:
