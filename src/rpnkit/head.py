@@ -294,7 +294,6 @@ class RPNHead(nn.Module):
         """(Re-)initialise every parameter the head owns: w with scheme ``init`` (default: the
         scheme given at construction), the bias (zeros), the remainder, the reconciliation
         and the expansion's and output's modules that have ``reset_parameters``."""
-        self._init_w(init)
         extra = [*(self.xi.modules() if self.xi is not None else ()),
                  *(self.channel_fuser.modules() if self.channel_fuser is not None else ())]
         for mod in (self.reconciliation, self.remainder, *self.expansion.modules(), *self.output,
@@ -302,6 +301,8 @@ class RPNHead(nn.Module):
             if hasattr(mod, "reset_parameters"):
                 mod.reset_parameters()
         self.reset_tables()
+        # last: w's scale may be read off the reconciliation's fixed state (random matrices)
+        self._init_w(init)
 
     def reset_tables(self) -> None:
         """Recompute the index tables (non-persistent buffers) of the expansion and of the

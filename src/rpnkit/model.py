@@ -18,7 +18,7 @@ from .layer import HEAD_FUSIONS, LAYER_HEAD_OPTIONS, RPNLayer
 from .modules import compact_repr
 from .pruning import accept_masks
 from .seeding import derive_seed
-from .spec import LAYER_FIELDS, head_defaults
+from .spec import LAYER_FIELDS, head_defaults, layer_defaults
 
 __all__ = ["RPN", "MAX_LAYERS"]
 
@@ -170,8 +170,7 @@ class RPN(nn.Module):
             )
         overrides += [None] * (n_layers - len(overrides))
         base = {k: v for k, v in head_defaults().items() if k in LAYER_HEAD_OPTIONS}
-        base.update({"heads": 1, "head_fusion": "sum", "output": None, "head_output": None,
-                     "interdependence": None, "interdependence_params": None})
+        base.update(layer_defaults())
         base.update(options)
         built = []
         for i, ov in enumerate(overrides):

@@ -5,9 +5,9 @@ keyword arguments *are* the spec's fields), :meth:`RPN.from_dims` and its per-la
 overrides, the YAML ``model:`` section and the scikit-learn estimators. A new head option
 is added here, once; the others read :data:`HEAD_FIELDS` / :func:`head_defaults`.
 
-Layer-level options (number of heads, head fusion, layer output modules, and the data
-interdependence ξ of RPN 2) live beside it in :data:`LAYER_FIELDS`, so that ``from_dims``
-overrides and configs accept exactly ``HEAD_FIELDS + LAYER_FIELDS``.
+Layer-level options (number of heads, head fusion, layer output modules) live beside it in
+:class:`LayerSpec` (:data:`LAYER_FIELDS`), so that ``from_dims`` overrides and configs accept
+exactly ``HEAD_FIELDS + LAYER_FIELDS``. The data interdependence ξ of RPN 2 is a head option.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 from .errors import ConfigurationError, did_you_mean
 
-__all__ = ["HeadSpec", "HEAD_FIELDS", "LAYER_FIELDS", "head_defaults", "check_head_options"]
+__all__ = ["HeadSpec", "LayerSpec", "HEAD_FIELDS", "LAYER_FIELDS", "head_defaults",
+           "layer_defaults", "check_head_options"]
 
 
 @dataclass
@@ -101,14 +102,36 @@ class HeadSpec:
 #: Head options, in RPNHead's positional order after (m, n).
 HEAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HeadSpec))
 
+@dataclass
+class LayerSpec:
+    """Options of one RPN layer beside its heads' :class:`HeadSpec` (``RPN.from_dims`` and
+    its per-layer overrides, the YAML ``model:`` section and the ready models read these).
+
+    Attributes:
+        heads: number H of heads built from the head options.
+        head_fusion: ``sum`` (default), ``mean``, ``concat``, ``linear``; with ξ any
+            :data:`~rpnkit.registry.FUSIONS` name or mapping (``max``, ``weighted``, ...).
+        output: module(s) on the fused output (activation, norm, dropout).
+        head_output: module(s) on each built head's output.
+
+    The data interdependence ξ of RPN 2 is a head option (:class:`HeadSpec`
+    ``interdependence`` / ``interdependence_params``); a layer whose heads have one keeps the
+    input's layout ``(*, sites, m)`` and each head gets its own copy of ξ.
+    """
+
+    heads: int = 1
+    head_fusion: Any = "sum"
+    output: Any = None
+    head_output: Any = None
+
+
 #: Layer options accepted next to the head options (``RPN.from_dims``, configs).
-#: ``interdependence`` / ``interdependence_params``: ξ (a registry name of
-#: :data:`~rpnkit.registry.INTERDEPENDENCES`, a ``{"name": ...}`` mapping or a module; ``None``,
-#: the default, is a plain RPN layer). A layer with ξ is an
-#: :class:`~rpnkit.interdependence.InterdependentLayer`, whose heads each get their own copy of
-#: ξ and whose ``head_fusion`` / ``channel_fusion`` may be any :data:`~rpnkit.registry.FUSIONS` name.
-LAYER_FIELDS: tuple[str, ...] = ("heads", "head_fusion", "output", "head_output",
-                                 "interdependence", "interdependence_params")
+LAYER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LayerSpec))
+
+
+def layer_defaults() -> dict[str, Any]:
+    """Default value of every layer option."""
+    return {f.name: f.default for f in fields(LayerSpec)}
 
 
 def head_defaults() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from rpnkit.config import ModelConfig, parse_config
 from rpnkit.errors import ConfigurationError, UnknownNameError
 from rpnkit.interdependence import InterdependentHead, InterdependentLayer
 from rpnkit.models import build_model
-from rpnkit.spec import LAYER_FIELDS
+from rpnkit.spec import HEAD_FIELDS, LAYER_FIELDS
 from rpnkit.training.run import build_from_config, prepare, train_run
 
 D64 = torch.float64
@@ -26,7 +26,10 @@ CHAIN = {"name": "chain", "length": 5, "hops": 2, "decay": 0.7}
 
 
 def test_interdependence_is_a_layer_option():
-    assert {"interdependence", "interdependence_params"} <= set(LAYER_FIELDS)
+    # one head type: ξ is a head option (every head of the layer gets its copy), reached by
+    # name wherever layer options are (from_dims, per-layer overrides, configs)
+    assert {"interdependence", "interdependence_params"} <= set(HEAD_FIELDS)
+    assert not {"interdependence", "interdependence_params"} & set(LAYER_FIELDS)
     assert {"interdependence", "interdependence_params"} <= set(ModelConfig.model_fields)
 
 
@@ -96,7 +99,8 @@ def test_fusion_objects_by_name_in_interdependent_layers():
                           head_fusion={"name": "weighted", "weights": [0.25, 0.75]}, channels=3,
                           channel_fusion="max", head_output="relu", output="layer_norm", dtype=D64)
     layer = model.layers[0]
-    assert layer.fusion == "weighted" and layer.fuser.registry_name == "weighted"
+    assert layer.fusion == "weighted"
+    assert layer.fuser.registry_name == "weighted"
     assert all(h.channel_fusion == "max" and h.channels == 3 for h in layer.heads)
     assert all(p.dtype == D64 for p in model.parameters())  # layer_norm too (factory dtype)
     x = torch.randn(5, 3, dtype=D64)
@@ -112,7 +116,7 @@ def test_fusion_objects_by_name_in_interdependent_layers():
 
 @pytest.mark.parametrize(("options", "error", "match"), [
     ({"interdependence": "chian"}, UnknownNameError,
-     r"unknown interdependence 'chian' \(did you mean 'chain'\?\); valid names: attention, chain"),
+     r"unknown interdependence 'chian' \(did you mean 'chain'\?\); valid names: .*attention, .*chain"),
     ({"interdependence": {"name": "graph", "edgse": EDGES}}, ConfigurationError,
      r"unknown parameter 'edgse' for interdependence 'graph' \(did you mean 'edges'\?\)"),
     ({"interdependence": "identity", "head_fusion": "maxx"}, UnknownNameError,
@@ -161,7 +165,7 @@ def test_yaml_model_section_builds_interdependent_layers():
 
 @pytest.mark.parametrize(("model", "match"), [
     ({"interdependence": "chian"}, r"model: unknown interdependence 'chian' \(did you mean "
-                                   r"'chain'\?\); valid names: attention, chain, graph"),
+                                   r"'chain'\?\); valid names: .*attention, .*chain, .*graph"),
     ({"interdependence": "identity", "head_fusion": "mx"}, r"model: unknown fusion 'mx'"),
     ({"head_fusion": "learned"}, r"model: RPN.from_dims: layer 0: head_fusion 'learned' is a "
                                  r"fusion object"),
