@@ -11,12 +11,15 @@ target standardisation), the class labels, the feature names, the task and the l
     run.model                   # the trained nn.Module (eval mode)
 
 ``rpnkit predict RUN INPUT.csv|.npy|.parquet [--out preds.csv] [--proba]`` does the same from
-the command line; ``rpnkit export RUN --format torchscript|onnx`` writes a deployable model.
+the command line; ``rpnkit export RUN [--format pt2|onnx|torchscript]`` writes a deployable
+model that takes raw features (:func:`export_run`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import tempfile
 import warnings
@@ -31,8 +34,11 @@ from torch import nn
 
 from .errors import ConfigurationError
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["LoadedRun", "load_run", "read_table", "export_run", "preprocessing_of",
-           "class_labels", "label_metadata"]
+           "class_labels", "label_metadata", "RawModel", "export_metadata",
+           "read_export_metadata", "EXPORT_FORMATS"]
 
 _FILES = {"final": "model.pt", "best": "best.pt"}
 _INT64 = np.iinfo(np.int64)
@@ -259,50 +265,292 @@ def read_table(path: str | Path, feature_names: Sequence[str] | None = None) -> 
     return read_features(path, feature_names)
 
 
-def export_run(run: str | Path, fmt: str = "torchscript", out: str | Path | None = None,
-               which: str = "final") -> Path:
-    """Write the run's model as TorchScript (``model.ts``) or ONNX (``model.onnx``).
+EXPORT_FORMATS = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.ts"}
+EXPORT_METADATA = "rpnkit.json"  # the metadata's name in every export (see export_run)
+EXPORT_FORMAT_TAG = "rpnkit-export/1"
 
-    The exported graph maps *standardised* inputs to raw outputs (as ``run.model`` does); the
-    preprocessing is in ``model.pt`` / :func:`load_run`. The file is written to a temporary
-    file in the target folder and renamed (a link at ``out`` is replaced, never followed); a
-    run's own files (``model.pt``, ``best.pt``, ``checkpoint.pt`` ...) are never replaced.
-    Raises a ConfigurationError naming the component when a model cannot be exported, and
-    naming the path when ``out`` cannot be written (missing or read-only folder).
+
+class RawModel(nn.Module):
+    """A run's model with its preprocessing folded in: **raw** float64 features ``(N, m)`` in,
+    raw predictions out – regression ``(N, k)`` values in the targets' units, classification
+    ``(N, classes)`` probabilities (softmax, or ``[1 - p, p]`` for a ``bce`` run) in the
+    order of the run's class labels. The standardisation statistics are float64 buffers; the
+    model runs in its own dtype, exactly as :meth:`LoadedRun.predict` /
+    :meth:`LoadedRun.predict_proba` compute it (this is what :func:`export_run` exports)."""
+
+    def __init__(self, model: nn.Module, preprocessing: dict[str, Any], dtype: torch.dtype,
+                 width: int) -> None:
+        super().__init__()
+        p = preprocessing
+        self.model = model
+        self.dtype = dtype
+        self.task = p["task"]
+        self.bce = p.get("loss") == "bce"
+
+        def stat(key: str, n: int, fill: float) -> torch.Tensor:
+            if p.get(key) is None:
+                return torch.full((n,), fill, dtype=torch.float64)
+            return torch.as_tensor(p[key], dtype=torch.float64).reshape(-1)
+
+        self.register_buffer("x_mean", stat("x_mean", width, 0.0))
+        self.register_buffer("x_std", stat("x_std", width, 1.0))
+        k = len(p.get("y_mean") or []) or 1
+        self.register_buffer("y_mean", stat("y_mean", k, 0.0))
+        self.register_buffer("y_std", stat("y_std", k, 1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = ((x.to(torch.float64) - self.x_mean) / self.x_std).to(self.dtype)
+        out = self.model(z).to(torch.float64)
+        if self.task == "regression":
+            return out * self.y_std + self.y_mean
+        if self.bce:
+            p1 = torch.sigmoid(out[:, :1])
+            return torch.cat([1 - p1, p1], dim=1)
+        return torch.softmax(out, dim=1)
+
+
+def export_metadata(run: LoadedRun) -> dict[str, Any]:
+    """What an export stores next to its graph (JSON, under the name ``rpnkit.json``): the
+    task, feature names (the input's columns, in order), target names, class labels with
+    their numpy dtype (:func:`label_metadata`; read them back with :func:`class_labels`),
+    the input dtype and what the output holds."""
+    p = run.preprocessing
+    m = len(run.feature_names) or int(run.config.model.dims[0])
+    return {
+        "format": EXPORT_FORMAT_TAG,
+        "rpnkit_version": _version(),
+        "task": run.task,
+        "loss": p.get("loss"),
+        "feature_names": run.feature_names or [f"x{i}" for i in range(m)],
+        "target_names": list(p.get("target_names") or []),
+        **label_metadata(run.classes),
+        "input": {"dtype": "float64", "shape": ["batch", m], "raw": True},
+        "output": ("probabilities of the classes, in the order of 'classes'"
+                   if run.task == "classification" else "values in the targets' units"),
+        "checkpoint": run.checkpoint,
+    }
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def read_export_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of an export written by :func:`export_run` (``.pt2``, ``.onnx`` or
+    ``.ts``). Without rpnkit it reads the same way::
+
+        extra = {"rpnkit.json": ""}
+        program = torch.export.load("model.pt2", extra_files=extra)
+        meta = json.loads(extra["rpnkit.json"])
+        # ONNX: {p.key: p.value for p in onnx.load(f).metadata_props}["rpnkit.json"]
+        # TorchScript: torch.jit.load(f, _extra_files=extra)
     """
+    import json
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    extra = {EXPORT_METADATA: ""}
+    try:
+        if suffix == ".onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+                     .metadata_props}
+            text = props.get(EXPORT_METADATA, "")
+        elif suffix == ".ts":
+            torch.jit.load(str(path), _extra_files=extra)
+            text = extra[EXPORT_METADATA]
+        else:
+            torch.export.load(str(path), extra_files=extra)
+            text = extra[EXPORT_METADATA]
+        text = text.decode("utf-8") if isinstance(text, bytes) else text
+        return json.loads(text)
+    except ImportError as exc:
+        raise ConfigurationError(f"reading {_shown(path)} needs {exc.name or 'onnx'}: "
+                                 "pip install 'rpnkit[onnx]'") from None
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ConfigurationError(f"{_shown(path)} is not an rpnkit export: "
+                                 f"{' '.join(str(exc).split())[:160]}") from None
+
+
+def export_run(run: str | Path, fmt: str | None = None, out: str | Path | None = None,
+               which: str = "final") -> Path:
+    """Write the run's model, preprocessing included, for deployment; returns the path.
+
+    The exported graph is :class:`RawModel`: **raw** float64 features ``(batch, m)`` (the
+    columns of ``feature_names``) in, raw predictions out – regression values in the targets'
+    units, class probabilities for classification – the same numbers as
+    :meth:`LoadedRun.predict` / ``predict_proba``. ``fmt``:
+
+    ``None`` (default): the format of ``out``'s suffix (``.pt2``, ``.onnx``, ``.ts``), else
+    ``"pt2"``.
+
+    ``"pt2"`` (``RUN/model.pt2``)
+        a :func:`torch.export` program with a dynamic batch size;
+        ``torch.export.load(path).module()(x)`` runs it without rpnkit.
+    ``"onnx"`` (``RUN/model.onnx``)
+        the same graph as ONNX (``pip install 'rpnkit[onnx]'``), checked with onnxruntime
+        when it is installed.
+    ``"torchscript"`` (``RUN/model.ts``)
+        a traced module (TorchScript is deprecated in PyTorch; only where tracing gives the
+        same numbers).
+
+    Every format stores :func:`export_metadata` as JSON under the name ``rpnkit.json``
+    (``extra_files`` of ``.pt2`` and ``.ts``, ``metadata_props`` of ``.onnx``):
+    :func:`read_export_metadata` reads it. Each export is checked against the eager model on
+    raw inputs before it is written. The file is written to a temporary file in the target
+    folder and renamed (a link at ``out`` is replaced, never followed); a run's own files
+    (``model.pt``, ``best.pt``, ``checkpoint.pt`` ...) are never replaced. A model that
+    cannot be exported is a ConfigurationError naming the component; an ``out`` that cannot
+    be written one naming the path (missing or read-only folder).
+    """
+    import json
+
+    if fmt is None:
+        suffix = Path(str(out)).suffix.lower() if out else ""
+        fmt = {".pt2": "pt2", ".onnx": "onnx", ".ts": "torchscript"}.get(suffix, "pt2")
     fmt = str(fmt).lower()
-    if fmt not in ("torchscript", "onnx"):
-        raise ConfigurationError(f"export format must be 'torchscript' or 'onnx', got {fmt[:40]!r}")
-    path = export_target(run, out, "model.ts" if fmt == "torchscript" else "model.onnx")
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigurationError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, "
+                                 f"got {fmt[:40]!r}")
+    path = export_target(run, out, EXPORT_FORMATS[fmt])
     loaded = load_run(run, which)
-    m = len(loaded.feature_names) or loaded.config.model.dims[0]
-    example = torch.zeros(2, m, dtype=loaded.dtype)
-    if fmt == "torchscript":
+    m = len(loaded.feature_names) or int(loaded.config.model.dims[0])
+    raw = RawModel(loaded.model, loaded.preprocessing, loaded.dtype, m).eval()
+    meta = json.dumps(export_metadata(loaded), ensure_ascii=False)
+    samples = _raw_samples(raw, m)
+    with torch.no_grad():
+        want = [raw(x) for x in samples]
+    if fmt == "pt2":
+        program = _torch_export(raw, samples[0], "pt2")
+        _check_export(fmt, lambda x: program.module()(x), samples, want, raw)
+        buffer = io.BytesIO()  # torch.export.save wants a .pt2 name or a buffer
+        torch.export.save(program, buffer, extra_files={EXPORT_METADATA: meta})
+        write_output(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    elif fmt == "torchscript":
         try:
             with warnings.catch_warnings():  # shape checks become constants: that is intended
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                scripted = torch.jit.trace(loaded.model, example, check_trace=False)
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(raw, samples[0], check_trace=False)
         except Exception as exc:
-            raise ConfigurationError(f"torchscript export failed: {_blame(loaded.model, exc)}"
-                                     ) from None
-        write_output(path, lambda tmp: scripted.save(tmp))
-        return path
-
-    def onnx(tmp: str) -> None:
+            raise ConfigurationError(f"torchscript export failed: {_blame(raw, exc)}; use the "
+                                     "default format (torch.export) instead") from None
+        _check_export(fmt, traced, samples, want, raw)
+        buffer = io.BytesIO()
         try:
-            torch.onnx.export(loaded.model, (example,), tmp, input_names=["x"],
-                              output_names=["y"], dynamic_axes={"x": {0: "batch"},
-                                                                "y": {0: "batch"}})
-        except ImportError as exc:
-            raise ConfigurationError(f"onnx export needs the onnx package ({exc}); "
-                                     "pip install onnx onnxscript") from None
-        except OSError:
-            raise
-        except Exception as exc:
-            raise ConfigurationError(f"onnx export failed: {_blame(loaded.model, exc)}") from None
-
-    write_output(path, onnx)
+            with warnings.catch_warnings():  # torch.jit.save's deprecation: the user chose it
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.jit.save(traced, buffer, _extra_files={EXPORT_METADATA: meta})
+        except Exception as exc:  # e.g. a custom autograd Function in the traced graph
+            raise ConfigurationError(f"torchscript export failed: {_blame_traced(raw, traced, exc)}"
+                                     "; use the default format (torch.export) instead") from None
+        write_output(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
+    else:
+        data = _onnx_bytes(raw, samples, want, meta)
+        write_output(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
+
+
+def _raw_samples(raw: RawModel, m: int) -> list[torch.Tensor]:
+    """Raw inputs for checking an export: batches of 5 and 1 around the training data's
+    statistics (fixed seed)."""
+    g = torch.Generator().manual_seed(0)
+    mean, std = raw.x_mean.detach().cpu(), raw.x_std.detach().cpu()
+    return [mean + std * torch.randn(n, m, generator=g, dtype=torch.float64) for n in (5, 1)]
+
+
+def _torch_export(raw: RawModel, example: torch.Tensor, fmt: str):
+    batch = torch.export.Dim("batch", min=1, max=2**31 - 2)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(raw, (example,), dynamic_shapes=({0: batch},))
+    except Exception as exc:
+        raise ConfigurationError(f"{fmt} export (torch.export) failed: {_blame(raw, exc)}"
+                                 ) from None
+
+
+def _check_export(fmt: str, run_export: Callable[[torch.Tensor], Any],
+                  samples: list[torch.Tensor], want: list[torch.Tensor], raw: RawModel) -> None:
+    """The export gives the eager model's numbers on ``samples`` (float rounding aside)."""
+    tol = 1e-9 if raw.dtype == torch.float64 else 2e-4
+    for x, w in zip(samples, want):
+        try:
+            with torch.no_grad():
+                got = torch.as_tensor(np.asarray(run_export(x)), dtype=torch.float64)
+        except Exception as exc:
+            raise ConfigurationError(f"{fmt} export does not run: {_blame(raw, exc)}") from None
+        scale = float(w.abs().max()) if w.numel() else 0.0
+        if got.shape != w.shape or not torch.allclose(got, w, rtol=tol, atol=tol * max(scale, 1.0)):
+            diff = (got - w).abs().max().item() if got.shape == w.shape else "a shape"
+            raise ConfigurationError(
+                f"{fmt} export of this model does not reproduce it (difference {diff} on a "
+                f"batch of {x.shape[0]}){_component_hint(raw)}; use another --format")
+
+
+def _component_hint(raw: RawModel) -> str:
+    names = sorted({f"{mod.registry_name}" for _, mod in raw.named_modules()
+                    if getattr(mod, "registry_name", None)})
+    return f" [components: {', '.join(names[:6])}]" if names else ""
+
+
+def _onnx_bytes(raw: RawModel, samples: list[torch.Tensor], want: list[torch.Tensor],
+                meta: str) -> bytes:
+    """The ONNX model (weights inline, metadata ``rpnkit.json``), checked with onnxruntime
+    when it is installed."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError as exc:
+        raise ConfigurationError(f"onnx export needs the {exc.name or 'onnx'} package: "
+                                 "pip install 'rpnkit[onnx]'") from None
+    batch = torch.export.Dim("batch", min=1, max=2**31 - 2)
+    try:
+        with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript"), \
+                contextlib.redirect_stdout(_Null()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(raw, (samples[0],), None, input_names=["x"],
+                                        output_names=["y"], dynamic_shapes=({0: batch},),
+                                        dynamo=True, verbose=False)
+            proto = program.model_proto
+    except Exception as exc:
+        raise ConfigurationError(f"onnx export failed: {_blame(raw, exc)}") from None
+    prop = proto.metadata_props.add()
+    prop.key, prop.value = EXPORT_METADATA, meta
+    data = proto.SerializeToString()
+    try:
+        import onnxruntime as ort
+    except ImportError:  # written unchecked
+        logger.warning("onnxruntime is not installed: the ONNX export was not run")
+        return data
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    _check_export("onnx", lambda x: session.run(None, {"x": x.numpy()})[0], samples, want, raw)
+    return data
+
+
+class _Null:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    import logging
+
+    old = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for n, level in old.items():
+            logging.getLogger(n).setLevel(level)
 
 
 def _shown(path: Any) -> str:
@@ -324,7 +572,7 @@ def export_target(run: str | Path, out: str | Path | None, default: str) -> Path
         if folder / path.name in own:
             raise ConfigurationError(
                 f"--out {_shown(path)} is the run's own {path.name}; an export never replaces "
-                "it: choose another file (default: RUN/model.ts or RUN/model.onnx)")
+                "it: choose another file (default: RUN/model.pt2, .onnx or .ts)")
         if not folder.is_dir():
             raise ConfigurationError(f"--out {_shown(path)}: folder {_shown(path.parent)} does "
                                      "not exist")
@@ -369,12 +617,63 @@ def write_output(path: Path, write: Callable[[str], None]) -> None:
     fsync_dir(path.parent)
 
 
-def _blame(model: nn.Module, exc: Exception) -> str:
-    """The first line of ``exc`` with the rpnkit component that raised it, when known."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    names = []
-    for name, mod in model.named_modules():
-        reg = getattr(mod, "registry_name", None)
-        if reg and type(mod).__name__.lower() in text.lower():
-            names.append(f"{name} ({reg})")
-    return text + (f" [component: {names[0]}]" if names else "")
+def _blame(model: nn.Module, exc: BaseException) -> str:
+    """The first line of ``exc`` with the rpnkit component that raised it: the innermost
+    registered component (expansion, reconciliation, remainder ...) among the frames of the
+    traceback, else one whose class name the message mentions."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text[:200]
+    where = {id(mod): name for name, mod in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        if isinstance(obj, nn.Module) and getattr(obj, "registry_name", None) \
+                and id(obj) in where:
+            found = obj
+        tb = tb.tb_next
+    if found is None:
+        for mod in model.modules():
+            if getattr(mod, "registry_name", None) and type(mod).__name__.lower() in text.lower():
+                found = mod
+                break
+    if found is None:
+        return text
+    name = where[id(found)].removeprefix("model.") or "model"
+    return f"{text} [component: {name} ({found.registry_name}, {type(found).__name__})]"
+
+
+def _blame_traced(raw: RawModel, traced: Any, exc: BaseException) -> str:
+    """The first line of ``exc`` and the component behind the Python function (a custom
+    autograd Function) that TorchScript cannot save, found through the traced graph's scopes."""
+    import sys
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.split(". ")[0][:200]  # "Could not export Python function call 'X'"
+    try:
+        nodes = [n for n in traced.inlined_graph.nodes() if n.kind() == "prim::PythonOp"]
+    except Exception:  # pragma: no cover - graph not readable: the message alone
+        return _blame(raw, exc)
+    if not nodes:
+        return _blame(raw, exc)
+    node = nodes[0]
+    fname = node.pyname()
+    scope = node.scopeName().split("/")[-1].removeprefix("__module.").removeprefix("__module")
+    owner = raw.get_submodule(scope) if scope else raw
+    home = next((m.__name__ for m in list(sys.modules.values())
+                 if getattr(m, "__name__", "").startswith("rpnkit")
+                 and isinstance(getattr(m, fname, None), type)), None)
+    found = None
+    for name, mod in owner.named_modules():
+        if not getattr(mod, "registry_name", None):
+            continue
+        space = vars(sys.modules.get(type(mod).__module__, object()))
+        if home and any(getattr(v, "__module__", None) == home for v in space.values()):
+            found = (name, mod)
+            break
+    if found is None:
+        where = scope.removeprefix("model.") or "model"
+        return f"{text} [component: {where}, Python function {fname}]"
+    path = ".".join(p for p in (scope, found[0]) if p).removeprefix("model.")
+    return (f"{text} [component: {path} ({found[1].registry_name}, "
+            f"{type(found[1]).__name__}), Python function {fname}]")

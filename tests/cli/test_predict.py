@@ -97,13 +97,15 @@ def test_regression_predictions_are_in_the_raw_target_scale(tmp_path):
     np.testing.assert_allclose(rpnkit.load_run(run).predict(x), got, rtol=1e-12)
 
 
-def test_export_torchscript_matches_and_bad_inputs_exit_2(tmp_path, capsys):
+def test_export_takes_raw_features_and_bad_inputs_exit_2(tmp_path, capsys):
     run = _train(tmp_path, IRIS)
-    assert main(["export", str(run)]) == 0
-    ts = torch.jit.load(str(run / "model.ts"))
+    assert main(["export", str(run)]) == 0  # default: a torch.export program, raw data in
+    program = torch.export.load(str(run / "model.pt2"))
     loaded = rpnkit.load_run(run)
-    x = torch.rand(5, 4)
-    torch.testing.assert_close(ts(x), loaded.model(x))
+    x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
+    got = program.module()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, loaded.predict_proba(x), rtol=1e-6, atol=1e-9)
+    assert list(loaded.classes[got.argmax(axis=1)]) == list(loaded.predict(x))
     capsys.readouterr()
     _write_csv(tmp_path / "bad.csv", ["a", "b"], [[1, 2]])
     assert main(["predict", str(run), str(tmp_path / "bad.csv")]) == 2
@@ -126,17 +128,16 @@ def test_runs_written_before_preprocessing_was_saved_still_load(tmp_path):
     assert list(rpnkit.load_run(run).predict(np.array([[5.0, 3.4, 1.5, 0.2]]))) == list(want)
 
 
-@pytest.mark.parametrize("fmt", ["onnx"])
-def test_onnx_export_says_what_is_missing(tmp_path, fmt, capsys):
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+def test_onnx_export_says_which_extra_is_missing(tmp_path, missing, capsys, monkeypatch):
     run = _train(tmp_path, IRIS)
-    code = main(["export", str(run), "--format", fmt])
-    try:
-        import onnxscript  # noqa: F401
-    except ImportError:
-        assert code == 2
-        assert "onnx" in capsys.readouterr().err
-    else:  # pragma: no cover - onnx installed
-        assert code == 0
+    monkeypatch.setitem(__import__("sys").modules, missing, None)  # import fails
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert missing in err[0]
+    assert "pip install 'rpnkit[onnx]'" in err[0]
+    assert not (run / "model.onnx").exists()
 
 
 def test_resume_needs_only_the_run_folder(tmp_path):
@@ -165,7 +166,8 @@ def test_resume_needs_only_the_run_folder(tmp_path):
     hint = err.strip().splitlines()[-1].split("continue with: ", 1)[1]
     assert hint == f"rpnkit train --resume {out}"
     # an override that differs from the saved config is refused; the hint's command works
-    assert main(["train", "--resume", str(out), "--set", "train.epochs=5", "--quiet"]) == 2
+    assert main(["train", "--resume", str(out), "--set", "train.optimizer.lr=0.5",
+                 "--quiet"]) == 2
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     assert _read_metrics(out)["epochs_run"] == 40
 

@@ -100,7 +100,7 @@ def test_two_processes_match_one(tmp_path):
     assert m1["global_batch_size"] == m2["global_batch_size"] == 45
     # one writer: the folder holds exactly one copy of each file
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
-        "best.pt", "config.yaml", "metrics.csv", "metrics.json", "model.pt"]
+        "best.pt", "config.yaml", "metrics.csv", "metrics.json", "model.pt", "train_state.pt"]
 
 
 def test_interrupted_two_process_run_resumes_with_one(tmp_path):

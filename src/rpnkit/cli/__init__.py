@@ -51,15 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rpnkit {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a model from a YAML config into a run folder")
+    t = sub.add_parser(
+        "train", help="train a model from a YAML config into a run folder",
+        usage="rpnkit train CONFIG --out RUN [--set KEY.PATH=VALUE ...] [--init-from RUN] "
+              "[--overwrite] [--device DEVICE] [--quiet]\n"
+              "       rpnkit train --resume RUN [--set train.epochs=N] [--device DEVICE] [--quiet]",
+        description="Train CONFIG into the new run folder --out RUN (required), or continue a "
+                    "run with --resume RUN.")
     t.add_argument("config", nargs="?", default=None,
                    help="YAML config file (not needed with --resume RUN: the folder has it)")
-    t.add_argument("--out", default=None, help="run folder to create (or resume)")
+    t.add_argument("--out", default=None, metavar="RUN",
+                   help="run folder to create (required, unless --resume RUN names it)")
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value (repeatable), e.g. --set train.epochs=50")
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
-                   help="continue an interrupted run (RUN, or --out) from its last checkpoint; "
-                        "the folder's config is used, --set options must match it")
+                   help="continue an interrupted run (RUN, or --out) from its last checkpoint, "
+                        "or a finished one to more epochs with --set train.epochs=N (history and "
+                        "best-so-far kept); the folder's config is used and train.epochs is "
+                        "the only setting that may change")
+    t.add_argument("--init-from", dest="init_from", default=None, metavar="RUN",
+                   help="start from the weights of another run's model.pt (fine-tuning; the "
+                        "config's model must have the same shapes)")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (finished, unfinished or stale)")
     t.add_argument("--device", type=_device_name, default=None)
@@ -79,10 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--proba", action="store_true", help="class probabilities (classification)")
     pr.add_argument("--best", action="store_true", help="use best.pt instead of model.pt")
 
-    ex = sub.add_parser("export", help="export a run's model as TorchScript or ONNX")
+    ex = sub.add_parser("export", help="export a run's model for deployment: raw features in, "
+                                       "raw predictions out (torch.export, ONNX or TorchScript)")
     ex.add_argument("run_dir")
-    ex.add_argument("--format", dest="fmt", choices=["torchscript", "onnx"], default="torchscript")
-    ex.add_argument("--out", default=None, help="output file (default: RUN/model.ts|.onnx)")
+    ex.add_argument("--format", dest="fmt", choices=["pt2", "onnx", "torchscript"], default=None,
+                    help="pt2: a torch.export program (the default, unless --out ends in .onnx "
+                         "or .ts); onnx: needs rpnkit[onnx]; torchscript: deprecated in PyTorch, "
+                         "only where tracing works")
+    ex.add_argument("--out", default=None,
+                    help="output file (default: RUN/model.pt2, RUN/model.onnx or RUN/model.ts)")
     ex.add_argument("--best", action="store_true", help="export best.pt instead of model.pt")
 
     pl = sub.add_parser("plot", help="draw a trained run's network: every edge's learned curve")
@@ -224,11 +241,12 @@ def _setup_logging(quiet: bool) -> None:
     logging.getLogger("rpnkit").setLevel(level)
 
 
-def _check_out(out: Path, resume: bool = False, overwrite: bool = False) -> None:
+def _check_out(out: Path, resume: bool = False, overwrite: bool = False,
+               extend: bool = False) -> None:
     """Check --out before any data or model is built; nothing is written."""
     from ..training.rundir import check_out_path
 
-    check_out_path(out, resume, overwrite)
+    check_out_path(out, resume, overwrite, extend)
 
 
 def _cmd_train(args) -> int:
@@ -237,9 +255,11 @@ def _cmd_train(args) -> int:
     from ..training import InterruptFlag, TrainingInterrupted, handle_signals, prepare, train_run
     from ..training import distributed as D
     from ..training.engine import DIVERGENCE_HINT, resolve_device
-    from ..training.run import _same_config
+    from ..training.run import _same_config, init_from_run, train_dtype
 
     _setup_logging(args.quiet)
+    if args.init_from is not None and args.resume:
+        raise _BadInput("--init-from starts a new run; it cannot be combined with --resume")
     sets = list(args.sets) + ([f"device={args.device}"] if args.device else [])
     if isinstance(args.resume, str):  # --resume RUN: the folder is the run
         if args.out is not None and Path(args.out) != Path(args.resume):
@@ -265,10 +285,11 @@ def _cmd_train(args) -> int:
     error: Exception | None = None
     try:
         if world.main:  # the run folder is rank 0's
-            _check_out(out, args.resume, args.overwrite)
-            if args.resume:
-                _same_config(out, cfg)
+            extend = args.resume and _same_config(out, cfg) is not None
+            _check_out(out, args.resume, args.overwrite, extend)
         prep = prepare(cfg)
+        if args.init_from is not None:  # every rank loads the same weights
+            init_from_run(prep.model, args.init_from, dtype=train_dtype(cfg))
     except Exception as exc:
         error = exc
     if not D.all_agree(error is None):  # one rank's bad input stops every rank, no hang

@@ -10,6 +10,9 @@ A run folder holds
 * ``best.pt`` – the same for the best-on-validation model (when there is a validation split),
 * ``checkpoint.pt`` – full training state while a run is unfinished (``--resume``), saved
   every ``train.checkpoint_seconds`` (default 60) and/or ``train.checkpoint_every`` epochs,
+* ``train_state.pt`` – the training state a finished run ended with (weights, optimizer,
+  scheduler, history, best so far): ``rpnkit train --resume RUN --set train.epochs=N``
+  continues it to N epochs (:func:`train_run`),
 * ``metrics.csv`` – one row per epoch, appended as training goes,
 * PNG plots: learning curves; fitted curve/surface for function data; confusion matrix
   for classification.
@@ -67,7 +70,7 @@ from .engine import (
 
 __all__ = ["Prepared", "prepare", "build_from_config", "train_run", "eval_run", "count_params",
            "write_text_atomic", "set_threads", "choose_threads", "num_threads",
-           "load_train_state", "load_model_file", "atomic_torch_save"]
+           "load_train_state", "load_model_file", "atomic_torch_save", "init_from_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -255,21 +258,117 @@ def read_run_config(path: Path) -> RunConfig:
     return parse_config(read_yaml(read_config_text(path), str(path)), str(path))
 
 
-def _same_config(out: Path, cfg: RunConfig) -> None:
+def _same_config(out: Path, cfg: RunConfig) -> int | None:
     """``--resume`` continues the run of ``out/config.yaml``: the config must be the same
-    (the device may differ)."""
+    except for the device and ``train.epochs`` (a run may be continued to more epochs).
+    Returns the saved ``train.epochs`` when ``cfg`` asks for another number (else None)."""
     path = out / "config.yaml"
     if not path.is_file():
-        return
+        return None
     saved = read_run_config(path)
     a, b = saved.to_dict(), cfg.to_dict()
-    a.pop("device", None)
-    b.pop("device", None)
+    for d in (a, b):
+        d.pop("device", None)
+    old, new = a.get("train", {}).pop("epochs", None), b.get("train", {}).pop("epochs", None)
     if a != b:
+        key = _first_difference(a, b)
         raise ConfigurationError(
-            f"--resume: the config differs from the one saved in {path}; resume with the same "
-            "config and --set options"
+            f"--resume: {key} differs from the config saved in {path}; only train.epochs (and "
+            "the device) may change when a run is resumed or continued (use --init-from RUN "
+            "with a new --out to fine-tune with other settings)"
         )
+    return old if old != new else None
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """The dotted path of the first key where the nested mappings ``a`` and ``b`` differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip(".") or "the config"
+
+
+def _extended_state(state: dict[str, Any], prep: Prepared, old_epochs: int) -> dict[str, Any]:
+    """A saved training state of a run planned for ``old_epochs``, continued to the config's
+    ``train.epochs``: the scheduler becomes the new horizon's schedule at the same epoch (a
+    cosine decay over N epochs, at the epoch reached; constant, exponential and step schedules
+    are unchanged), and a run that had stopped (early stopping, divergence) trains on from
+    its saved weights with a fresh patience. History, best-so-far, weights, optimizer moments
+    and random streams are kept. Refuses ``train.epochs`` that adds no epoch."""
+    import warnings
+
+    epochs = prep.cfg.train.epochs
+    done = state.get("epoch")
+    if not isinstance(done, int) or isinstance(done, bool) or done < 0:
+        return state  # check_train_state names the bad field
+    if epochs < done or (epochs == done and not state.get("stopped")):
+        raise ConfigurationError(
+            f"--resume: the run has trained {done} epochs (of {old_epochs}); train.epochs="
+            f"{epochs} adds none: set train.epochs above {done} to continue it")
+    state = dict(state)
+    if state.get("stopped"):
+        state["stopped"] = None
+        state["bad_epochs"] = 0
+    opt, sched = _reference_optimizer(prep)
+    if sched is not None and isinstance(state.get("optimizer"), dict):
+        with warnings.catch_warnings():  # scheduler steps without optimizer steps: intended
+            warnings.simplefilter("ignore")
+            for _ in range(done):
+                sched.step()
+        state["scheduler"] = sched.state_dict()
+        groups = state["optimizer"].get("param_groups")
+        if isinstance(groups, list) and len(groups) == len(opt.param_groups):
+            state["optimizer"] = {**state["optimizer"], "param_groups": [
+                {**g, "lr": ref["lr"]} if isinstance(g, dict) else g
+                for g, ref in zip(groups, opt.param_groups)]}
+    return state
+
+
+def init_from_run(model: nn.Module, run: str | Path, which: str = "final",
+                  dtype: torch.dtype | None = None) -> Path:
+    """Load the weights of run folder ``run`` (``model.pt``, or ``best.pt`` for ``which=
+    "best"``) into ``model`` (``rpnkit train CONFIG --init-from RUN``: fine-tuning). Every
+    parameter and buffer must have the same name and shape; the values are cast to the
+    model's dtype (``dtype``: the model is moved to it first, e.g. the new run's
+    ``train.dtype``). The new run standardises with its own data's statistics. A refusal is
+    one line naming the first entry that does not fit."""
+    run = Path(run)
+    name = {"final": "model.pt", "best": "best.pt"}[which]
+    path = run / name
+    if not (run / "config.yaml").is_file() or not path.is_file():
+        what = "has no config.yaml" if not (run / "config.yaml").is_file() else f"has no {name}"
+        raise ConfigurationError(f"--init-from {short_path(run)}: not a finished run folder "
+                                 f"({what})")
+    payload = load_checked(path, "model file", (MODEL_FORMAT,))
+    theirs, ours = payload.get("state_dict"), model.state_dict()
+    if not isinstance(theirs, dict):
+        raise ConfigurationError(f"--init-from {short_path(path)}: no weights in the file")
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        if key not in theirs:
+            raise ConfigurationError(f"--init-from {short_path(run)}: its model has no "
+                                     f"{str(key)[:80]!r} (the model, dims and components must "
+                                     "be those of this config)")
+        if key not in ours:
+            raise ConfigurationError(f"--init-from {short_path(run)}: its model has "
+                                     f"{str(key)[:80]!r}, which this config's model lacks")
+        t, o = theirs[key], ours[key]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(o.shape):
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ConfigurationError(f"--init-from {short_path(run)}: {key} has shape {got} "
+                                     f"there and {tuple(o.shape)} in this config's model")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ConfigurationError(f"--init-from {short_path(path)}: {key} holds NaN or inf")
+    check_model_file(payload, path)  # format, kind, epoch, config (weights checked above)
+    if dtype is not None:
+        model.to(dtype=dtype)
+    model.load_state_dict(theirs)  # cast to the model's dtype
+    return path
+
+
+def short_path(path: Path) -> str:
+    text = repr(str(path))
+    return text if len(text) <= 120 else text[:80] + "..." + text[-30:]
 
 
 def train_dtype(cfg: RunConfig) -> torch.dtype:
@@ -287,16 +386,24 @@ def _reference_optimizer(prep: Prepared):
     return opt, SCHEDULERS.build(t.scheduler.name, **t.scheduler.params())(opt, t.epochs)
 
 
-def load_train_state(path: Path, prep: Prepared) -> dict[str, Any]:
-    """Read and validate a run folder's ``checkpoint.pt`` for ``prep``: checksum and format
-    tag, every field's type and range, the weights against the model and the optimizer and
-    scheduler states against those of the config (:func:`check_train_state`);
-    :class:`CheckpointError` names the file and the field."""
+def load_train_state(path: Path, prep: Prepared, old_epochs: int | None = None
+                     ) -> dict[str, Any]:
+    """Read and validate a run folder's ``checkpoint.pt`` (or ``train_state.pt``) for
+    ``prep``: checksum and format tag, every field's type and range, the weights against
+    the model and the optimizer and scheduler states against those of the config
+    (:func:`check_train_state`); :class:`CheckpointError` names the file and the field.
+    ``old_epochs``: the state belongs to a run planned for that many epochs and is continued
+    to the config's ``train.epochs`` (:func:`_extended_state`)."""
     if prep.cfg.train.seeds is not None:  # batched seeds: validated by fit_seeds on resume
         from .seeds import SEEDS_STATE_FORMAT
 
+        if old_epochs is not None:
+            raise ConfigurationError("--resume: a run with train.seeds cannot change "
+                                     "train.epochs; resume it with its own config")
         return load_checked(path, "checkpoint", (SEEDS_STATE_FORMAT,))
     state = load_checked(path, "checkpoint", (TRAIN_STATE_FORMAT,))
+    if old_epochs is not None:
+        state = _extended_state(state, prep, old_epochs)
     opt, sched = _reference_optimizer(prep)
     check_train_state(state, prep.model, prep.cfg.train.epochs, path, optimizer=opt,
                       scheduler=sched, dtype=train_dtype(prep.cfg))
@@ -337,7 +444,7 @@ def train_run(
     :class:`~rpnkit.training.checkpoint.CheckpointError` (both ``ConfigurationError``);
     nothing is written then. Under torchrun only rank 0 touches the folder.
     """
-    from .rundir import RunFolder, RunFolderError, check_out_path
+    from .rundir import TRAIN_STATE, RunFolder, RunFolderError, check_out_path
 
     cfg = prep.cfg
     out = Path(out)
@@ -348,15 +455,24 @@ def train_run(
     error: BaseException | None = None
     if main:
         try:
-            check_out_path(out, resume, overwrite)
-            if resume:
-                _same_config(out, cfg)
+            old_epochs = _same_config(out, cfg) if resume else None
+            check_out_path(out, resume, overwrite, extend=old_epochs is not None)
             folder = RunFolder(out)
-            kind = folder.claim(resume, overwrite).kind
+            kind = folder.claim(resume, overwrite, extend=old_epochs is not None).kind
             if resume:
-                _same_config(out, cfg)  # again, under the lock
+                old_epochs = _same_config(out, cfg)  # again, under the lock
             if kind == "unfinished" and resume:
-                state = load_train_state(ckpt, prep)
+                state = load_train_state(ckpt, prep, old_epochs)
+            elif kind == "finished" and resume:  # continued to more epochs
+                if not (out / TRAIN_STATE).is_file():
+                    raise RunFolderError(
+                        f"--resume: {short_path(out)} kept no training state ({TRAIN_STATE}: "
+                        "it ran with train.checkpoint_seconds 0 and no checkpoint_every); "
+                        f"fine-tune from its weights instead: rpnkit train CONFIG --init-from "
+                        f"{out} --out NEW")
+                state = load_train_state(out / TRAIN_STATE, prep, old_epochs or cfg.train.epochs)
+                # the folder holds an unfinished run from here on (resumable as usual)
+                atomic_torch_save(state, ckpt)
             elif kind != "missing" and kind != "empty":
                 folder.clear()  # replaced (fresh / overwrite) or restarted from scratch
         except BaseException as exc:  # re-raised below, after every rank has agreed
@@ -550,8 +666,14 @@ def _fit_and_write(prep, out, ckpt, state, progress, interrupt, on_epoch_end) ->
                     os.chmod(png, file_mode())  # written via mkstemp (0600)
         except Exception:  # plots must never lose a finished run
             logger.exception("plotting failed")
+    from .rundir import TRAIN_STATE
+
+    # the state training ended with is kept: --resume --set train.epochs=N continues from it
     if ckpt.exists():
-        ckpt.unlink()
+        os.replace(ckpt, out / TRAIN_STATE)
+        fsync_dir(out)
+    elif (out / TRAIN_STATE).exists():  # an older run's state: it would continue the wrong run
+        (out / TRAIN_STATE).unlink()
         fsync_dir(out)
     return result
 

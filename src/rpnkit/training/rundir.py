@@ -23,8 +23,9 @@ States of a folder (:func:`inspect`):
 ``unfinished``
     ``checkpoint.pt``: ``--resume`` continues it; ``--overwrite`` starts over.
 ``finished``
-    results (``metrics.json``, ``model.pt`` ...) and no checkpoint: only ``--overwrite``
-    replaces it.
+    results (``metrics.json``, ``model.pt`` ...) and no checkpoint: ``--overwrite`` replaces
+    it; ``--resume`` with more epochs (``--set train.epochs=N``) continues it from
+    ``train_state.pt``, the training state it ended with.
 ``foreign``
     other files and no ``config.yaml``: not a run folder, never touched.
 
@@ -59,7 +60,8 @@ from ..errors import ConfigurationError, short
 from .checkpoint import fsync_dir
 
 __all__ = ["RunFolderError", "RunFolderBusy", "FolderState", "inspect", "check_out_path",
-           "RunFolder", "RUN_FILES", "LOCK_NAME", "open_run_file", "check_run_files"]
+           "RunFolder", "RUN_FILES", "LOCK_NAME", "TRAIN_STATE", "open_run_file",
+           "check_run_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +69,9 @@ LOCK_NAME = ".lock"
 PLOTS = ("learning_curves.png", "fit.png", "confusion_matrix.png")
 # removal order of a replaced run: its checkpoint first, then its results, then the rest,
 # so that a crash part-way leaves an unfinished/finished or a stale folder, never a mix
-RUN_FILES = ("checkpoint.pt", "metrics.json", "model.pt", "best.pt", *PLOTS, "metrics.csv",
-             "config.yaml")
+RUN_FILES = ("checkpoint.pt", "train_state.pt", "metrics.json", "model.pt", "best.pt", *PLOTS,
+             "metrics.csv", "config.yaml")
+TRAIN_STATE = "train_state.pt"  # a finished run's last training state (continued with --resume)
 RUN_DIRS = ("tensorboard",)
 RESULTS = {"metrics.json", "model.pt", "best.pt", *PLOTS}
 LOCK_WAIT_S = 2.0  # a claim retries this long (a concurrent check may hold the lock briefly)
@@ -219,8 +222,10 @@ def _writable_folder(path: Path) -> bool:
     return True
 
 
-def _mode_error(out: Path, state: FolderState, resume: bool, overwrite: bool) -> str | None:
-    """Why ``state`` does not suit the mode (None: it does)."""
+def _mode_error(out: Path, state: FolderState, resume: bool, overwrite: bool,
+                extend: bool = False) -> str | None:
+    """Why ``state`` does not suit the mode (None: it does). ``extend``: the resumed config
+    asks for another number of epochs (a finished run may then be continued)."""
     where = repr(str(out))
     if state.kind == "foreign":
         return (f"output folder {where} already exists and is not empty, and it is not an "
@@ -230,9 +235,10 @@ def _mode_error(out: Path, state: FolderState, resume: bool, overwrite: bool) ->
             return f"--resume: {where} does not exist; there is no run to resume"
         if state.kind == "empty":
             return f"--resume: {where} is empty; there is no run to resume"
-        if state.kind == "finished":
-            return (f"{where} holds a finished run; nothing to resume (add --overwrite instead "
-                    "of --resume to train it again)")
+        if state.kind == "finished" and not extend:
+            return (f"{where} holds a finished run; nothing to resume: continue it with --set "
+                    "train.epochs=N (more epochs than it ran), or add --overwrite instead of "
+                    "--resume to train it again")
         return None
     if overwrite:
         return None
@@ -245,12 +251,14 @@ def _mode_error(out: Path, state: FolderState, resume: bool, overwrite: bool) ->
     return None
 
 
-def check_out_path(out: Path, resume: bool = False, overwrite: bool = False) -> FolderState:
+def check_out_path(out: Path, resume: bool = False, overwrite: bool = False,
+                   extend: bool = False) -> FolderState:
     """Check output folder ``out`` for a run without writing anything.
 
     Raises :class:`RunFolderError` when ``out`` is a file, lies under a file, would be created
     in a folder that is not writable, is not writable itself, is in use by another run, or
-    is in a state that the mode (fresh, ``resume``, ``overwrite``) does not accept.
+    is in a state that the mode (fresh, ``resume``, ``overwrite``) does not accept;
+    ``extend`` (resume with another ``train.epochs``) accepts a finished run too.
     """
     out = Path(out)
     if resume and overwrite:
@@ -281,10 +289,10 @@ def check_out_path(out: Path, resume: bool = False, overwrite: bool = False) -> 
         if exc.errno != errno.ENAMETOOLONG:
             raise
         raise RunFolderError(f"--out {where} cannot be used: {exc.strerror}") from None
-    problem = _mode_error(out, state, resume, overwrite)
+    problem = _mode_error(out, state, resume, overwrite, extend)
     if problem:
         raise RunFolderError(problem)
-    if resume and state.kind == "unfinished":  # its files are kept, read and appended to
+    if resume and state.kind in ("unfinished", "finished"):  # kept, read and appended to
         check_run_files(out)
     return state
 
@@ -337,7 +345,8 @@ class RunFolder:
                 return fd
             os.close(fd)
 
-    def claim(self, resume: bool = False, overwrite: bool = False) -> FolderState:
+    def claim(self, resume: bool = False, overwrite: bool = False,
+              extend: bool = False) -> FolderState:
         where = repr(str(self.out))
         try:
             self.created = not self.out.exists()
@@ -355,10 +364,10 @@ class RunFolder:
         try:
             self._note_holder()
             self.state = inspect(self.out)
-            problem = _mode_error(self.out, self.state, resume, overwrite)
+            problem = _mode_error(self.out, self.state, resume, overwrite, extend)
             if problem:
                 raise RunFolderError(problem)
-            if resume and self.state.kind == "unfinished":
+            if resume and self.state.kind in ("unfinished", "finished"):
                 check_run_files(self.out)
             self._remove_temps()
         except BaseException:
