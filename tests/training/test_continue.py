@@ -134,3 +134,23 @@ def test_help_shows_out_as_required(capsys):
     assert "usage: rpnkit train CONFIG --out RUN" in text
     assert "[--out" not in text.split("\n\n")[0]
     assert "--init-from RUN" in text
+
+
+def test_an_interrupted_run_continues_to_more_epochs(tmp_path, capsys):
+    """An unfinished folder (its checkpoint at epoch 4, the results not yet written) resumed
+    with --set train.epochs=7 ends with the numbers of one 7-epoch run."""
+    import os
+
+    run = _train(tmp_path, "run", _cfg(4))
+    os.replace(run / TRAIN_STATE, run / "checkpoint.pt")
+    for name in ("metrics.json", "model.pt", "best.pt"):
+        (run / name).unlink()
+    assert inspect(run).kind == "unfinished"
+    refused(capsys, ["train", "--resume", str(run), "--set", "train.epochs=3"],
+            "trained 4 epochs")
+    assert main(["train", "--resume", str(run), "--set", "train.epochs=7", "--quiet"]) == 0
+    long = _train(tmp_path, "long", _cfg(7))
+    for k, v in _weights(long).items():
+        torch.testing.assert_close(_weights(run)[k], v, rtol=0, atol=0)
+    assert len(_metrics(run)["history"]) == 7
+    capsys.readouterr()
