@@ -51,6 +51,10 @@ class Opaque(Form):
 
 @dataclass(frozen=True)
 class Dense(Form):
+    #: W is exactly ``w`` reshaped row-major to n×D (the identity reconciliation): w's entries
+    #: are W's entries, so a least-squares refit may solve for W directly
+    reshape: bool = False
+
     @property
     def degree(self) -> int:
         return 1
