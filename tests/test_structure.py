@@ -173,6 +173,25 @@ def test_no_numerical_probing_of_components():
     for name in ("inspection.py", "pruning.py", "grid.py", "symbolic_fit.py"):
         text = (SRC / name).read_text(encoding="utf-8")
         assert "randperm" not in text, name  # column dependence is declared, not measured
+    assert "sep_err" not in (SRC / "inspection.py").read_text(encoding="utf-8")
+    assert "torch.arange(1.0, head.l + 1" not in (SRC / "grid.py").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("name", "params", "separable"), [
+    ("zero", {}, True), ("constant", {"c": 2.0}, True), ("linear", {}, True),
+    ("linear", {"activation": "tanh"}, False), ("identity", {"activation": "tanh"}, True),
+    ("identity", {"activation": "softmax"}, False),
+])
+def test_remainder_declares_separability(name, params, separable):
+    rem = rpnkit.build_remainder(name, **params)
+    rem.bind(3, 3)
+    assert rem.separable() is separable
+    if separable:  # the declaration holds numerically: π(x) = π(0) + Σ_i (π(x_i e_i) − π(0))
+        x = torch.randn(7, 3, dtype=D64)
+        rem = rem.double()
+        p0 = rem(torch.zeros(1, 3, dtype=D64))
+        pieces = sum(rem(x * torch.eye(3, dtype=D64)[i]) - p0 for i in range(3))
+        torch.testing.assert_close(rem(x), p0 + pieces, rtol=1e-12, atol=1e-12)
 
 
 # -- the RPN 2 reordering follows the declaration -------------------------------------------

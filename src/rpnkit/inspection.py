@@ -173,9 +173,8 @@ def _view_head(head: RPNHead, x: Tensor, layer: int) -> HeadView:
     m, n = head.m, head.n
     dtype = head.w.dtype
     x = x.to(dtype)
-    probe = x[:N_PROBE] if x.shape[0] > N_PROBE else x
     exp = head.expansion
-    cols, powers = _column_inputs(exp, m, probe)
+    cols, powers = _column_inputs(exp, m)
     W = _dense_w(head)  # (n, D)
     const = np.zeros(n)
     if head.bias is not None:
@@ -183,24 +182,14 @@ def _view_head(head: RPNHead, x: Tensor, layer: int) -> HeadView:
     base = x.median(dim=0).values
     xd = x.detach().cpu().numpy().astype(np.float64)
     rem = head.remainder
-    # remainder: additively separable? π(x) = π(0) + Σ_i (π(x_i e_i) - π(0))
-    zero = torch.zeros(1, m, dtype=dtype, device=x.device)
-    p0 = rem(zero)[0].detach()
-    pieces = []
-    for i in range(m):
-        xi = torch.zeros_like(probe)
-        xi[:, i] = probe[:, i]
-        pieces.append(rem(xi).detach() - p0)
-    sep_err = (rem(probe).detach() - p0 - sum(pieces)).abs().max() if m else torch.tensor(0.0)
-    scale = float(rem(probe).detach().abs().max()) + 1e-12
-    eps = torch.finfo(dtype).eps
-    separable = bool(sep_err <= 1e3 * eps * max(scale, 1.0))
-    if not separable:
+    # the remainder must be a sum of one-input functions, as it declares
+    if not rem.separable():
         raise ConfigurationError(
             f"inspect: layer {layer}: the remainder {rem.registry_name!r} is not a sum of "
             "one-input functions (an activation after its linear map mixes the inputs); "
             "use remainder 'zero', 'linear' without activation or KAN's 'kan_base'"
         )
+    p0 = rem(torch.zeros(1, m, dtype=dtype, device=x.device))[0].detach()
     const += p0.to(torch.float64).cpu().numpy()
     Wt = torch.as_tensor(W, dtype=dtype, device=x.device)
     own: list[list[int]] = [[] for _ in range(m)]
@@ -259,7 +248,7 @@ def _view_head(head: RPNHead, x: Tensor, layer: int) -> HeadView:
             imp = float(np.mean(np.abs(vals - vals.mean())))
             edges[(j, i)] = Edge(layer, j, i, lo, hi, grid, gv[:, j].copy(), imp,
                                  _column(fn, j), vals.copy(), xd[:, i].copy())
-    return HeadView(m, n, edges, interactions, const, separable, cols)
+    return HeadView(m, n, edges, interactions, const, True, cols)
 
 
 def _column(fn: Callable, j: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -515,7 +504,12 @@ def model_view(model_or_view: Any, path: Any = None, x: Any = None, *, names: Se
     if fmt not in ("png", "svg"):
         plt.close(fig)
         raise ConfigurationError(f"model_view: save as .png or .svg, got {path.name!r}")
+    from .training.plots import save_figure
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format=fmt)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=dpi, format=fmt)
+    finally:
+        plt.close(fig)
     return path
+

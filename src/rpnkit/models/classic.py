@@ -110,6 +110,12 @@ class KANBaseRemainder(LinearRemainder):
     def activation_width(self) -> int:
         return int(self.m)  # the activation acts on the inputs
 
+    def separable(self) -> bool:
+        """Σ_i W'_ji act(x_i): separable when the activation acts entry by entry."""
+        from ..structure import elementwise_chain
+
+        return self.activation is None or elementwise_chain([self.activation])
+
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
         y = self._act(x) @ self.weight.transpose(0, 1)

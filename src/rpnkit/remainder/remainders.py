@@ -24,6 +24,18 @@ class Remainder(nn.Module):
     is_zero = False
     needs_square = False
 
+    def separable(self) -> bool:
+        """Whether π(x) = π(0) + Σ_i (π(x_i e_i) − π(0)): a sum of one-input functions (what
+        inspection's edge functions need). Default: π is a map applied to x, then the
+        activation on the outputs; separable when that map is (declared by
+        :meth:`_separable_map`) and the activation is absent (an activation after mixing
+        inputs couples them)."""
+        return self._separable_map() and self.activation is None
+
+    def _separable_map(self) -> bool:
+        """The core map (before the activation) is a sum of one-input functions."""
+        return False
+
     def __init__(self, activation: Any = None) -> None:
         super().__init__()
         self.m: int | None = None
@@ -109,6 +121,9 @@ class ZeroRemainder(Remainder):
 
     is_zero = True
 
+    def separable(self) -> bool:
+        return True
+
     def __init__(self) -> None:
         super().__init__(None)
 
@@ -139,6 +154,9 @@ class ConstantRemainder(Remainder):
         self._check(x)
         return x.new_full((x.shape[0], self.n), self.c)
 
+    def separable(self) -> bool:
+        return True
+
     def sympy(self, xs: list[Any], tol: float = 0.0) -> list[Any]:
         from ..modules import sympy_number
 
@@ -150,6 +168,12 @@ class IdentityRemainder(Remainder):
     """π(x) = act(x); requires m = n."""
 
     needs_square = True
+
+    def separable(self) -> bool:
+        """act(x) keeps inputs apart when the activation acts entry by entry."""
+        from ..structure import elementwise_chain
+
+        return self.activation is None or elementwise_chain([self.activation])
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
@@ -175,6 +199,9 @@ class LinearRemainder(Remainder):
 
     def hparams(self) -> dict[str, Any]:
         return {"bias": self.use_bias}
+
+    def _separable_map(self) -> bool:
+        return type(self).forward is LinearRemainder.forward  # x W'ᵀ + b': a sum over inputs
 
     def bind(self, m: int, n: int) -> None:
         super().bind(m, n)
