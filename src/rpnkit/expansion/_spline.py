@@ -8,15 +8,13 @@ polynomials of f (the pieces of the cardinal B-spline):
     N_{j−d+k}(x) = Σ_e C[e, k] f^e,        k, e = 0 … d
 
 and their x-derivatives are ``Σ_e e·C[e, k] f^{e−1} / h``. :class:`UniformBSplineBasis` uses
-this with no table lookup: the column of local basis k is ``i·(t+d) + j − d + k`` (computed
-from j, clamped into the feature's block and masked where the basis does not exist), the d+1
-values come from Horner's rule elementwise (d fused multiply-adds over (B, d+1, m), k-major so
-every op runs over contiguous rows), and one ``scatter_add`` writes them into the dense
-feature-major (B, m·(t+d)) block; the backward gathers the d+1 gradient entries per feature at
-the same columns and contracts them with the saved derivatives.
+this: the forward pass forms the powers of f (d products), the d+1 values (one small GEMM)
+and writes them into the dense feature-major (B, m·(t+d)) block (one ``scatter_add``); the
+backward pass gathers the d+1 gradient entries per feature and contracts them with the saved
+derivatives: two passes over (B, m, d+1), never one over the dense block besides the gather.
 
-Everything that depends only on (m, t, d) – the coefficient matrices, the offsets k − d and
-the features' first columns – is built once (:func:`spline_tables`) and held by the expansion as non-persistent buffers; the
+Everything that depends only on (m, t, d) – the coefficient matrices and the column tables –
+is built once (:func:`spline_tables`) and held by the expansion as non-persistent buffers; the
 knot values are read from the knots buffer on every call (two scalar reads), so overwriting
 the knots in place keeps this path right as long as they stay uniform (see
 :meth:`rpnkit.expansion.rbf.BSpline.refresh`).
@@ -70,125 +68,108 @@ def spline_tables(m: int, t: int, d: int, device: torch.device | str | None = "c
     """Tables of the local path for m features, t intervals, degree d >= 1 (float64 / long),
     built on ``device`` (default the CPU, whatever device context is active).
 
-    ``coef`` (d+1, d+1): ``coef[e, k]`` is the coefficient of f^e in local basis k (Horner's
-    rule runs over e); ``dcoef`` (d, d+1): the same for the derivatives in u; ``kshift``
-    (d+1, 1): k − d, the offset of local basis k from the interval index j (its column in the
-    feature's block is j − d + k); ``ioff`` (m,): i·(t+d), the first column of feature i.
-    No column table: the columns are computed from j (a few elementwise ops).
+    ``coef`` (d+1, d+1): values = powers @ coef; ``dcoef`` (d, d+1): derivatives (in u) =
+    powers[:, :d] @ dcoef. ``cols`` (m·(t+2d+2), d+1): for feature i and clamped interval
+    jc ∈ [−1, t+2d] (row ``i·(t+2d+2) + jc + 1``) the dense column of each local basis, or
+    the discarded column m·(t+d) when that basis does not exist (outside the t+d bases, or x
+    outside the knots). ``row0`` (m,): ``i·(t+2d+2) + 1``.
     """
+    width = t + d
+    n_rows = t + 2 * d + 2  # jc = -1 .. t + 2d
     c = cardinal_coefficients(d)
     f64 = {"dtype": torch.float64, "device": device}
     coef = torch.tensor([[float(v) for v in row] for row in c], **f64)
     dcoef = coef[1:] * torch.arange(1, d + 1, **f64).unsqueeze(1)
+    jc = torch.arange(-1, t + 2 * d + 1, device=device).view(n_rows, 1)
+    base = jc - d + torch.arange(d + 1, device=device).view(1, d + 1)  # (n_rows, d+1) index
+    inside = (jc >= 0) & (jc <= t + 2 * d - 1)
+    keep = ((base >= 0) & (base < width) & inside).unsqueeze(0)
+    cols = torch.arange(m, device=device).view(m, 1, 1) * width + base.unsqueeze(0)
+    cols = torch.where(keep, cols, torch.full_like(cols, m * width))
     return {
         "coef": coef,
         "dcoef": dcoef,
-        "kshift": (torch.arange(d + 1, **f64) - d).view(d + 1, 1),
-        "ioff": torch.arange(m, device=device) * (t + d),
+        "cols": cols.reshape(m * n_rows, d + 1).contiguous(),
+        "row0": torch.arange(m, device=device) * n_rows + 1,
     }
 
 
-def _interval(x: Tensor, knots: Tensor, d: int, top: int, inplace: bool
-              ) -> tuple[Tensor, Tensor]:
-    """(f, j) for x (B, m): u = (x − k₀)/h, j = ⌊u⌋ clamped to [−1, top] (exact small
-    integers in x's dtype), f = u − j. NaN/±inf inputs: f is NaN and j = d (an interval whose
-    d+1 bases all exist), so NaN reaches the output as with the recursion."""
+def _rows(x: Tensor, knots: Tensor, d: int, top: int, row0: Tensor) -> tuple[Tensor, Tensor]:
+    """(f, table rows) for x (B, m): f = u − ⌊u⌋ and row ``i·(t+2d+2) + clamp(⌊u⌋) + 1``."""
     k0 = knots[0]
-    if inplace:
-        u = (x - k0).div_(knots[1] - k0)
-        j = torch.floor(u)
-        f = u.sub_(j)
-        return f, j.nan_to_num_(nan=d, posinf=d, neginf=d).clamp_(-1, top)
-    u = (x - k0) / (knots[1] - k0)
-    j = torch.floor(u).detach()
-    f = u - j
-    return f, torch.nan_to_num(j, nan=d, posinf=d, neginf=d).clamp(-1, top)
+    u = (x - k0).div_(knots[1] - k0)
+    j = torch.floor(u)
+    f = u.sub_(j)  # in place: u is not needed again
+    # NaN/±inf inputs: f is NaN; their values go to interval d (whose d+1 bases all exist),
+    # so NaN reaches the output as with the recursion
+    jc = j.nan_to_num_(nan=d, posinf=d, neginf=d).clamp_(-1, top).to(torch.long)
+    return f.reshape(-1), jc.add_(row0).reshape(-1)
 
 
-def _horner(f: Tensor, coef: Tensor, out: Tensor | None = None) -> Tensor:
-    """(B, K, m) values Σ_e coef[e, k] f^e of f (B, 1, m) by Horner's rule, elementwise (one
-    fused multiply-add per degree, k-major so every op runs over contiguous rows of m);
-    written into ``out`` when given (eager), out of place otherwise (differentiable)."""
-    c = coef.unsqueeze(-1)  # (E, K, 1)
-    n = c.shape[0]
-    if n == 1:
-        acc = c[0].expand(f.shape[0], c.shape[1], f.shape[2])
-        return acc.clone() if out is None else out.copy_(acc)
-    if out is None:
-        acc = torch.addcmul(c[n - 2], f, c[n - 1])
-        for e in range(n - 3, -1, -1):
-            acc = torch.addcmul(c[e], acc, f)
-        return acc
-    torch.addcmul(c[n - 2], f, c[n - 1], out=out)
-    for e in range(n - 3, -1, -1):
-        torch.addcmul(c[e], out, f, out=out)
+def _powers(f: Tensor, d1: int) -> Tensor:
+    """(d1, N) rows 1, f, f², … (contiguous rows, written in place)."""
+    out = f.new_empty(d1, f.shape[0])
+    out[0].fill_(1)
+    if d1 > 1:
+        out[1].copy_(f)
+    for e in range(2, d1):
+        torch.mul(out[e - 1], f, out=out[e])
     return out
 
 
-def _columns(j: Tensor, kshift: Tensor, ioff: Tensor, width: int, inplace: bool
-             ) -> tuple[Tensor, Tensor]:
-    """(columns (B, d+1, m) long, missing (B, d+1, m) bool) of the d+1 local bases of each
-    feature: local column p = j − d + k, clamped into the feature's block [0, width) (a basis
-    that does not exist – outside the t+d bases, or x outside the knots – is redirected to a
-    column of its own feature and its value masked to zero, so a ``scatter_add`` is exact)."""
-    p = j.unsqueeze(1) + kshift  # (B, d+1, m), exact small integers
-    missing = (p < 0) | (p > width - 1)
-    p = p.clamp_(0, width - 1) if inplace else p.clamp(0, width - 1)
-    col = p.to(torch.long)
-    return (col.add_(ioff) if inplace else col + ioff), missing
+def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
+    """(B·m, d+1) x-derivatives of the d+1 local bases, with out-of-place differentiable ops
+    (the backward's form when a higher-order gradient is asked for): ``Σ_e e·C[e, k] f^{e−1}
+    / h``, f = u − ⌊u⌋ (⌊u⌋ has derivative 0, so df/dx = 1/h)."""
+    k0 = knots[0]
+    h = knots[1] - k0
+    u = (x - k0) / h
+    f = (u - torch.floor(u).detach()).reshape(-1)
+    pows = [torch.ones_like(f)]
+    while len(pows) < dcoef.shape[0]:
+        pows.append(pows[-1] * f)
+    return (torch.stack(pows, 1) @ dcoef) / h
 
 
 class UniformBSplineBasis(torch.autograd.Function):
     """Dense (B, m·(t+d)) B-spline basis of x on uniform knots; backward in O(B·m·(d+1)).
 
-    No index table and no small GEMM: the interval j = ⌊u⌋ gives the d+1 columns by
-    arithmetic (:func:`_columns`), Horner's rule gives their values elementwise
-    (:func:`_horner`), and one ``scatter_add`` writes them into the zero block (bases that do
-    not exist add a masked zero inside their own feature's block). The backward gathers the
-    d+1 gradient entries per feature at the same columns and contracts them with the saved
-    (masked) derivatives. It is differentiable when autograd asks for a graph of it
-    (``create_graph``): the derivatives are then recomputed from x with plain ops.
+    The values are scattered into a (B, m·(t+d) + 1) buffer whose last column takes the bases
+    that do not exist; the output is the view without it (rows keep the buffer's stride).
+    The backward is differentiable when autograd asks for a graph of it (``create_graph``):
+    the derivatives are then recomputed from x with plain ops (:func:`_local_derivatives`).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor,
-                kshift: Tensor, ioff: Tensor, width: int) -> Tensor:
+                cols: Tensor, row0: Tensor, width: int) -> Tensor:
         b, m = x.shape
-        d = coef.shape[0] - 1
-        f, j = _interval(x, knots, d, width + d, inplace=True)
-        col, missing = _columns(j, kshift, ioff, width, inplace=True)
-        f = f.unsqueeze(1)  # (B, 1, m)
-        vals = _horner(f, coef, out=x.new_empty(b, d + 1, m)).masked_fill_(missing, 0)
-        col = col.view(b, (d + 1) * m)
-        out = x.new_zeros(b, m * width).scatter_add_(1, col, vals.view(b, (d + 1) * m))
+        d1 = coef.shape[0]
+        top = cols.shape[0] // m - 2  # t + 2d: the last interval that has a row
+        f, rows = _rows(x, knots, d1 - 1, top, row0)
+        powers = _powers(f, d1)  # (d+1, B·m): 1, f, …, f^d
+        vals = powers.t() @ coef  # (B·m, d+1)
+        col = cols.index_select(0, rows).view(b, m * d1)
+        out = x.new_zeros(b, m * width + 1).scatter_(1, col, vals.view(b, m * d1))
         if ctx.needs_input_grad[0]:
-            # du/dx = 1/h; a basis that does not exist has derivative 0 (masked)
-            dvals = _horner(f, dcoef, out=vals).masked_fill_(missing, 0)
-            dvals.div_(knots[1] - knots[0])
-            ctx.save_for_backward(col, dvals, x, knots, dcoef, kshift, ioff)
-        ctx.width = width
-        return out
+            # du/dx = 1/h; the discarded column's gradient is zero, so bases that do not
+            # exist contribute nothing
+            dvals = (powers[: d1 - 1].t() @ dcoef).div_(knots[1] - knots[0])
+            ctx.save_for_backward(col, dvals, x, knots, dcoef)
+        ctx.shape = (b, m, d1)
+        return out[:, : m * width]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
-        col, dvals, x, knots, dcoef, kshift, ioff = ctx.saved_tensors
-        b, m = x.shape
+        col, dvals, x, knots, dcoef = ctx.saved_tensors
+        b, m, d1 = ctx.shape
         if torch.is_grad_enabled():  # create_graph: a backward autograd can differentiate
-            dvals = _plain_derivatives(x, knots, dcoef, kshift, ioff, ctx.width)
-        g = grad.gather(1, col).view(dvals.shape)
-        return (torch.linalg.vecdot(g, dvals, dim=1),) + (None,) * 6
-
-
-def _plain_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor, kshift: Tensor, ioff: Tensor,
-                       width: int) -> Tensor:
-    """(B, d+1, m) x-derivatives of the d+1 local bases (masked where a basis does not
-    exist), out-of-place differentiable ops (the backward's form when a higher-order gradient
-    is asked for): Σ_e e·C[e, k] f^{e−1} / h; ⌊u⌋ has derivative 0, so df/dx = 1/h."""
-    f, j = _interval(x, knots, dcoef.shape[0], width + dcoef.shape[0], inplace=False)
-    _col, missing = _columns(j, kshift, ioff, width, inplace=False)
-    return _horner(f.unsqueeze(1), dcoef).masked_fill(missing, 0) / (knots[1] - knots[0])
+            dvals = _local_derivatives(x, knots, dcoef)
+        g = torch.nn.functional.pad(grad, (0, 1)).gather(1, col).view(b * m, d1)
+        gx = torch.linalg.vecdot(g, dvals).view(b, m)
+        return (gx,) + (None,) * 6
 
 
 def functorch_active() -> bool:
@@ -216,13 +197,22 @@ def uniform_basis_plain(x: Tensor, knots: Tensor, tables: dict[str, Tensor],
     """The same basis with out-of-place differentiable ops (autograd derives the backward, to
     any order), for ``torch.func`` transforms, ``torch.compile`` and ``torch.export``."""
     b, m = x.shape
-    coef = tables["coef"]
-    d = coef.shape[0] - 1
-    f, j = _interval(x, knots, d, width + d, inplace=False)
-    col, missing = _columns(j, tables["kshift"], tables["ioff"], width, inplace=False)
-    vals = _horner(f.unsqueeze(1), coef).masked_fill(missing, 0)
-    out = torch.zeros(b, m * width, dtype=x.dtype, device=x.device)
-    return out.scatter_add(1, col.reshape(b, -1), vals.reshape(b, -1))
+    coef, cols, row0 = tables["coef"], tables["cols"], tables["row0"]
+    d1 = coef.shape[0]
+    top = cols.shape[0] // m - 2
+    k0 = knots[0]
+    u = (x - k0) / (knots[1] - k0)
+    j = torch.floor(u).detach()
+    f = (u - j).reshape(-1)
+    jc = torch.nan_to_num(j, nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1)
+    rows = (jc.clamp(-1, top).to(torch.long) + row0).reshape(-1)
+    pows = [torch.ones_like(f), f]
+    while len(pows) < d1:
+        pows.append(pows[-1] * f)
+    vals = torch.stack(pows[:d1], 1) @ coef
+    col = cols.index_select(0, rows).view(b, m * d1)
+    out = torch.zeros(b, m * width + 1, dtype=x.dtype, device=x.device)
+    return out.scatter(1, col, vals.view(b, m * d1))[:, : m * width]
 
 
 def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: int) -> Tensor:
@@ -231,7 +221,8 @@ def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: in
     if traced():
         return uniform_basis_plain(x, knots, tables, width)
     return UniformBSplineBasis.apply(
-        x, knots, tables["coef"], tables["dcoef"], tables["kshift"], tables["ioff"], width,
+        x, knots, tables["coef"], tables["dcoef"], tables["cols"], tables["row0"],
+        width,
     )
 
 

@@ -171,7 +171,7 @@ class InverseQuadraticRBF(_RBF):
 #: the φ each analytic kind stands for (a subclass overriding phi gets autograd instead)
 _ANALYTIC_PHI = {"gaussian": GaussianRBF.phi, "inverse_quadratic": InverseQuadraticRBF.phi}
 
-_SPLINE_TABLES = ("coef", "dcoef", "kshift", "ioff")
+_SPLINE_TABLES = ("coef", "dcoef", "cols", "row0")
 
 
 def _refresh_after_load(module: BSpline, incompatible_keys: Any) -> None:
@@ -311,7 +311,7 @@ class BSpline(Expansion):
     def table_numel(self, m: int) -> int:
         if self.d < 1:
             return 0
-        return m + (2 * self.d + 2) * (self.d + 1)
+        return m * (self.t + 2 * self.d + 2) * (self.d + 1) + m
 
     def hparams(self) -> dict[str, Any]:
         return {"range": self.range, "t": self.t, "d": self.d}
@@ -384,9 +384,9 @@ class BSpline(Expansion):
         (B, m·(t+d)).
 
         On knot interval j (u = (x − k₀)/h, j = ⌊u⌋, f = u − j) only the d+1 bases j−d … j
-        are non-zero; their values are fixed polynomials of f (:mod:`._spline`): columns by
-        arithmetic from j, values by Horner's rule elementwise, one ``scatter_add``, and a
-        backward that touches only those d+1 entries per feature. Continuous at the knots for d >= 1, so it equals the
+        are non-zero; their values are fixed polynomials of f (:mod:`._spline`): d products,
+        one (B·m, d+1)×(d+1, d+1) product and one scatter, and a backward that touches only
+        those d+1 entries per feature. Continuous at the knots for d >= 1, so it equals the
         recursion there too. A NaN or ±inf feature gives NaN in its block (the recursion gives
         NaN in all of its bases), so every product with it is NaN, as with the recursion.
         Knots that are not uniform (:meth:`refresh`) give :meth:`expand`.
