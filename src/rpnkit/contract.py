@@ -282,6 +282,21 @@ def _power_right(z: Tensor, lead: Tensor, k: int, rseg: Tensor) -> Tensor:
     return u.reshape(b, c)
 
 
+def _power2_right(z: Tensor, tilde: bool, rseg: Tensor) -> Tensor:
+    """Σ_{α,β} lead_α z_β rseg[α m + β, c] for lead = z or [1; z] (degree-2 segment): (B, c).
+
+    Two kernels, whatever the batch: ``u = [1; z] R`` as one ``addmm`` (the constant row of
+    the lead is R's first block, added, so [1; z] is never built) and the contraction over β
+    as one batched product (no (B, m, c) product followed by a reduction)."""
+    b, m = z.shape
+    c = rseg.shape[1]
+    if tilde:
+        u = torch.addmm(rseg[:m].reshape(1, m * c), z, rseg[m:].reshape(m, m * c))
+    else:
+        u = z @ rseg.reshape(m, m * c)
+    return torch.bmm(z.unsqueeze(1), u.view(b, m, c)).view(b, c)
+
+
 def _lag_pairs(m_lead: int, m: int, off: int, t: int, q: int):
     """Pairs (row i, α, lag slot) with lag o = off + α m − i t in (−m, t), plus the lags.
 
@@ -636,8 +651,10 @@ class Contraction(nn.Module):
         parts = [r_mat] if len(widths) == 1 else torch.split(r_mat, widths, dim=0)
         y = None
         for i, (v, rs) in enumerate(zip(inputs, parts)):
-            kind, _width, m, k, *_ = self.segs[i]
-            if kind == "power":
+            kind, _width, m, k, tilde, *_ = self.segs[i]
+            if kind == "power" and k == 2:
+                part = _power2_right(v, tilde, rs)
+            elif kind == "power":
                 part = _power_right(v, self._lead(i, v), k, rs.contiguous())
             elif kind == "sympower":
                 full = rs.new_zeros(m**k, rs.shape[1]).index_copy(0, getattr(self, f"pos{i}"), rs)

@@ -369,8 +369,11 @@ class RPNHead(nn.Module):
         y = self.expansion_product(x)
         if self.bias is not None:
             y = y + self.bias
-        y = y + self.remainder(x)
-        return _restore(apply_list(self.output, y), lead)
+        if self.has_remainder:  # π = 0 adds nothing: no zero block, no add (and its backward)
+            y = y + self.remainder(x)
+        if len(self.output):
+            y = apply_list(self.output, y)
+        return y if len(lead) == 1 else _restore(y, lead)
 
     def _forward_xi(self, x: Tensor) -> Tensor:
         """``fuse_c ⟨κ(ξ(X)), ψ(w^c)⟩ + b + π(X)``: input keeps its layout ``(*, sites, m)``,

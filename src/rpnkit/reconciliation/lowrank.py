@@ -40,6 +40,15 @@ class LowRank(Reconciliation):
     def form(self):
         return forms.LowRank(left=0, right=1)
 
+    def factors(self, w, n, D):  # noqa: N803
+        """A (n×r) and B (D×r) as views of w (one split, no copy; its backward is one cat),
+        without the generic shape bookkeeping on every call."""
+        r = self.r
+        if w.dim() != 1 or w.shape[0] != r * (n + D):
+            self.check_w(w, n, D)  # raises with the expected shape
+        a, b = w.split((n * r, D * r))
+        return [a.view(n, r), b.view(D, r)]
+
     def reconcile(self, w, n, D):  # noqa: N803
         a, b = self.factors(w, n, D)
         return a @ b.transpose(0, 1)

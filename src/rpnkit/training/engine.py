@@ -339,6 +339,26 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.no_grad()
+def _dynamic_batch(compiled: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``compiled(x)`` with x's batch dimension marked dynamic before every call, so that
+    one graph serves every batch size: the last partial batch of an epoch and the evaluation
+    chunks reuse the training graph's code instead of recompiling (evaluation runs without
+    gradients, which gives one more graph, compiled once). ``maybe_mark_dynamic`` never
+    fails where a model specialises the size (e.g. a batch of one row). Row slices are
+    copied to offset 0 first (dynamo specialises on a zero storage offset)."""
+    from torch._dynamo import maybe_mark_dynamic
+
+    def forward(x: Tensor) -> Tensor:
+        if isinstance(x, Tensor) and x.dim() > 0:
+            if x.storage_offset() != 0:  # a row slice (evaluation chunk): dynamo guards on
+                x = x.clone()  # storage offset 0 vs not, so one copy of the rows saves a graph
+            maybe_mark_dynamic(x, 0)
+        return compiled(x)
+
+    forward.compiled = compiled  # type: ignore[attr-defined]
+    return forward
+
+
 def _outputs(model: Callable[[Tensor], Tensor], x: Tensor, batch: int) -> Tensor:
     outs = [model(x[i : i + batch]) for i in range(0, x.shape[0], batch)]
     return torch.cat(outs) if outs else x.new_zeros((0, 1))
@@ -711,8 +731,8 @@ def fit(
     forward: Callable[[Tensor], Tensor] = train_model
     eval_forward: Callable[[Tensor], Tensor] | None = None
     if cfg.compile:
-        forward = torch.compile(train_model)
-        eval_forward = forward if not world.distributed else torch.compile(model)
+        forward = _dynamic_batch(torch.compile(train_model))
+        eval_forward = forward if not world.distributed else _dynamic_batch(torch.compile(model))
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     range_checks = [] if cfg.compile else _install_range_checks(model)
 
