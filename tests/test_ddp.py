@@ -113,6 +113,12 @@ def build_case(case_id: str) -> tuple[torch.nn.Module, torch.Tensor]:
     if case_id.startswith("xi:"):
         head, x = make_xi_head(*case_id[3:].split("-"), bias=True)
         return head, xi_inputs((BATCH, *x.shape[1:])).detach()
+    if case_id.startswith("conf:"):  # a conformance-matrix sample (tests/_conformance.py)
+        from _conformance import samples
+
+        s = {s.id: s for s in samples()}[case_id[5:]]
+        head = s.build(**({} if "bias" in s.options else {"bias": True}))
+        return head, s.inputs(b=BATCH).detach()
     head = CASES[case_id].build(bias=True)  # seeded inside make_head
     return head, inputs(head.m, b=BATCH).detach()
 
@@ -251,6 +257,21 @@ def test_ddp_one_step_equals_single_process_all_pairs(tmp_path):
 @pytest.mark.slow
 def test_ddp_interdependent_heads_and_model_one_step_equal_single_process(tmp_path):
     check_group(XI_DDP, tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_conformance_samples_of_every_path(tmp_path):
+    """The conformance matrix's DDP property: two samples of every planned path."""
+    from _conformance import path_of, samples
+
+    by_path: dict[str, list[str]] = {}
+    for s in samples():
+        try:
+            by_path.setdefault(path_of(s.build()), []).append(s.id)
+        except Exception:
+            continue
+    ids = [f"conf:{i}" for group in by_path.values() for i in group[:2]]
+    check_group(ids, tmp_path)
 
 
 def test_default_subset_names_exist():
