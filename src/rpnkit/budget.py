@@ -53,7 +53,16 @@ def parse_bytes(text: str | int | float) -> int | None:
     return None if value <= 0 else int(value * base**power)
 
 
+def format_count(n: int) -> str:
+    """``n`` with thousands separators, or ``1.0e+99`` style above 10**15 (a 99-digit width
+    stays a short word in a message)."""
+    return f"{n:,}" if abs(n) < 10**15 else f"{float(n):.2e}" if abs(n) < 10**308 \
+        else f"a {len(str(abs(n)))}-digit number"
+
+
 def format_bytes(n: float) -> str:
+    if n >= 1e15:
+        return f"{format_count(int(n))} B"
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
@@ -118,7 +127,7 @@ def check(est: Estimate, what: str, cheaper: list[str], device: torch.device | N
         return
     hint = "; ".join(cheaper) if cheaper else "fewer features or a factorised reconciliation"
     raise ConfigurationError(
-        f"{what}: D={est.D:,} features and l={est.l:,} learnable numbers per channel need about "
+        f"{what}: D={format_count(est.D)} features and l={format_count(est.l)} learnable numbers per channel need about "
         f"{format_bytes(est.build)} to build and {format_bytes(est.train)} to train (parameters, "
         f"gradients, optimizer state and a batch of {NOMINAL_BATCH}), above the memory budget of "
         f"{format_bytes(budget)} ({source}; set RPNKIT_MEMORY_BUDGET to change it). Cheaper: "

@@ -351,7 +351,7 @@ class TrainConfig(_Strict):
     validation value by more than ``tol`` (relative; 0: any improvement counts).
     """
 
-    epochs: int = Field(300, ge=0)
+    epochs: int = Field(300, ge=0, le=10_000_000)  # more would outlast any machine
     batch_size: int | None = Field(None, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(name="adam", lr=0.01))
     scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig(name="cosine"))

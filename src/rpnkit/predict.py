@@ -23,7 +23,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedRun", "load_run", "read_table", "export_run", "preprocessing_of",
+__all__ = ["LoadedRun", "load_run", "read_table", "iter_predictions", "write_predictions",
+           "prediction_header", "atomic_text", "export_run", "preprocessing_of",
            "class_labels", "label_metadata", "RawModel", "export_metadata",
            "read_export_metadata", "EXPORT_FORMATS"]
 
@@ -171,7 +172,13 @@ class LoadedRun:
             raise ConfigurationError(f"input row {row} holds NaN or inf")
         p = self.preprocessing
         if p.get("x_mean") is not None:
-            x = (x - np.asarray(p["x_mean"])) / np.asarray(p["x_std"])
+            with np.errstate(all="ignore"):  # overflow is refused below, without a warning
+                x = (x - np.asarray(p["x_mean"])) / np.asarray(p["x_std"])
+            if not np.isfinite(x).all():
+                row = int(np.nonzero(~np.isfinite(x).all(axis=1))[0][0])
+                raise ConfigurationError(
+                    f"input row {row} holds values too large to standardise with the run's "
+                    "feature statistics (they overflow float64)")
         return torch.as_tensor(x, dtype=self.dtype, device=self.device)
 
     @torch.no_grad()
@@ -263,6 +270,110 @@ def read_table(path: str | Path, feature_names: Sequence[str] | None = None) -> 
     from .data.readers import read_features
 
     return read_features(path, feature_names)
+
+
+def prediction_header(run: LoadedRun, proba: bool = False) -> list[str]:
+    """The columns of a predictions CSV: ``p(label)`` per class with ``proba``, else the
+    run's target names (regression) or ``prediction``."""
+    if proba:
+        if run.task != "classification":
+            raise ConfigurationError("predict_proba needs a classification run")
+        return [f"p({c})" for c in run.classes]
+    k = 1
+    if run.task == "regression":
+        dims = getattr(getattr(run.config, "model", None), "dims", None)
+        k = int(dims[-1]) if dims else len(run.preprocessing.get("y_mean") or []) or 1
+    header = list(run.preprocessing.get("target_names") or ["prediction"])
+    if run.task != "regression" or len(header) != k:
+        header = ["prediction"] if k == 1 else [f"y{i}" for i in range(k)]
+    return header
+
+
+def iter_predictions(run: LoadedRun, path: str | Path, proba: bool = False,
+                     chunk_rows: int | None = None) -> Iterator[np.ndarray]:
+    """Predictions for the rows of the file ``path`` (csv/npy/parquet, see
+    :func:`read_table`), chunk by chunk: 2-D arrays of :meth:`LoadedRun.predict` values (one
+    column per target; class labels in one column) or, with ``proba``, of
+    :meth:`LoadedRun.predict_proba`. The file is read with bounded memory
+    (:func:`rpnkit.data.readers.iter_features`); ``chunk_rows`` defaults to the model's
+    evaluation chunk under the memory budget (:func:`rpnkit.budget.eval_rows`). A NaN or
+    inf value is refused naming its row (0-based, in the whole file)."""
+    from .budget import eval_rows
+    from .data.readers import iter_features
+
+    if chunk_rows is None:
+        chunk_rows = eval_rows(run.model, run.dtype, run.device)
+    pre = run.preprocessing
+    if pre.get("x_mean") is not None:
+        mean, std = np.asarray(pre["x_mean"]), np.asarray(pre["x_std"])
+    done = 0
+    for x in iter_features(path, run.feature_names, chunk_rows):
+        bad = ~np.isfinite(x).all(axis=1)
+        if bad.any():
+            raise ConfigurationError(f"input row {done + int(np.flatnonzero(bad)[0])} holds NaN "
+                                     "or inf")
+        if pre.get("x_mean") is not None:  # row numbers of the whole file, not the chunk
+            with np.errstate(all="ignore"):
+                bad = ~np.isfinite((x - mean) / std).all(axis=1)
+            if bad.any():
+                raise ConfigurationError(
+                    f"input row {done + int(np.flatnonzero(bad)[0])} holds values too large to "
+                    "standardise with the run's feature statistics (they overflow float64)")
+        if proba:
+            yield run.predict_proba(x)
+        else:
+            values = run.predict(x)
+            yield values.reshape(len(x), -1) if run.task == "regression" else \
+                values.reshape(-1, 1)
+        done += len(x)
+
+
+def write_predictions(run: LoadedRun, path: str | Path, stream: Any, proba: bool = False,
+                      chunk_rows: int | None = None) -> int:
+    """Write the predictions for the file ``path`` as CSV to the text ``stream`` (header
+    :func:`prediction_header`, then one row per input row, chunk by chunk: memory stays
+    bounded); returns the number of rows. Class labels are written as in the training data
+    (7, not 7.0), values as Python floats (``repr``)."""
+    import csv
+
+    writer = csv.writer(stream)
+    writer.writerow(prediction_header(run, proba))
+    n = 0
+    for values in iter_predictions(run, path, proba, chunk_rows):
+        for row in values:
+            writer.writerow([v if isinstance(v, str) else str(v) if isinstance(
+                v, (int, np.integer, np.bool_)) else repr(float(v)) for v in row])
+        n += len(values)
+    return n
+
+
+@contextlib.contextmanager
+def atomic_text(path: str | Path):
+    """An open UTF-8 text file (csv newlines) whose content appears at ``path`` only when
+    the block ends without an exception: it is written to a temporary file in ``path``'s
+    folder, then renamed (a link at ``path`` is replaced, never followed). An error or an
+    interrupt removes the temporary file and leaves ``path`` as it was."""
+    from .training.checkpoint import file_mode, fsync_dir
+
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.", suffix=".tmp",
+                                   dir=path.parent)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigurationError(f"cannot write {_shown(path)}: {why}") from None
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 EXPORT_FORMATS = {"pt2": "model.pt2", "onnx": "model.onnx", "torchscript": "model.ts"}

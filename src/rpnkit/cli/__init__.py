@@ -388,46 +388,20 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    import csv
-
-    import numpy as np
-
-    from ..predict import export_target, load_run, read_table, write_output
+    from ..predict import atomic_text, export_target, load_run, write_predictions
 
     _setup_logging(True)
     # --out is checked before anything is read: an existing, writable folder, not a run file
     path = export_target(args.run_dir, args.out, "predictions.csv") if args.out else None
     run = load_run(args.run_dir, "best" if args.best else "final")
-    x = read_table(args.input, run.feature_names)
-    if args.proba:
-        values = run.predict_proba(x)
-        header = [f"p({c})" for c in run.classes]
-    else:
-        values = run.predict(x)
-        values = values.reshape(len(x), -1) if run.task == "regression" else values.reshape(-1, 1)
-        header = list(run.preprocessing.get("target_names") or ["prediction"])
-        if run.task != "regression" or len(header) != values.shape[1]:
-            header = ["prediction"] if values.shape[1] == 1 else [f"y{i}" for i in
-                                                                  range(values.shape[1])]
-    def rows(stream) -> None:
-        writer = csv.writer(stream)
-        writer.writerow(header)
-        for row in values:
-            # class labels as written in the training data (7, not 7.0); values as floats
-            writer.writerow([v if isinstance(v, str) else str(v) if isinstance(
-                v, (int, np.integer, np.bool_)) else repr(float(v)) for v in row])
-
+    # the input is read, predicted and written chunk by chunk (bounded memory); to --out
+    # through a temporary file renamed at the end: never a partial CSV under its name
     if path is None:
-        rows(sys.stdout)
+        write_predictions(run, args.input, sys.stdout, args.proba)
         return 0
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            rows(f)
-
-    with _signals_interrupt():  # SIGTERM/SIGHUP mid-write: the temporary file is removed
-        write_output(path, write)  # a temporary file renamed at the end: never a partial CSV
-    print(f"{len(values)} predictions written to {args.out}", file=sys.stderr)
+    with _signals_interrupt(), atomic_text(path) as f:  # SIGTERM/SIGHUP: temporary file removed
+        n = write_predictions(run, args.input, f, args.proba)
+    print(f"{n} predictions written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -613,9 +587,10 @@ def main(argv: list[str] | None = None) -> int:
     except _Quiet:
         return 2
     except (_BadInput, ConfigurationError) as exc:
+        msg = _bounded(" ".join(str(exc).split()))
+        _record_for_torchrun(f"rpnkit: error: {msg}")
         if _worker_rank() > 0:  # under torchrun every rank sees the same bad input: rank 0 says it
             return 2
-        msg = _bounded(" ".join(str(exc).split()))
         print(f"rpnkit: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -627,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as exc:  # the environment, not a bug: a full disk, a vanished folder ...
+        _record_for_torchrun(f"rpnkit: error: {_os_error(exc)}")
         if _worker_rank() > 0:
             return 1
         print(f"rpnkit: error: {_os_error(exc)}", file=sys.stderr)
@@ -637,8 +613,19 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RPNKIT_DEBUG"):
             raise
         msg = _bounded(" ".join(f"{type(exc).__name__}: {exc}".split()))
-        print(f"rpnkit: internal error: {msg} (set RPNKIT_DEBUG=1 for a traceback)", file=sys.stderr)
+        line = f"rpnkit: internal error: {msg} (set RPNKIT_DEBUG=1 for a traceback)"
+        _record_for_torchrun(line)
+        print(line, file=sys.stderr)
         return 1
+
+
+def _record_for_torchrun(line: str) -> None:
+    """Under torchrun, ``line`` becomes the root cause of torchrun's failure report (its
+    elastic error file; see :func:`rpnkit.training.distributed.record_error`)."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from ..training.distributed import record_error
+
+        record_error(line)
 
 
 def _worker_rank() -> int:

@@ -26,7 +26,7 @@ from ..errors import ConfigurationError, did_you_mean
 from ..registry import Registry
 from .formula import Formula, parse_formula
 from .mnist import DEFAULT_MIRROR, mnist_arrays
-from .readers import csv_rows, label_text, read_text_file
+from .readers import check_fits_in_memory, csv_rows, label_text, read_text_file
 
 __all__ = ["DATASETS", "RawData", "equation_table", "equation_ids", "FEYNMAN_PAPER_IDS"]
 
@@ -523,6 +523,11 @@ class MnistData:
         return raw
 
 
+#: what a csv file too large for memory should do instead (rpnkit.data.streaming's csv)
+STREAM_HINT = ("stream it instead: set data.stream: true (rows read block by block; set "
+               "data.task: regression or classification)")
+
+
 @DATASETS.register("csv")
 class CsvData:
     """A user's own CSV file: ``path``, ``target`` column, optional ``features``/``header``/``delimiter``/``task``.
@@ -565,6 +570,7 @@ class CsvData:
 
     def load(self, rng: np.random.Generator) -> RawData:
         src = f"csv {self.path}"
+        check_fits_in_memory(self.path, src, self.delimiter, STREAM_HINT)  # before reading it
         text = read_text_file(self.path, src)
         names, rows, lines = _parse_table(text, src, self.header, self.delimiter)
         tcol = self._column(self.target if self.target is not None else -1, names)

@@ -37,7 +37,8 @@ from torch import distributed as dist
 from ..errors import ConfigurationError
 
 __all__ = ["World", "world", "env_world_size", "init_from_env", "shutdown", "all_sum",
-           "all_agree", "gather_rows", "gather_cat", "shard_range", "broadcast_object"]
+           "all_agree", "gather_rows", "gather_cat", "shard_range", "broadcast_object",
+           "record_error"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,28 @@ def gather_cat(t: Tensor) -> Tensor:
     bufs = [torch.empty_like(padded) for _ in range(w.size)]
     dist.all_gather(bufs, padded)
     return torch.cat([b[:k] for b, k in zip(bufs, sizes_i)])
+
+
+def record_error(line: str) -> None:
+    """Under ``torchrun``: write ``line`` (rpnkit's one-line error) into this worker's
+    elastic error file (``TORCHELASTIC_ERROR_FILE``, the file
+    :func:`torch.distributed.elastic.multiprocessing.errors.record` writes), so that
+    torchrun's failure report names it as the root cause – one line instead of "To enable
+    traceback see ...". Nothing happens outside torchrun; a file that cannot be written is
+    left alone (the line was printed already)."""
+    import json
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    data = {"message": {"message": line, "extraInfo": {"py_callstack": line,
+                                                       "timestamp": str(int(time.time()))}}}
+    try:
+        # a fresh file: torch's agent creates none, and an existing one is never followed
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                     0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+    except OSError:
+        pass

@@ -45,15 +45,27 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> None:
+    """``fig.savefig`` through a temporary file in ``path``'s folder, renamed at the end: a
+    failed or interrupted save leaves no partial image, and a link at ``path`` is replaced,
+    never followed (the file it points to is untouched)."""
+    from .checkpoint import file_mode
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        fig.savefig(tmp, **savefig_kwargs)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def _save(fig, path: Path) -> None:
+    save_figure(fig, path, dpi=110, bbox_inches="tight", format="png")
 
 
 def make_plots(out: Path, prep, result) -> list[Path]:
