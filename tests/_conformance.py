@@ -34,6 +34,11 @@ EXPANSIONS: dict[str, tuple[str, dict]] = {
     "nested": ("nested", {"expansions": ["linear", {"name": "taylor", "d": 2}]}),
     "nested_sym": ("nested", {"expansions": ["linear",
                                              {"name": "taylor", "d": 2, "symmetric": True}]}),
+    # geometric patches on 3-D grids of m = 4 cells (the catalog entries use the 1-D default)
+    "cuboid_patch_2x2": ("cuboid_patch_expansion", {"p_h": 1, "p_w": 1, "p_d": 0, "h": 2, "w": 2}),
+    "cylinder_patch_2ch": ("cylinder_patch_expansion", {"p_r": 1, "p_d": 1, "h": 1, "w": 1, "d": 2,
+                                                        "channels": 2}),
+    "sphere_patch_cd2": ("sphere_patch_expansion", {"p_r": 1, "h": 2, "w": 1, "d": 2, "cd_h": 2}),
 }
 #: variants whose size matters (they are also built wide)
 STRUCTURED = ("taylor", "taylor_sym", "taylor3_sym", "extended", "extended_sym", "nested",

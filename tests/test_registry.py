@@ -36,6 +36,8 @@ SPEC = {
         "fibonacci": "Fibonacci", "lucas": "Lucas", "meyer_wavelet": "MeyerWavelet",
         "ricker_wavelet": "RickerWavelet", "shannon_wavelet": "ShannonWavelet",
         "beta_wavelet": "BetaWavelet", "haar_wavelet": "HaarWavelet", "dog_wavelet": "DoGWavelet",
+        "cuboid_patch_expansion": "CuboidPatch", "cylinder_patch_expansion": "CylinderPatch",
+        "sphere_patch_expansion": "SpherePatch",
     },
     "reconciliation": {
         "identity": "IdentityReconciliation", "masking": "Masking",

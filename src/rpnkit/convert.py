@@ -101,6 +101,16 @@ for _ref, _ours, _extra in (
     ("dog_wavelet_expansion", "dog_wavelet", {"sigma_1": ("sigma_1", 1.0), "sigma_2": ("sigma_2", 2.0)}),
 ):
     EXPANSIONS[_ref] = (_ours, {**_WAVELET, **_extra}, {})
+#: geometric patch expansions (tinybig 0.2), by package and by module path
+_GEOMETRY = {k: (k, None) for k in ("h", "w", "d", "packing_strategy", "cd_h", "cd_w", "cd_d")}
+for _ref, _ours, _patch in (
+    ("cuboid_patch_based_geometric_expansion", "cuboid_patch_expansion",
+     ("p_h", "p_w", "p_d", "p_h_prime", "p_w_prime", "p_d_prime")),
+    ("cylinder_patch_based_geometric_expansion", "cylinder_patch_expansion", ("p_r", "p_d", "p_d_prime")),
+    ("sphere_patch_based_geometric_expansion", "sphere_patch_expansion", ("p_r",)),
+):
+    for _path in (_ref, "geometric_expansion." + _ref):
+        EXPANSIONS[_path] = (_ours, {**_GEOMETRY, **{k: (k, None) for k in _patch}}, {})
 _COMPOSED = {"nested_expansion": "nested", "extended_expansion": "extended"}
 
 RECONCILIATIONS: dict[str, tuple[str, dict[str, tuple[str, Any]], dict[str, tuple[Any, Any]]]] = {
@@ -378,6 +388,8 @@ class _Converter:
             ours, table, only = EXPANSIONS[ref]
             out = {"name": ours, **self.params(params, ckey.rsplit(".", 1)[0] + ".parameters",
                                                 table, only, hooks)}
+            if ours.endswith("_patch_expansion"):
+                self.geometric(out, ckey.rsplit(".", 1)[0] + ".parameters")
         else:
             self.unknown_class(ckey, cls, "expansion")
         for hook, ours in zip(hooks, ("preprocess", "postprocess")):
@@ -385,6 +397,21 @@ class _Converter:
             if mods:
                 out[ours] = mods
         return out
+
+    def geometric(self, out: dict[str, Any], key: str) -> None:
+        """What the reference's geometric patch expansions do with their parameters: centre
+        distances count only when all three are given, and a cylinder's depth runs from
+        -p_d' to p_d' (its p_d is unused when p_d' is given)."""
+        cds = [k for k in ("cd_h", "cd_w", "cd_d") if k in out]
+        if 0 < len(cds) < 3:
+            self.fail(f"{key}.{cds[0]}", "the reference uses cd_h, cd_w, cd_d only when all three "
+                                         "are given (else its packing_strategy); give all three or none")
+        if out["name"] == "cylinder_patch_expansion" and "p_d_prime" in out:
+            if out.get("p_d", 0) != out["p_d_prime"]:
+                self.notes.append(f"{key}.p_d: the reference's cylinder spans depth -p_d'..p_d' "
+                                  f"(p_d' = {out['p_d_prime']}) and ignores p_d = {out.get('p_d', 0)}; "
+                                  "written as that patch")
+            out["p_d"] = out["p_d_prime"]
 
     def reconciliation(self, node: Any, key: str) -> tuple[dict[str, Any], bool]:
         cls, params, ckey, rest = self.component(node, key, ("function", "parameter_fabrication"))

@@ -57,6 +57,7 @@ def _inputs(dtype=torch.float64, b: int = 5, m: int = 3) -> torch.Tensor:
 REFERENCE_NAMES = [
     "gegenbauer", "bessel", "reverse_bessel", "fibonacci", "lucas", "meyer_wavelet",
     "ricker_wavelet", "shannon_wavelet", "beta_wavelet", "haar_wavelet", "dog_wavelet",
+    "cuboid_patch_expansion", "cylinder_patch_expansion", "sphere_patch_expansion",
 ]  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from .base import Expansion
 from .basic import Identity, Linear, Reciprocal
 from .composite import Extended, Nested
+from .geometric import CuboidPatch, CylinderPatch, SpherePatch
 from .polynomial import Chebyshev, Hermite, Jacobi, Laguerre, Legendre, Taylor
 from .probabilistic import (
     Combinatorial,
@@ -56,6 +57,9 @@ __all__ = [
     "BetaWavelet",
     "HaarWavelet",
     "DoGWavelet",
+    "CuboidPatch",
+    "CylinderPatch",
+    "SpherePatch",
     "NaiveNormal",
     "NaiveLaplace",
     "NaiveCauchy",
