@@ -22,6 +22,39 @@ import rpnkit
 CATALOG = rpnkit.list_components()
 D64 = torch.float64
 
+#: compression variants at m = 4 (their own ids; the wide pooling ones at m = 16 below)
+COMPRESSION_VARIANTS: dict[str, tuple[str, dict]] = {
+    "pca": ("pca", {"d": 3}),
+    "pca_whiten": ("pca", {"d": 2, "whiten": True}),
+    "random_projection": ("random_projection", {"d": 3, "seed": 1}),
+    "random_projection_sparse": ("random_projection", {"d": 2, "kind": "sparse", "seed": 2}),
+    "feature_selection": ("feature_selection", {"d": 2}),
+    "naive_probabilistic": ("naive_probabilistic", {"d": 2, "distribution": "normal"}),
+    "max_pooling": ("max_pooling", {"height": 2, "width": 2, "kernel": 2, "stride": 1}),
+    "mean_pooling": ("mean_pooling", {"height": 2, "width": 2, "kernel": 2, "stride": 1}),
+    "isomap": ("isomap", {"d": 2, "n_neighbors": 5}),
+    "lle": ("lle", {"d": 2, "n_neighbors": 5}),
+    "max_pooling_4x4": ("max_pooling", {"height": 4, "width": 4, "kernel": 3, "stride": 1,
+                                        "padding": 1}),
+    "mean_pooling_4x4": ("mean_pooling", {"height": 4, "width": 4, "kernel": 3, "stride": 1,
+                                          "padding": 1}),
+}
+#: compression variants sampled at m = 16 only
+COMPRESSION_WIDE = ("max_pooling_4x4", "mean_pooling_4x4")
+#: variants compared in eval mode (training mode samples its kept inputs at random)
+EVAL_MODE = ("naive_probabilistic",)
+
+
+def fit_compressions(head: rpnkit.RPNHead) -> None:
+    """Fit every fitted compression of the head on 40 fixed rows (before any forward)."""
+    from rpnkit.compression.base import FittedCompression
+
+    for mod in head.expansion.modules():
+        if isinstance(mod, FittedCompression) and mod.m is not None:
+            g = torch.Generator().manual_seed(11)
+            mod.fit(torch.rand(40, mod.m, generator=g, dtype=D64) * 1.4 - 0.7)
+
+
 #: expansion variants (id -> (name, params)); the Taylor-based ones reach structured paths
 EXPANSIONS: dict[str, tuple[str, dict]] = {
     **{name: (name, {}) for name in CATALOG["expansion"] if name not in ("extended", "nested")},
@@ -39,6 +72,8 @@ EXPANSIONS: dict[str, tuple[str, dict]] = {
     "cylinder_patch_2ch": ("cylinder_patch_expansion", {"p_r": 1, "p_d": 1, "h": 1, "w": 1, "d": 2,
                                                         "channels": 2}),
     "sphere_patch_cd2": ("sphere_patch_expansion", {"p_r": 1, "h": 2, "w": 1, "d": 2, "cd_h": 2}),
+    # compressions (D <= m); fitted ones are fitted on FIT_DATA when built (see Sample.build)
+    **COMPRESSION_VARIANTS,
 }
 #: variants whose size matters (they are also built wide)
 STRUCTURED = ("taylor", "taylor_sym", "taylor3_sym", "extended", "extended_sym", "nested",
@@ -102,6 +137,9 @@ class Sample:
                                  .mul(0.5).to(head.w.dtype))
                 if head.bias is not None:
                     head.bias.copy_(torch.randn(head.n, generator=g, dtype=D64).to(dtype))
+            fit_compressions(head)
+        if self.exp in EVAL_MODE:
+            head.eval()
         return head
 
     def inputs(self, b: int = 5, seed: int = 1, dtype: torch.dtype = D64) -> torch.Tensor:
@@ -128,6 +166,9 @@ def samples() -> list[Sample]:
     recs = list(CATALOG["reconciliation"])
     for e in EXPANSIONS:
         for r in recs:
+            if e in COMPRESSION_WIDE:
+                out.append(Sample(e, r, 16, options={"bias": True}))
+                continue
             out.append(Sample(e, r, 4, options={"bias": True}))
             if e in STRUCTURED and e not in NOT_WIDE:
                 out.append(Sample(e, r, 30, remainder_sample(r)))

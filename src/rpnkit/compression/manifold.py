@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
+from ..expansion._spline import autocast_off
 from ..expansion.base import check_finite_number, check_positive_int
 from ..registry import COMPRESSIONS
 from .base import FittedCompression
@@ -123,11 +124,27 @@ class _Neighbours(ManifoldCompression):
         return {"d": self.d, "n_neighbors": self.n_neighbors}
 
     def neighbours(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Distances (B, k) and indices (B, k) of the k nearest fitted samples of each row."""
+        """Distances (B, k) and indices (B, k) of the k nearest fitted samples of each row.
+
+        The search runs on x detached (the choice of neighbours is piecewise constant); the k
+        distances are then computed again from x, so they are differentiable any number of
+        times (``cdist``'s backward is not differentiable)."""
         train = self.samples.to(x.dtype)
-        dist = torch.cdist(x, train, compute_mode="donot_use_mm_for_euclid_dist")
-        values, idx = torch.topk(dist, self.n_neighbors, dim=1, largest=False)
+        dist = torch.cdist(x.detach(), train, compute_mode="donot_use_mm_for_euclid_dist")
+        idx = torch.topk(dist, self.n_neighbors, dim=1, largest=False).indices
+        values = torch.linalg.vector_norm(x.unsqueeze(1) - train[idx], dim=-1)
         return values, idx
+
+    def expand(self, x: Tensor) -> Tensor:
+        if autocast_off(x):  # the search and the local solves in the state's dtype (a bf16
+            # Gram matrix or kernel loses the embedding); the GEMM after κ is autocast as usual
+            with torch.autocast(x.device.type, enabled=False):
+                return self.embed(x.to(self.samples.dtype))
+        return self.embed(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The embedding of new points x (B, m), in x's dtype."""
+        raise NotImplementedError
 
 
 @COMPRESSIONS.register("isomap")
@@ -158,7 +175,7 @@ class Isomap(_Neighbours):
                     fit_rows=kpca._centerer.K_fit_rows_, fit_all=kpca._centerer.K_fit_all_,
                     projection=scaled, embedding=emb)
 
-    def expand(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor) -> Tensor:
         dist, idx = self.neighbours(x)
         geo = (self.geodesic.to(x.dtype)[idx] + dist.unsqueeze(-1)).amin(1)  # (B, N)
         k = -0.5 * geo * geo
@@ -197,7 +214,7 @@ class LLE(_Neighbours):
         emb = self.estimator().fit_transform(z.numpy())
         self._store(samples=z.numpy(), embedding=emb)
 
-    def expand(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor) -> Tensor:
         _, idx = self.neighbours(x)
         c = self.samples.to(x.dtype)[idx] - x.unsqueeze(1)  # (B, k, m)
         g = c @ c.transpose(1, 2)
