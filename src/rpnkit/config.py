@@ -139,7 +139,8 @@ class SplitConfig(_Strict):
         return vals
 
 
-_DATA_FIXED = ("name", "split", "standardize", "standardize_target", "stratify", "stream")
+_DATA_FIXED = ("name", "split", "standardize", "standardize_target", "stratify", "stream",
+               "labels_as_targets")
 
 
 class DataConfig(BaseModel):
@@ -147,6 +148,8 @@ class DataConfig(BaseModel):
 
     ``stream: true`` reads a streaming source (``npy``, ``csv``, ``parquet``, ``function``;
     :mod:`rpnkit.data.streaming`) block by block instead of loading the data into memory.
+    ``labels_as_targets: true`` fits a classification dataset's class indices as one
+    regression target (:func:`rpnkit.data.load_data`; in-memory data only).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -156,9 +159,13 @@ class DataConfig(BaseModel):
     standardize_target: bool = False
     stratify: bool = True
     stream: bool = False
+    labels_as_targets: bool = False
 
     @model_validator(mode="after")
     def _params(self) -> DataConfig:
+        if self.stream and self.labels_as_targets:
+            raise ValueError("labels_as_targets applies to in-memory data, not to stream: true "
+                             "(a streaming source declares its own task)")
         if self.stream:
             from .data.streaming import STREAMS
 

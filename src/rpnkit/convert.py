@@ -732,9 +732,19 @@ class _Converter:
         seed = top.get("random_seed", 0)
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
             self.fail(f"{key}.random_seed", f"expected an integer 0 to 2**32-1, got {short(seed, 40)}")
+        loss = train.get("loss")
+        if data["name"] in _LABELLED and (loss if isinstance(loss, str) else None) in ("mse", "mae"):
+            data["labels_as_targets"] = True  # the reference regresses on the class index
+            self.notes.append(f"{key}.data_configs: {data['name']}'s class indices are fitted as one "
+                              f"regression target with the {loss} loss, as the reference does "
+                              "(data.labels_as_targets)")
         out: dict[str, Any] = {"seed": seed, "device": "auto", "data": data,
                                "model": _model_section(dims, specs), "train": _train_section(train)}
         return out
+
+
+#: bundled classification datasets whose labels the reference fits with a regression loss
+_LABELLED = ("iris", "banknote", "pima")
 
 
 def _equation(conv: _Converter, kind: str, index: int, key: str) -> str:

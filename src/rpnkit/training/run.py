@@ -94,7 +94,7 @@ def load_bundle(cfg: RunConfig) -> DataBundle:
 
         return open_stream(d.name, d.params(), d.split.as_dict(), cfg.seed, d.standardize)
     return load_data(d.name, d.params(), d.split.as_dict(), cfg.seed, d.standardize,
-                     d.standardize_target, d.stratify)
+                     d.standardize_target, d.stratify, labels_as_targets=d.labels_as_targets)
 
 
 def build_from_config(mc: ModelConfig, seed: int, in_width: int, out_width: int,
