@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/small_models.py --before /tmp/before_h15/src [--after src]
                                                 [--rounds R] [--reps K] [--compile-epochs E]
-                                                [--no-compile]
+                                                [--no-compile] [--note TEXT]
 
 Make the "before" package with ``git archive <rev> src | tar -x -C /tmp/before_h15``.
 
 Step sections (AdamW lr 1e-3, one training step = zero_grad, forward, MSE, backward, step):
 
 * ``RPN-Ext [2,2,1]`` (47 parameters: extended[bspline, taylor d=2], lorr r=1, remainder
-  zero), batch 100, against the 51-parameter MLP ``[2,5,5,1]`` (ReLU), batch 100;
+  zero), batch 100, against the 51-parameter MLP ``[2,5,5,1]`` (SiLU), batch 100;
+* ``RPN-Ext [2,2,2,1]`` (71 parameters, the default job's model), batch 100, against the
+  151-parameter MLP ``[2,10,10,1]`` (SiLU), batch 100;
 * ``KAN [2,5,1]`` (rpnkit's ``models.KAN``), batch 64, against a naive one-GEMM KAN written
   here (:class:`NaiveKAN`: the basis by Cox–de Boor on all knots, concatenated with SiLU(x),
   one matmul per layer).
@@ -47,8 +49,9 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 RESULTS = HERE.parent / "results"
 
-STEP_MODELS = ["rpn_ext", "mlp", "kan", "naive_kan"]
+STEP_MODELS = ["rpn_ext", "mlp", "rpn_ext3", "mlp10", "kan", "naive_kan"]
 PAIRS = [("rpn_ext", "mlp", "RPN-Ext [2,2,1] B=100 / MLP [2,5,5,1] B=100 (target <= 1.5)"),
+         ("rpn_ext3", "mlp10", "RPN-Ext [2,2,2,1] B=100 / MLP [2,10,10,1] B=100"),
          ("naive_kan", "kan", "naive one-GEMM KAN / rpnkit KAN [2,5,1] B=64 (target >= 1.2)")]
 
 
@@ -87,15 +90,17 @@ def _worker(src: str) -> None:
                 x = torch.cat([self.basis(x), nn.functional.silu(x)], 1) @ w.t()
             return x
 
-    def rpn_ext():
+    def rpn_ext(dims=(2, 2, 1)):
         return rpnkit.RPN.from_dims(
-            [2, 2, 1], expansion={"name": "extended", "expansions": ["bspline", {"name": "taylor", "d": 2}]},
+            list(dims), expansion={"name": "extended", "expansions": ["bspline", {"name": "taylor", "d": 2}]},
             reconciliation="lorr", reconciliation_params={"r": 1}, remainder="zero")
 
-    def mlp():
-        return nn.Sequential(nn.Linear(2, 5), nn.ReLU(), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 1))
+    def mlp(h=5):
+        return nn.Sequential(nn.Linear(2, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, 1))
 
-    builders = {"rpn_ext": (rpn_ext, 100), "mlp": (mlp, 100), "kan": (lambda: KAN([2, 5, 1]), 64),
+    builders = {"rpn_ext": (rpn_ext, 100), "mlp": (mlp, 100),
+                "rpn_ext3": (lambda: rpn_ext((2, 2, 2, 1)), 100), "mlp10": (lambda: mlp(10), 100),
+                "kan": (lambda: KAN([2, 5, 1]), 64),
                 "naive_kan": (lambda: NaiveKAN([2, 5, 1]), 64)}
     steps, info = {}, {}
     for name, (make, batch) in builders.items():
@@ -222,6 +227,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--compile-epochs", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--note", default="", help="a paragraph appended to the results file")
     ap.add_argument("--worker")
     ap.add_argument("--compile-worker")
     ap.add_argument("--compile", default="0")
@@ -266,7 +272,8 @@ def main() -> None:
         "| model | params | aten ops fwd+bwd (before → after) | before µs | after µs |",
         "|---|---|---|---|---|",
     ]
-    names = {"rpn_ext": "RPN-Ext [2,2,1] B=100", "mlp": "MLP [2,5,5,1] B=100",
+    names = {"rpn_ext": "RPN-Ext [2,2,1] B=100", "mlp": "MLP [2,5,5,1] (SiLU) B=100",
+             "rpn_ext3": "RPN-Ext [2,2,2,1] B=100", "mlp10": "MLP [2,10,10,1] (SiLU) B=100",
              "kan": "rpnkit KAN [2,5,1] B=64", "naive_kan": "naive one-GEMM KAN [2,5,1] B=64"}
     for m in STEP_MODELS:
         ib, ia = ready["before"]["info"][m], ready["after"]["info"][m]
@@ -286,6 +293,14 @@ def main() -> None:
                 r = _compile_run(src, comp, args.compile_epochs)
                 lines.append(f"| {side} | {comp} | {r['wall']:.1f} | {r['graphs']} | "
                              f"{r['test_mse']:.6g} |")
+    old = RESULTS / "small_models.md"
+    if args.no_compile and old.exists() and "## compile" in old.read_text():
+        kept = old.read_text().split("## compile", 1)[1].split("\n## ", 1)[0].rstrip()
+        lines += ["", "## compile" + kept.split("\n", 1)[0]
+                  + " – kept from the previous run (this run: --no-compile)",
+                  kept.split("\n", 1)[1].rstrip()]
+    if args.note:
+        lines += ["", args.note]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -49,10 +49,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from .errors import ConfigurationError
+from .expansion._spline import autocast_off, traced
 from .expansion.layout import Segment, monomial_indices
 from .reconciliation import forms
 
-__all__ = ["Contraction", "PATHS", "materialised_product", "tensor_power", "use_fft",
+__all__ = ["Contraction", "FusedHeadProduct", "FUSED_MAX_D", "PATHS", "materialised_product", "tensor_power", "use_fft",
            "fft_supported", "refresh_tables"]
 
 #: Every value :attr:`Contraction.path` can take (stable names; ``head.plan()``'s first line
@@ -888,3 +889,125 @@ def materialised_product(head, x: Tensor) -> Tensor:
     for p in parts[1:]:
         y = y + p
     return y / len(parts) if head.channel_fusion == "mean" and len(parts) > 1 else y
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused small-head product
+# ---------------------------------------------------------------------------------------------
+#: widest κ (D) for which a head takes the fused product (κ is then formed: B×D numbers)
+FUSED_MAX_D = 256
+
+
+class _FusedHead(torch.autograd.Function):
+    """``κ(x) ψ(w)ᵀ + b`` for one channel, κ written by the expansion's fused part into one
+    (B, D + 1) buffer K (no concatenation, no per-segment products), ψ(w) = L Rᵀ (w = [vec L,
+    vec R]) or W = w reshaped. Backward in one node: the gradient of w written into one flat
+    buffer (no split backward), dL/dK by one GEMM and dL/dx by the part's analytic rule.
+    When a higher-order gradient is asked for (``create_graph``) the backward differentiates
+    the head's planned path (``plain``) instead, so double backward is exact."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, plan: FusedHeadProduct,
+                plain) -> Tensor:
+        n, d, r = plan.n, plan.D, plan.rank
+        k = x.new_zeros(x.shape[0], d + 1)
+        state = plan.part.fill(x, k, ctx.needs_input_grad[0])
+        kd = k[:, :d]
+        wf = w.view(-1)
+        if r:
+            u = kd @ wf[n * r :].view(d, r)
+            lt = wf[: n * r].view(n, r).t()
+            y = u @ lt if bias is None else torch.addmm(bias, u, lt)
+        else:
+            u = None
+            wt = wf.view(n, d).t()
+            y = kd @ wt if bias is None else torch.addmm(bias, kd, wt)
+        ctx.save_for_backward(x, w, bias, k, u)
+        ctx.state, ctx.plan, ctx.plain = state, plan, plain
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w, bias, k, u = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph: the planned path, differentiable
+            ins = [t for t, need in zip((x, w, bias), (need_x, need_w, need_b)) if need]
+            got = iter(torch.autograd.grad(ctx.plain(x, w, bias), ins, g, create_graph=True,
+                                           allow_unused=True))
+            return (*(next(got) if need else None for need in (need_x, need_w, need_b)),
+                    None, None)
+        plan = ctx.plan
+        n, d, r = plan.n, plan.D, plan.rank
+        b = x.shape[0]
+        kd = k[:, :d]
+        wf = w.view(-1)
+        gx = gw = gb = gk = None
+        if need_x:  # column d discards: bases that do not exist get nothing
+            gk = g.new_zeros(b, d + 1)
+        if r:
+            gu = g @ wf[: n * r].view(n, r)
+            if need_w:
+                gw = torch.empty_like(wf)
+                torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
+                torch.mm(kd.t(), gu, out=gw[n * r :].view(d, r))
+                gw = gw.view_as(w)
+            if need_x:
+                torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
+        else:
+            if need_w:
+                gw = (g.t() @ kd).view_as(w)
+            if need_x:
+                torch.mm(g, wf.view(n, d), out=gk[:, :d])
+        if need_b:
+            gb = g.sum(0)
+        if need_x:
+            gx = plan.part.grad(ctx.state, gk, k, x)
+        return gx, gw, gb, None, None
+
+
+class FusedHeadProduct(nn.Module):
+    """The fused small-head product, built by a head at construction when its components
+    declare it (:meth:`~rpnkit.expansion.base.Expansion.fused_part` and a flat low-rank or
+    reshape-dense form, one channel, D <= :data:`FUSED_MAX_D`). Eager only: under
+    ``torch.compile`` / ``torch.export`` / ``torch.func`` and autocast the head takes its
+    planned :class:`Contraction` (:meth:`available`)."""
+
+    def __init__(self, part: nn.Module, n: int, D: int, rank: int) -> None:  # noqa: N803
+        super().__init__()
+        self.part, self.n, self.D, self.rank = part, int(n), int(D), int(rank)
+
+    @staticmethod
+    def plan_for(expansion: nn.Module, form: forms.Form, factor_shapes, m: int, n: int,
+                 D: int, channels: int) -> FusedHeadProduct | None:  # noqa: N803
+        """The fused product for these components, or None where it does not apply."""
+        if channels != 1 or D > FUSED_MAX_D:
+            return None
+        if isinstance(form, forms.LowRank) and form.flat and (form.left, form.right) == (0, 1):
+            rank = int(factor_shapes[0][1])
+        elif isinstance(form, forms.Dense) and form.reshape:
+            rank = 0
+        else:
+            return None
+        part = expansion.fused_part(m, 0, D)
+        return None if part is None else FusedHeadProduct(part, n, D, rank)
+
+    def reset_parameters(self) -> None:
+        self.part.reset_parameters()
+
+    def available(self, x: Tensor) -> bool:
+        return not (traced() or autocast_off(x)) and self.part.available()
+
+    def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        return _FusedHead.apply(x, w, bias, self, plain)
+
+    def run(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        """:meth:`forward` without ``nn.Module.__call__`` (the head's hot path)."""
+        return _FusedHead.apply(x, w, bias, self, plain)
+
+    def describe(self) -> str:
+        how = f"(K R) Lᵀ, rank {self.rank}" if self.rank else "K Wᵀ"
+        return (f"fused: κ written into one B×{self.D} buffer K, {how}, one analytic backward "
+                f"(eager; compile/export/func/autocast take the path above)")
+
+    def extra_repr(self) -> str:
+        return f"D={self.D}, rank={self.rank}"

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .budget import NOMINAL_BATCH, Estimate
 from .budget import check as check_budget
-from .contract import Contraction, plan_sizes, refresh_tables
+from .contract import Contraction, FusedHeadProduct, plan_sizes, refresh_tables
 from .errors import ConfigurationError
 from .expansion.base import Expansion
 from .fusion import Fusion, build_fusion
@@ -240,6 +240,12 @@ class RPNHead(nn.Module):
             (self.expansion.registry_name, rec.registry_name),
             fft=spec.fft,
         )
+        # tiny heads: κ written into one buffer and contracted in one autograd node (eager)
+        self.fused: FusedHeadProduct | None = None
+        if self.xi is None and self.channel_fuser is None and self.l > 0:
+            self.fused = FusedHeadProduct.plan_for(
+                self.expansion, psi.form, psi.factor_shapes, self.m, self.n, self.D,
+                self.channels)
         # A(X)⟨X, W⟩ = ⟨A(X) X, W⟩: with ξ on the left and a linear κ (as declared) the head
         # multiplies A after the product, n columns wide instead of m
         self.reorder = bool(
@@ -310,6 +316,8 @@ class RPNHead(nn.Module):
         uninitialised memory. ``load_state_dict`` calls it too."""
         self._reset_expansion_tables()
         self.contraction.reset_parameters()
+        if self.fused is not None:
+            self.fused.reset_parameters()
 
     def _reset_expansion_tables(self) -> None:
         for exp in self.expansion.modules():  # composite expansions: every bound part
@@ -355,6 +363,16 @@ class RPNHead(nn.Module):
             return self.channel_fuser(self.contraction.parts(inputs, self.w, self.reconciliation))
         return self.contraction(inputs, self.w, self.reconciliation)
 
+    def _planned(self, x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+        """⟨κ(x), ψ(w)⟩ + b by the planned contraction (for given w and b: the fused
+        product's double backward differentiates this)."""
+        inputs = self.expansion.segment_inputs(x)
+        if self.channel_fuser is not None:
+            y = self.channel_fuser(self.contraction.parts(inputs, w, self.reconciliation))
+        else:
+            y = self.contraction(inputs, w, self.reconciliation)
+        return y if bias is None else y + bias
+
     def product(self, z: Tensor) -> Tensor:
         """fuse_c ⟨κ(z), ψ(w^c)⟩ for z of shape (*, m'), keeping the leading shape."""
         if z.dim() == 2:
@@ -366,9 +384,11 @@ class RPNHead(nn.Module):
         if self.xi is not None:
             return self._forward_xi(x)
         x, lead = model_input(x, self.m, self.w.dtype, "RPNHead")
-        y = self.expansion_product(x)
-        if self.bias is not None:
-            y = y + self.bias
+        fused = self.fused
+        if fused is not None and fused.available(x):
+            y = fused.run(x, self.w, self.bias, self._planned)
+        else:
+            y = self._planned(x, self.w, self.bias)
         if self.has_remainder:  # π = 0 adds nothing: no zero block, no add (and its backward)
             y = y + self.remainder(x)
         if len(self.output):
@@ -431,6 +451,8 @@ class RPNHead(nn.Module):
     def plan(self) -> str:
         """The stored plan of the forward pass: the path that runs and why."""
         text = self.contraction.describe()
+        if self.fused is not None:
+            text += "\n" + self.fused.describe()
         if self.channel_fuser is not None:
             text += f"\nchannels fused by {self.channel_fuser.registry_name}"
         st = self.xi_structure
@@ -454,7 +476,7 @@ class RPNHead(nn.Module):
 
     def __repr__(self) -> str:
         return compact_repr(self, {"expansion": "κ", "reconciliation": "ψ", "remainder": "π",
-                                   "xi": "ξ"}, skip=("contraction",))
+                                   "xi": "ξ"}, skip=("contraction", "fused"))
 
 
 def _interdependence(spec: Any, params: Any):

@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 __all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis",
-           "uniform_basis_plain", "RadialBasis", "radial_basis", "autocast_off", "traced"]
+           "uniform_basis_plain", "RadialBasis", "radial_basis", "autocast_off", "traced",
+           "fused_spline_cols", "fused_spline_fill"]
 
 
 def cardinal_coefficients(d: int) -> list[list[Fraction]]:
@@ -275,3 +276,36 @@ def radial_basis(x: Tensor, centres: Tensor, eps: float, gaussian: bool) -> Tens
     if traced():
         return _radial(x, centres, eps, gaussian)[1].flatten(1)
     return RadialBasis.apply(x, centres, eps, gaussian)
+
+
+def fused_spline_cols(m: int, t: int, d: int, offset: int, total: int) -> Tensor:
+    """The column table of :func:`spline_tables` for a basis written at columns
+    ``[offset, offset + m·(t+d))`` of a (B, total + 1) buffer: the bases that do not exist go
+    to the discard column ``total``."""
+    cols = spline_tables(m, t, d)["cols"]
+    return torch.where(cols == m * (t + d), torch.full_like(cols, total), cols + offset)
+
+
+def fused_spline_fill(x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor, cols: Tensor,
+                      row0: Tensor, exps: Tensor, out: Tensor, need_grad: bool) -> tuple | None:
+    """Scatter the d+1 local values per feature of x (B, m) into ``out`` through the absolute
+    column table ``cols`` (:func:`fused_spline_cols`); the caller zero-filled the block.
+    Fewer kernels than :class:`UniformBSplineBasis` for tiny batches: the powers of f come
+    from one ``pow`` with the integer exponents ``exps`` (0 … d) as a (B·m, d+1) block.
+    Returns (columns, (B·m, d+1) x-derivatives of the local values) when ``need_grad``."""
+    b, m = x.shape
+    d1 = coef.shape[0]
+    k0 = knots[0]
+    h = knots[1] - k0
+    u = (x - k0).div_(h)
+    j = torch.floor(u)
+    f = u.sub_(j).reshape(-1, 1)  # x (and so u) may be non-contiguous
+    # NaN/±inf inputs: f is NaN and the row is interval d, as in _rows
+    rows = j.nan_to_num_(nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1).clamp_(
+        -1, cols.shape[0] // m - 2).to(torch.long).add_(row0).reshape(-1)
+    powers = f.pow(exps)  # (B·m, d+1): 1, f, …, f^d
+    col = cols.index_select(0, rows).view(b, m * d1)
+    out.scatter_(1, col, (powers @ coef).view(b, m * d1))
+    if not need_grad:
+        return None
+    return col, (powers[:, : d1 - 1] @ dcoef).div_(h)

@@ -131,6 +131,12 @@ class Expansion(nn.Module):
         x = apply_list(self.preprocess, self.check_input(x))
         return self._segment_inputs(x)
 
+    def fused_part(self, m: int, offset: int, total: int):
+        """A :class:`~rpnkit.expansion.fused.FusedPart` writing κ(x) (input width ``m``) into
+        columns ``[offset, offset + D)`` of a (B, total + 1) head buffer, or None (the
+        default: the head keeps its planned contraction). Built once, with the head."""
+        return None
+
     def _layout(self, m: int) -> list[Segment]:
         """Layout of the core expansion (no pre/post); override to expose structure."""
         return [dense(self.calculate_D(m), self.registry_name)]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from .base import Expansion
+from .fused import ConcatPart, FusedPart
 from .layout import Segment
 
 __all__ = ["Nested", "Extended", "MAX_NESTED", "MAX_EXTENDED", "MAX_COMPOSITE_D"]
@@ -179,6 +180,20 @@ class Extended(Expansion):
 
     def _layout(self, m: int) -> list[Segment]:
         return [seg for e in self.expansions for seg in e.layout(m)]
+
+    def fused_part(self, m: int, offset: int, total: int) -> FusedPart | None:
+        """Every listed expansion's part side by side (:mod:`.fused`): no concatenation, each
+        writes its own columns; None when one of them has no part."""
+        if self.has_processing():
+            return None
+        parts, off = [], offset
+        for e in self.expansions:
+            p = e.fused_part(m, off, total)
+            if p is None:
+                return None
+            parts.append(p)
+            off += p.width
+        return ConcatPart(parts, m, offset, total)
 
     def _segment_inputs(self, z: Tensor) -> list[Tensor]:
         return [t for e in self.expansions for t in e.segment_inputs(z)]

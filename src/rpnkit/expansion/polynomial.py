@@ -11,6 +11,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from .base import Expansion, check_finite_number, check_positive_int
+from .fused import FusedPart
 from .layout import Segment, dense, monomial_indices, power, sympower
 
 __all__ = ["Taylor", "Chebyshev", "Jacobi", "Legendre", "Hermite", "Laguerre", "monomial_indices"]
@@ -101,6 +102,13 @@ class Taylor(Expansion):
     def _segment_inputs(self, z: Tensor) -> list[Tensor]:
         return [z] * (self.d if self.symmetric else max(self.d - 1, 1))
 
+    def fused_part(self, m: int, offset: int, total: int) -> FusedPart | None:
+        """The ordered blocks [x | x⊗x | ...] written into a fused head buffer (:mod:`.fused`);
+        None for the symmetric form or with pre/post-processing."""
+        if self.symmetric or self.has_processing():
+            return None
+        return _TaylorPart(m, offset, self.calculate_D(m), total, self.d)
+
     def degree_block(self, x: Tensor, k: int) -> Tensor:
         """The degree-k block of the expansion, (B, m^k) or (B, C(m+k-1, k))."""
         b, m = x.shape
@@ -126,6 +134,45 @@ class Taylor(Expansion):
             p = (p.unsqueeze(2) * x.unsqueeze(1)).flatten(1)
             blocks.append(p)
         return torch.cat(blocks, dim=1) if len(blocks) > 1 else x
+
+
+class _TaylorPart(FusedPart):
+    """Ordered Taylor blocks in a fused head buffer: P_1 = x, P_k = P_{k-1} ⊗ x written in
+    place by one product each. Backward from the top degree down, reading P_{k-1} from the
+    buffer: dL/dP_{k-1} += G_k x and dL/dx += P_{k-1}ᵀ G_k per sample (G_k = dL/dP_k as
+    m^{k-1}×m), two batched products per degree."""
+
+    def __init__(self, m: int, offset: int, width: int, total: int, d: int) -> None:
+        super().__init__(m, offset, width, total)
+        self.d = d
+        self.starts = [offset + sum(m**j for j in range(1, k)) for k in range(1, d + 2)]
+
+    def fill(self, x: Tensor, out: Tensor, need_grad: bool):
+        b, m = x.shape
+        s = self.starts
+        out[:, s[0] : s[1]].copy_(x)
+        for k in range(2, self.d + 1):
+            prev = out[:, s[k - 2] : s[k - 1]]
+            torch.mul(prev.unsqueeze(2), x.unsqueeze(1), out=out[:, s[k - 1] : s[k]].view(b, -1, m))
+        return None
+
+    def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
+        b, m = x.shape
+        s = self.starts
+        xc = x.unsqueeze(2)
+        if self.d == 2:  # dL/dx = g_1 + (G + Gᵀ) x, one batched product
+            g = gk[:, s[1] : s[2]].view(b, m, m)
+            return torch.baddbmm(gk[:, s[0] : s[1]].unsqueeze(2), g + g.transpose(1, 2),
+                                 xc).view(b, m)
+        gx = None
+        gp = gk[:, s[self.d - 1] : s[self.d]]
+        for k in range(self.d, 1, -1):
+            g = gp.reshape(b, -1, m)  # (B, m^{k-1}, m)
+            prev = out[:, s[k - 2] : s[k - 1]]
+            part = torch.bmm(prev.unsqueeze(1), g).view(b, m)
+            gx = part if gx is None else gx + part
+            gp = torch.baddbmm(gk[:, s[k - 2] : s[k - 1]].unsqueeze(2), g, xc).view(b, -1)
+        return gp if gx is None else gx + gp
 
 
 class _Orthogonal(Expansion):

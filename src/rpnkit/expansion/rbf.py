@@ -10,8 +10,16 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
-from ._spline import autocast_off, radial_basis, spline_tables, uniform_basis
+from ._spline import (
+    autocast_off,
+    fused_spline_cols,
+    fused_spline_fill,
+    radial_basis,
+    spline_tables,
+    uniform_basis,
+)
 from .base import Expansion, check_finite_number, check_positive_int
+from .fused import FusedPart
 from .layout import Segment, dense
 
 __all__ = ["GaussianRBF", "InverseQuadraticRBF", "BSpline", "MAX_GRID", "MAX_SPLINE_DEGREE"]
@@ -366,6 +374,13 @@ class BSpline(Expansion):
     def _segment_inputs(self, z: Tensor) -> list[Tensor]:
         return [self.local_basis(z) if self.d >= 1 and self.uniform else self.expand(z)]
 
+    def fused_part(self, m: int, offset: int, total: int) -> FusedPart | None:
+        """The local basis written into columns ``[offset, offset + m(t+d))`` of a fused head
+        buffer (:mod:`.fused`); None for d = 0 or with pre/post-processing."""
+        if self.d < 1 or self.has_processing() or "spline_coef" not in self._buffers:
+            return None
+        return _BSplinePart(self, m, offset, total)
+
     def _tables(self, x: Tensor) -> dict[str, Tensor]:
         m = x.shape[1]
         if self.m == m and "spline_coef" in self._buffers:
@@ -400,3 +415,36 @@ class BSpline(Expansion):
         if k.dtype != x.dtype or k.device != x.device:
             k = k.to(device=x.device, dtype=x.dtype)
         return uniform_basis(x, k, self._tables(x), self.t + self.d)
+
+
+class _BSplinePart(FusedPart):
+    """:meth:`BSpline.local_basis` scattered straight into a fused head buffer: the column
+    table maps each local basis to its absolute column (missing bases to the discard
+    column); knots and coefficients are read from the expansion on every call, so knots
+    overwritten in place are followed (non-uniform knots: :meth:`available` is False)."""
+
+    def __init__(self, exp: BSpline, m: int, offset: int, total: int) -> None:
+        super().__init__(m, offset, exp.calculate_D(m), total)
+        self.exp = (exp,)  # not a submodule: the head owns the expansion
+        self.t, self.d = exp.t, exp.d
+        self._build()
+
+    def _build(self) -> None:
+        self.register_buffer(
+            "cols", fused_spline_cols(self.m, self.t, self.d, self.offset, self.total),
+            persistent=False)
+        self.register_buffer("exps", torch.arange(self.d + 1), persistent=False)
+
+    def available(self) -> bool:
+        return self.exp[0].uniform
+
+    def fill(self, x: Tensor, out: Tensor, need_grad: bool):
+        tabs, own = self.exp[0]._buffers, self._buffers  # (no nn.Module.__getattr__ per read)
+        return fused_spline_fill(x, tabs["knots"], tabs["spline_coef"], tabs["spline_dcoef"],
+                                 own["cols"], tabs["spline_row0"], own["exps"], out, need_grad)
+
+    def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
+        col, dvals = state
+        b, m = x.shape
+        g = gk.gather(1, col).view(b * m, -1)
+        return torch.linalg.vecdot(g, dvals).view(b, m)

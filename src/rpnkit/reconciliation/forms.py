@@ -12,8 +12,9 @@ fast path by declaring a form.
 ``Dense``
     W = ``reconcile(w, n, D)`` is cheap to form (it is the parameter, or a small function
     of it) – identity, masking, hypernet.
-``LowRank(left, right)``
-    W = F_left F_rightᵀ with F_left (n, r), F_right (D, r).
+``LowRank(left, right, flat)``
+    W = F_left F_rightᵀ with F_left (n, r), F_right (D, r); ``flat``: w is [vec F_left,
+    vec F_right] row-major (left = 0, right = 1), so the factors are views of w.
 ``Kronecker(p, q, a, b)``
     W = A ⊗ B with A (p, q), B (n/p, D/q). ``a`` / ``b`` name the factors: ``()`` is all
     ones, ``(i,)`` is F_i itself, ``(i, j)`` is F_i F_jᵀ.
@@ -64,6 +65,9 @@ class Dense(Form):
 class LowRank(Form):
     left: int = 0
     right: int = 1
+    #: w is exactly [vec F_left, vec F_right] (row-major, nothing else): the factors are views
+    #: of w, so a fused product may write w's gradient as one flat buffer (lorr)
+    flat: bool = False
 
     @property
     def degree(self) -> int:

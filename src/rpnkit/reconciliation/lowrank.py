@@ -38,7 +38,9 @@ class LowRank(Reconciliation):
         return [(n, self.r), (D, self.r)]
 
     def form(self):
-        return forms.LowRank(left=0, right=1)
+        # w = [vec A, vec B]: a subclass that computes its factors otherwise overrides form()
+        return forms.LowRank(left=0, right=1, flat=type(self).factors is LowRank.factors
+                             and type(self).form_factors is Reconciliation.form_factors)
 
     def factors(self, w, n, D):  # noqa: N803
         """A (n×r) and B (D×r) as views of w (one split, no copy; its backward is one cat),

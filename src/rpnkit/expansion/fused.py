@@ -1,0 +1,109 @@
+"""Fused parts: an expansion that writes κ(x) straight into columns of one head buffer.
+
+A tiny head (a few inputs, D of tens of columns) spends its step on kernel launches and
+Python, not on arithmetic. Its fastest exact form is to write every segment of κ(x) into one
+preallocated (B, D + 1) buffer K (column D is a discard column that stays zero in the
+gradient), contract it with ψ(w)'s factors by one or two GEMMs, and differentiate all of it
+in one analytic backward (:class:`rpnkit.contract.FusedHeadProduct`).
+
+An expansion takes part by returning a :class:`FusedPart` from
+:meth:`~rpnkit.expansion.base.Expansion.fused_part` (``None``: not supported, the head keeps
+its planned path). The part is built once, when the head is built, for the columns
+``[offset, offset + width)`` of K; its index tables are non-persistent buffers computed for
+those absolute columns. It implements
+
+* :meth:`FusedPart.fill` ``(x, K, need_grad) -> state``: write its columns of K. Parts are
+  filled left to right, and a part may write K's column ``offset + width`` (the next part's
+  first column, or the discard column) as scratch: the next part overwrites it.
+* :meth:`FusedPart.grad` ``(state, gK, K, x) -> dL/dx`` (B, m) from the gradient of K
+  (gK is (B, D + 1) with a zero discard column).
+* :meth:`FusedPart.available` ``() -> bool``: whether the part can run now (e.g. a B-spline's
+  knots are still uniform); read on every call, so state changed in place is followed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FusedPart", "ConcatPart", "DensePart"]
+
+
+class FusedPart(nn.Module):
+    """One expansion's columns ``[offset, offset + width)`` of a fused head buffer."""
+
+    def __init__(self, m: int, offset: int, width: int, total: int) -> None:
+        super().__init__()
+        self.m, self.offset, self.width, self.total = int(m), int(offset), int(width), int(total)
+
+    def _build(self) -> None:
+        """Register the part's index tables (non-persistent buffers, on the CPU)."""
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Recompute the index tables in place (after ``to_empty()`` they hold garbage)."""
+        old = {k: v for k, v in self._buffers.items() if v is not None}
+        with torch.device("cpu"):
+            self._build()
+        for k, fresh in list(self._buffers.items()):
+            have = old.get(k)
+            if have is None or fresh is None or have.is_meta:
+                if have is not None:
+                    self._buffers[k] = have
+                continue
+            self._buffers[k] = (have.copy_(fresh) if have.shape == fresh.shape
+                                else fresh.to(device=have.device, dtype=have.dtype))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.reset_parameters()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def available(self) -> bool:
+        return True
+
+    def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
+        raise NotImplementedError
+
+    def grad(self, state: Any, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"columns=[{self.offset}, {self.offset + self.width})"
+
+
+class DensePart(FusedPart):
+    """κ(x) = x (the identity's columns, or a Taylor expansion's degree-1 block)."""
+
+    def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
+        out[:, self.offset : self.offset + self.width].copy_(x)
+        return None
+
+    def grad(self, state: Any, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
+        return gk[:, self.offset : self.offset + self.width]
+
+
+class ConcatPart(FusedPart):
+    """The parts of a concatenation, filled left to right; their x-gradients add."""
+
+    def __init__(self, parts: list[FusedPart], m: int, offset: int, total: int) -> None:
+        super().__init__(m, offset, sum(p.width for p in parts), total)
+        self.parts = nn.ModuleList(parts)
+
+    def reset_parameters(self) -> None:
+        for p in self.parts:
+            p.reset_parameters()
+
+    def available(self) -> bool:
+        return all(p.available() for p in self.parts)
+
+    def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
+        return [p.fill(x, out, need_grad) for p in self.parts]
+
+    def grad(self, state: Any, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
+        gx = None
+        for p, s in zip(self.parts, state):
+            g = p.grad(s, gk, out, x)
+            gx = g if gx is None else gx + g
+        return gx
