@@ -520,14 +520,17 @@ def render(store: dict, md_path: Path, args_protocol: str = "paper") -> None:
         L.append("")
     if paper_protocol:
         runs = sorted(PP_RUNS.glob("*/*.json"))
-        secs = 0.0
-        for f in runs:
-            for rec in json.loads(f.read_text()).get("models", {}).values():
-                secs += sum(r.get("seconds", 0.0) for r in rec.get("seeds", {}).values())
+        wall = cpu = 0.0
+        for f in runs:  # only runs of the current protocol (load_runs drops the others)
+            for rec in PP.load_runs(f.parent.name, f.stem).get("models", {}).values():
+                wall += sum(r.get("seconds", 0.0) for r in rec.get("seeds", {}).values())
+                cpu += sum(r.get("cpu_seconds", 0.0) for r in rec.get("seeds", {}).values())
         last = max(f.stat().st_mtime for f in runs)
-        L.append(f"Function sections: {secs / 3600:.1f} CPU hours of single-thread training (sum of the "
-                 f"cached per-run times), last run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(last))}, "
-                 f"on {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; command: "
+        L.append(f"Function sections: {wall / 3600:.1f} hours of single-thread training wall time (sum of "
+                 "the cached per-run times, on a machine shared with other work"
+                 + (f"; {cpu / 3600:.1f} CPU hours where recorded" if cpu else "")
+                 + f"), last run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(last))}, on "
+                 f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; command: "
                  "`python benchmarks/paper.py --only elementary,composite,feynman --protocol paper "
                  "--queue DIR` (two processes), then `--render-only`.")
     meta = store.get("_meta", {})

@@ -360,7 +360,7 @@ def run_group(kind: str, eqs: list[str], name: str, seeds: int,
     if not eqs:
         return
     ss = list(range(seeds))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     xs, ys, nets, owners = [], [], [], []
     for eq in eqs:
         x, y = seed_data(kind, eq, ss, getattr(torch, PROTOCOL["dtype"]))
@@ -380,13 +380,14 @@ def run_group(kind: str, eqs: list[str], name: str, seeds: int,
     else:
         curves = train_seeds(nets, x, y, PROTOCOL["train"], PROTOCOL["val"], PROTOCOL["epochs"],
                              seeds=[s for _, s in owners])
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     for eq in eqs:
         rec = {"params": count_params(nets[owners.index((eq, 0))]), "seeds": {}}
         for j, (e, s) in enumerate(owners):
             if e == eq:
                 r = summarise(curves, j)
                 r["seconds"] = round(secs / len(owners), 2)
+                r["cpu_seconds"] = round(cpu / len(owners), 2)
                 rec["seeds"][str(s)] = r
         _save_model(kind, eq, name, rec)
     log(f"{kind} {name} on {len(eqs)} functions x {seeds} seeds: {secs:.0f}s")

@@ -388,8 +388,19 @@ def _masked_params(module: nn.Module):
 
 
 def _zero_masked(module: nn.Module) -> None:
+    zero_masked(list(_masked_params(module)))
+
+
+def masked_pairs(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
+    """(parameter, keep mask) of every masked parameter of ``model``: looked up once, so a
+    training loop without masks pays nothing per step (see :func:`zero_masked`)."""
+    return [pair for mod in model.modules() for pair in _masked_params(mod)]
+
+
+def zero_masked(pairs: list[tuple[Tensor, Tensor]]) -> None:
+    """Zero the masked entries (and their gradients) of the given (parameter, mask) pairs."""
     with torch.no_grad():
-        for p, keep in _masked_params(module):
+        for p, keep in pairs:
             # on .data: the zeroing does not bump the version of p (a graph from an earlier
             # forward, which saw the same zeros, stays valid)
             p.data.mul_(keep.to(device=p.device, dtype=p.dtype))

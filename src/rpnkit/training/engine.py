@@ -767,8 +767,11 @@ def fit(
         if cfg.reg_l1 > 0 or cfg.reg_entropy > 0:
             reg = Regularizer(model, x_tr[:4096], cfg.reg_l1, cfg.reg_entropy)
         grid_every = cfg.grid_update_every or None
-    from ..pruning import apply_masks
+    from ..pruning import masked_pairs, zero_masked
 
+    # pruned entries stay zero after every step; the masked parameters are looked up once
+    # (and again after each epoch's callback, which may prune), not walked per step
+    mask_pairs = [masked_pairs(model)]
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"epoch": 0, "monitor": f"val_{monitor}" if has_val else None}
     best_value: float | None = None
@@ -903,7 +906,8 @@ def fit(
                     scaler.update()
                 else:
                     optimizer.step()
-        apply_masks(model)  # pruned entries stay zero (no-op without rpnkit.prune masks)
+        if mask_pairs[0]:
+            zero_masked(mask_pairs[0])
         return holder["first"], holder.get("stop", stop)
 
     bar = None
@@ -929,6 +933,7 @@ def fit(
 
                 update_grid(model, x_tr)
                 optimizer.state.clear()  # moments / curvature of the old grid's weights
+                mask_pairs[0] = masked_pairs(model)
             # --- one epoch of optimisation
             if not full_batch and not streaming and (perm is None or start_batch == 0):
                 perm = torch.randperm(n, generator=gen)
@@ -1031,6 +1036,7 @@ def fit(
                     bar.set_description(f"epoch {epoch + 2}/{cfg.epochs}", refresh=False)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, rec)
+                mask_pairs[0] = masked_pairs(model)
             if cfg.early_stopping is not None and bad_epochs >= cfg.early_stopping:
                 watched = f"val_{monitor}" if has_val else "train_loss"
                 stopped = {"reason": f"early stopping (no {watched} improvement for "
