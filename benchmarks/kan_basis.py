@@ -67,6 +67,9 @@ def main(argv=None) -> int:
         lines.append(kf.section_table(f"batch {batch}", res, "GEMM floor").replace("###", "###"))
         for n in cands:
             lines.append(f"- {n}: {1e6 * med[(n, batch)] / batch:.1f} µs per row")
+        if before is not None:
+            lines.append("- rpnkit after / before, per round: "
+                         f"{kf.fmt_ratio(res['rpnkit (after)'], res['rpnkit (before)'])}")
         lines.append("")
         print("\n".join(lines[-len(cands) - 8:]), flush=True)
     bs = sorted({b for _n, b in med})

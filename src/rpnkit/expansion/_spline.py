@@ -8,10 +8,14 @@ polynomials of f (the pieces of the cardinal B-spline):
     N_{j−d+k}(x) = Σ_e C[e, k] f^e,        k, e = 0 … d
 
 and their x-derivatives are ``Σ_e e·C[e, k] f^{e−1} / h``. :class:`UniformBSplineBasis` uses
-this: the forward pass forms the powers of f (d products), the d+1 values (one small GEMM)
-and writes them into the dense feature-major (B, m·(t+d)) block (one ``scatter_add``); the
-backward pass gathers the d+1 gradient entries per feature and contracts them with the saved
-derivatives: two passes over (B, m, d+1), never one over the dense block besides the gather.
+this one local index k at a time (a loop over the degree, never over samples): the (B, m)
+dense columns of basis k by a 1-D gather from the k-th column of the small column table, its
+(B, m) values by Horner's rule with scalar coefficients (:func:`horner_coefficients`: d
+multiply-adds, no powers, no K = d+1 GEMM), one ``scatter_`` into the zero-filled dense
+feature-major (B, m·(t+d)) block. Only (B, m) buffers are live besides the block (no
+(B·m, d+1) int64 column table or value block: less memory traffic and fewer page faults at
+large B). The backward recomputes the columns and the derivative values per k from the saved
+rows and f, gathers the gradient entries and accumulates ``g·N'``: passes over (B, m) only.
 
 Everything that depends only on (m, t, d) – the coefficient matrices and the column tables –
 is built once (:func:`spline_tables`) and held by the expansion as non-persistent buffers; the
@@ -29,6 +33,7 @@ backward passes are differentiable when a higher-order gradient is asked for
 
 from __future__ import annotations
 
+import functools
 from fractions import Fraction
 
 import torch
@@ -96,7 +101,8 @@ def spline_tables(m: int, t: int, d: int, device: torch.device | str | None = "c
 
 
 def _rows(x: Tensor, knots: Tensor, d: int, top: int, row0: Tensor) -> tuple[Tensor, Tensor]:
-    """(f, table rows) for x (B, m): f = u − ⌊u⌋ and row ``i·(t+2d+2) + clamp(⌊u⌋) + 1``."""
+    """(f, table rows) for x (B, m), both (B, m): f = u − ⌊u⌋ and row
+    ``i·(t+2d+2) + clamp(⌊u⌋) + 1``."""
     k0 = knots[0]
     u = (x - k0).div_(knots[1] - k0)
     j = torch.floor(u)
@@ -104,18 +110,32 @@ def _rows(x: Tensor, knots: Tensor, d: int, top: int, row0: Tensor) -> tuple[Ten
     # NaN/±inf inputs: f is NaN; their values go to interval d (whose d+1 bases all exist),
     # so NaN reaches the output as with the recursion
     jc = j.nan_to_num_(nan=d, posinf=d, neginf=d).clamp_(-1, top).to(torch.long)
-    return f.reshape(-1), jc.add_(row0).reshape(-1)
+    return f, jc.add_(row0)
 
 
-def _powers(f: Tensor, d1: int) -> Tensor:
-    """(d1, N) rows 1, f, f², … (contiguous rows, written in place)."""
-    out = f.new_empty(d1, f.shape[0])
-    out[0].fill_(1)
-    if d1 > 1:
-        out[1].copy_(f)
-    for e in range(2, d1):
-        torch.mul(out[e - 1], f, out=out[e])
-    return out
+@functools.cache
+def horner_coefficients(d: int) -> tuple[tuple[float, ...], ...]:
+    """``H[k][e]``: coefficient of f^e in the local value k (Python floats, so scalar
+    arguments of elementwise ops: exact in float64, rounded once in the tensor's dtype)."""
+    c = cardinal_coefficients(d)
+    return tuple(tuple(float(c[e][k]) for e in range(d + 1)) for k in range(d + 1))
+
+
+@functools.cache
+def horner_derivatives(d: int) -> tuple[tuple[float, ...], ...]:
+    """``H'[k][e]``: coefficient of f^e in the u-derivative of local value k (e < d)."""
+    c = cardinal_coefficients(d)
+    return tuple(tuple(float((e + 1) * c[e + 1][k]) for e in range(d)) for k in range(d + 1))
+
+
+def _horner(f: Tensor, coeffs: tuple[float, ...], out: Tensor) -> Tensor:
+    """``out = Σ_e coeffs[e] f^e`` by Horner's rule, elementwise and in place in ``out``."""
+    if len(coeffs) == 1:
+        return out.fill_(coeffs[0])
+    torch.mul(f, coeffs[-1], out=out)
+    for c in coeffs[-2:0:-1]:
+        out.add_(c).mul_(f)
+    return out.add_(coeffs[0])
 
 
 def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
@@ -135,10 +155,16 @@ def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
 class UniformBSplineBasis(torch.autograd.Function):
     """Dense (B, m·(t+d)) B-spline basis of x on uniform knots; backward in O(B·m·(d+1)).
 
-    The values are scattered into a (B, m·(t+d) + 1) buffer whose last column takes the bases
-    that do not exist; the output is the view without it (rows keep the buffer's stride).
-    The backward is differentiable when autograd asks for a graph of it (``create_graph``):
-    the derivatives are then recomputed from x with plain ops (:func:`_local_derivatives`).
+    Per local basis k = 0 … d (a loop over the degree, not over samples): its (B, m) dense
+    columns from the k-th column of the table (a 1-D gather of (B, m) rows), its (B, m)
+    values by Horner's rule with scalar coefficients, one ``scatter_`` into a
+    (B, m·(t+d) + 1) buffer whose last column takes the bases that do not exist; the output
+    is the view without it (rows keep the buffer's stride). The (B, m) column and value
+    buffers are reused across k (no (B·m, d+1) temporaries: no K = d+1 GEMM, no int64
+    (B·m, d+1) table). The backward recomputes the columns and the derivative values per k
+    from the saved rows and f. It is differentiable when autograd asks for a graph of it
+    (``create_graph``): the derivatives are then recomputed from x with plain ops
+    (:func:`_local_derivatives`).
     """
 
     @staticmethod
@@ -148,15 +174,15 @@ class UniformBSplineBasis(torch.autograd.Function):
         d1 = coef.shape[0]
         top = cols.shape[0] // m - 2  # t + 2d: the last interval that has a row
         f, rows = _rows(x, knots, d1 - 1, top, row0)
-        powers = _powers(f, d1)  # (d+1, B·m): 1, f, …, f^d
-        vals = powers.t() @ coef  # (B·m, d+1)
-        col = cols.index_select(0, rows).view(b, m * d1)
-        out = x.new_zeros(b, m * width + 1).scatter_(1, col, vals.view(b, m * d1))
+        rows = rows.view(-1)
+        out = x.new_zeros(b, m * width + 1)
+        col = rows.new_empty(b, m)
+        val = f.new_empty(b, m)
+        for k, hk in enumerate(horner_coefficients(d1 - 1)):
+            torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
+            out.scatter_(1, col, _horner(f, hk, val))
         if ctx.needs_input_grad[0]:
-            # du/dx = 1/h; the discarded column's gradient is zero, so bases that do not
-            # exist contribute nothing
-            dvals = (powers[: d1 - 1].t() @ dcoef).div_(knots[1] - knots[0])
-            ctx.save_for_backward(col, dvals, x, knots, dcoef)
+            ctx.save_for_backward(rows, f, x, knots, dcoef, cols)
         ctx.shape = (b, m, d1)
         return out[:, : m * width]
 
@@ -164,12 +190,21 @@ class UniformBSplineBasis(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[0]:
             return (None,) * 7
-        col, dvals, x, knots, dcoef = ctx.saved_tensors
+        rows, f, x, knots, dcoef, cols = ctx.saved_tensors
         b, m, d1 = ctx.shape
+        # the discard column's gradient is zero, so bases that do not exist contribute nothing
+        gp = torch.nn.functional.pad(grad, (0, 1))
         if torch.is_grad_enabled():  # create_graph: a backward autograd can differentiate
+            col = cols.index_select(0, rows).view(b, m * d1)
             dvals = _local_derivatives(x, knots, dcoef)
-        g = torch.nn.functional.pad(grad, (0, 1)).gather(1, col).view(b * m, d1)
-        gx = torch.linalg.vecdot(g, dvals).view(b, m)
+            gx = torch.linalg.vecdot(gp.gather(1, col).view(b * m, d1), dvals).view(b, m)
+            return (gx,) + (None,) * 6
+        col = rows.new_empty(b, m)
+        g, dv, gx = grad.new_empty(b, m), f.new_empty(b, m), f.new_zeros(b, m)
+        for k, hk in enumerate(horner_derivatives(d1 - 1)):
+            torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
+            gx.addcmul_(torch.gather(gp, 1, col, out=g), _horner(f, hk, dv))
+        gx.div_(knots[1] - knots[0])  # du/dx = 1/h
         return (gx,) + (None,) * 6
 
 
