@@ -389,6 +389,73 @@ def plot(curves, device) -> None:
     plt.close(fig)
 
 
+def sym_section(before: str, after: str, rounds: int, reps: int) -> str:
+    """Symmetric vs ordered Taylor (issue 21 item 5), before/after in one run: one worker
+    process per package (``_sym_worker.py``), asked alternately (before, after, before, ...);
+    per round each worker times every config's symmetric head, ordered head and (symmetric
+    identity, d = 3) the GEMM floor. Ratios are per round, median [IQR] over rounds."""
+    import json
+    import subprocess
+
+    worker = Path(__file__).resolve().parent / "_sym_worker.py"
+    procs, ready = {}, {}
+    for tag, src in (("before", before), ("after", after)):
+        procs[tag] = subprocess.Popen([sys.executable, str(worker), src], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+        ready[tag] = json.loads(procs[tag].stdout.readline())
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for r in range(rounds):
+        for tag in ("before", "after"):
+            procs[tag].stdin.write(json.dumps({"reps": reps}) + "\n")
+            procs[tag].stdin.flush()
+            runs[tag].append(json.loads(procs[tag].stdout.readline()))
+        print(f"  round {r + 1}/{rounds}", flush=True)
+    for proc in procs.values():
+        proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+        proc.stdin.flush()
+        proc.wait()
+
+    def ratio(num, den):
+        med, q1, q3 = iqr([a[num] / b[den] for a, b in zip(*pairs)])
+        return f"{med:.2f} [{q1:.2f}–{q3:.2f}]"
+
+    names = sorted({k.rsplit("/", 1)[0] for k in runs["after"][0]}, key=list(
+        dict.fromkeys(k.rsplit("/", 1)[0] for k in runs["after"][0])).index)
+    rows, floor_rows = [], []
+    for name in names:
+        sym, ord_ = f"{name}/sym", f"{name}/ord"
+        cells = [name, f"`{ready['before']['paths'][sym]}` → `{ready['after']['paths'][sym]}`"]
+        for tag in ("before", "after"):
+            pairs = (runs[tag], runs[tag])
+            cells.append(ratio(ord_, sym))
+        pairs = (runs["before"], runs["after"])
+        cells.append(ratio(sym, sym))
+        cells.append(fmt_ms(statistics.median(a[sym] for a in runs["after"])))
+        cells.append(fmt_ms(statistics.median(a[ord_] for a in runs["after"])))
+        rows.append(cells)
+        if f"{name}/floor" in runs["after"][0]:
+            fl = f"{name}/floor"
+            cells = [name]
+            for tag in ("before", "after"):
+                pairs = (runs[tag], runs[tag])
+                cells.append(ratio(sym, fl))
+            cells.append(fmt_ms(statistics.median(a[fl] for a in runs["after"])))
+            floor_rows.append(cells)
+    hdr = [f"Taylor, batch {256}, n=8, fwd+bwd", "symmetric path (before → after)",
+           "ordered / symmetric, before", "ordered / symmetric, after",
+           "symmetric before / after", "symmetric ms (after)", "ordered ms (after)"]
+    fhdr = ["symmetric identity", "symmetric / GEMM floor, before",
+            "symmetric / GEMM floor, after", "floor ms"]
+    return "\n".join([
+        f"before: `{ready['before']['file']}`; after: `{ready['after']['file']}`; {rounds} "
+        f"rounds × {reps} step(s) per variant, 1 thread per worker, OMP_WAIT_POLICY=PASSIVE; "
+        "ratios > 1 mean the symmetric head (or, last column, the after tree) is faster.", "",
+        table(hdr, rows), "",
+        "GEMM floor: κ(X) built once outside the step, one parameter W (n×D), y = K Wᵀ "
+        "(forward GEMM + weight-gradient GEMM).", "",
+        table(fhdr, floor_rows)])
+
+
 # ---------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -397,6 +464,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per variant")
     ap.add_argument("--sections", default="first,models,kan,scaling")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--before", default=None,
+                    help="sym section: src folder of the 'before' package (git archive HEAD src)")
+    ap.add_argument("--rounds", type=int, default=7, help="sym section: paired rounds")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -445,9 +515,15 @@ def main(argv=None) -> int:
         print("scaling", flush=True)
         out += ["## Scaling", "", f"![scaling](structured_scaling_{device.type}.png)", "",
                 scaling(device, reps, args.quick), ""]
+    if "sym" in sections:
+        print("symmetric vs ordered Taylor", flush=True)
+        here = str(Path(__file__).resolve().parents[1] / "src")
+        out += ["## Symmetric vs ordered Taylor (issue 21 item 5)", "",
+                sym_section(args.before or here, here, args.rounds, 1), ""]
     out.append(f"_Total benchmark time {time.perf_counter() - t0:.0f} s; rpnkit "
                f"{rpnkit.__version__}._")
-    path = RESULTS / f"structured_{device.type}.md"
+    path = RESULTS / (f"structured_{device.type}.md" if sections != ["sym"] else
+                      f"structured_sym_{device.type}.md")
     path.write_text("\n".join(out) + "\n")
     print(f"wrote {path}")
     return 0

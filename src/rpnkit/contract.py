@@ -22,16 +22,19 @@ Paths (``head.plan()`` names one):
     GEMM, then one reduction per further index) instead of being formed.
 ``lowrank-bilinear``
     W = L Rᵀ: ``(κ R) Lᵀ`` with ``κ R`` contracted blockwise as bilinear forms (symmetric
-    blocks scatter R's rows into the ordered layout).
+    blocks on their unique monomials, as in ``sym-bilinear``).
 ``kron-structured``
     W = A ⊗ B: ``y = vec(A K Bᵀ)`` with K = κ reshaped q×t; ``H = K R`` is accumulated
     segment by segment, degree-2 blocks through the correlation lags that occur (GEMM with
     a gathered window, or FFT when many lags occur); when κ reshaped is rank one per sample
     (q = m + 1), ``y = (A x̃) ⊗ (R x)``.
 ``sym-bilinear``
-    Dense form with symmetric degree-2 blocks (m >= ``SYM_MIN_M``): row i of the monomial
-    triangle is one contiguous column range of W, so the block is m accumulating GEMMs
-    (half the ordered form's flops, no B×C intermediate, analytic backward).
+    Dense form with symmetric blocks of any degree (m >= ``SYM_MIN_M``): a unique monomial
+    is x_α times a lower-degree monomial (its tail); for each of ``SYM_BLOCKS`` ranges of α
+    the tails (a suffix of the lower-degree list) meet W's columns of the range in one GEMM,
+    then x_α in one batched product: about the unique monomials' flops (half / a sixth of
+    the ordered form at degree 2 / 3), no B×C block, W never copied to the ordered layout,
+    plain differentiable ops (double backward, vmap, compile, autocast as they come).
 ``rowsum`` / ``eye-prefix`` / ``zero``
     closed forms of the fixed matrices (rowsum of x^{⊗k} is (Σx)^k).
 ``materialised-κ``
@@ -90,166 +93,99 @@ def tensor_power(lead: Tensor, z: Tensor, k: int) -> Tensor:
     return p
 
 
-def _sym_rows(m: int, b: int) -> list[tuple[int, int]]:
-    """Row blocks [a0, a1) of the upper triangle, each holding about ``SYM_BLOCK`` numbers for
-    a batch of b rows (the block's monomials are formed, then one GEMM)."""
-    out, a0 = [], 0
-    while a0 < m:
-        a1, size = a0, 0
-        while a1 < m and (a1 == a0 or size + b * (m - a1) <= SYM_BLOCK):
-            size += b * (m - a1)
-            a1 += 1
-        out.append((a0, a1))
-        a0 = a1
-    return out
+def _sym_tables(m: int, k: int, blocks: int):
+    """Tables of the blocked symmetric contraction of a degree-k segment (k >= 2).
+
+    Monomial x_α x_{β...} (α its first, smallest index; ``idx`` its (C_k, k) lexicographic
+    tuples) is x_α times the degree-(k-1) monomial of its remaining indices, whose position
+    in the degree-(k-1) list (lexicographic as well) is ``tail``. The first indices are cut
+    into ``blocks`` ranges [a0, a1): for a range, the tails of its monomials all lie in the
+    suffix of the degree-(k-1) list that starts at ``s`` (tails whose first index is >= a0).
+    Range a owns rows [base, base + (C_{k-1} - s)(a1 - a0)) of a flat table T laid out
+    (tail - s, α - a0); ``dest`` is each monomial's row in T (the other rows of T, where α
+    exceeds the tail's first index, stay zero); ``src`` is the inverse (R's row for each row
+    of T, C_k for a zero row). Returns (dest, src, low, ranges, rows of T), ``low`` the
+    (k-1, C_{k-1}) index tuples of the degree-(k-1) monomials (empty for k = 2). The tables
+    are computed on the CPU, then made where tensors are made (meta-device construction)."""
+    with torch.device("cpu"):
+        low = monomial_indices(m, k - 1).numpy()  # (C_{k-1}, k-1)
+        a = monomial_indices(m, k).numpy()
+    codes = np.zeros(low.shape[0], dtype=np.int64)
+    for j in range(k - 1):
+        codes = codes * m + low[:, j]
+    tcode = np.zeros(a.shape[0], dtype=np.int64)
+    for j in range(1, k):
+        tcode = tcode * m + a[:, j]
+    tail = np.searchsorted(codes, tcode)  # lexicographic order = order of the base-m codes
+    h = -(-m // max(1, min(int(blocks), m)))
+    ranges, base = [], 0
+    dest = np.empty(a.shape[0], dtype=np.int64)
+    for a0 in range(0, m, h):
+        a1 = min(m, a0 + h)
+        s = int(np.searchsorted(low[:, 0], a0))  # first tail with first index >= a0
+        mine = (a[:, 0] >= a0) & (a[:, 0] < a1)
+        dest[mine] = base + (tail[mine] - s) * (a1 - a0) + (a[mine, 0] - a0)
+        ranges.append((a0, a1, s, base))
+        base += (low.shape[0] - s) * (a1 - a0)
+    src = np.full(base, a.shape[0], dtype=np.int64)
+    src[dest] = np.arange(a.shape[0])
+    low_t = low.T.copy() if k > 2 else np.zeros((0, 0), dtype=np.int64)
+    return _long(dest), _long(src), _long(low_t), tuple(ranges), base
 
 
-def _sym_block(x: Tensor, a0: int, a1: int, buf: Tensor | None) -> Tensor:
-    """Monomials x_i x_j, a0 <= i < a1, j >= i (lexicographic) written into ``buf``."""
-    m = x.shape[1]
-    if buf is None or torch.compiler.is_compiling():  # no out= into views under dynamo
-        return torch.cat([x[:, i:] * x[:, i : i + 1] for i in range(a0, a1)], dim=1)
-    pos = 0
-    for i in range(a0, a1):
-        torch.mul(x[:, i:], x[:, i : i + 1], out=buf[:, pos : pos + m - i])
-        pos += m - i
-    return buf[:, :pos]
+class _Place(torch.autograd.Function):
+    """T = [R; 0][src]: R's rows placed into the blocked table T of :func:`_sym_tables` by a
+    gather (``src``: R's row for each row of T, or R's row count for a zero row); the
+    backward is a gather too (``dest``: each row of R appears once in T), where autograd's
+    own rule for either form is a scatter (several times slower on CPU). The backward is
+    itself plain differentiable code, so double backward is exact."""
 
-
-def _mm_into(a: Tensor, b: Tensor, out: Tensor) -> None:
-    """out ← a @ b, written in place (a strided column block of the weight gradient)."""
-    if torch.compiler.is_compiling():
-        out.copy_(a @ b)
-    else:
-        torch.mm(a, b, out=out)
-
-
-class _SymBilinear(torch.autograd.Function):
-    """κ(X) Wᵀ for a layout of dense and symmetric degree-2 segments, W the dense (n, D) weight.
-
-    No gathers: row i of a symmetric x⊗x triangle is one contiguous column range of W
-    (lexicographic monomials), so a block of rows is formed by one product per row into a
-    reused buffer (about ``SYM_BLOCK`` numbers) and contracted with its column range by one
-    GEMM: half the ordered form's flops, no B×C intermediate. The backward re-forms each block
-    and writes the weight gradient of every column range in place (each column exactly once,
-    so no zero fill, no scatter and no weight-sized sum of partial gradients).
-
-    Higher-order gradients (``create_graph=True``: gradient penalties, Hessian-vector
-    products): the backward then runs :func:`_sym_grads`, plain differentiable tensor code of
-    the same gradients, so double backward is exact. ``segs`` holds
-    ``(kind, offset, width, input index, position-table index)``; the position tables
-    (i·m + j of each monomial) come after the inputs in ``tensors``.
-    """
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, w_mat: Tensor, segs: tuple, *tensors: Tensor) -> Tensor:
-        b = tensors[0].shape[0]
-        y = None
-        for kind, off, width, j, _p in segs:
-            v = tensors[j]
-            if kind == "dense":
-                part = v @ w_mat[:, off : off + width].t()
-                y = part if y is None else y.add_(part)
-                continue
-            if y is None:
-                y = v.new_zeros(b, w_mat.shape[0])
-            m = v.shape[1]
-            blocks = _sym_rows(m, b)
-            buf = v.new_empty(b, max(_width(m, a0, a1) for a0, a1 in blocks))
-            for a0, a1 in blocks:
-                k = _sym_block(v, a0, a1, buf)
-                y.addmm_(k, w_mat[:, off : off + k.shape[1]].t())
-                off += k.shape[1]
-        ctx.save_for_backward(w_mat, *tensors)
-        ctx.segs = segs
-        return y
+    def forward(r: Tensor, src: Tensor, dest: Tensor) -> Tensor:
+        return torch.cat([r, r.new_zeros(1, r.shape[1])]).index_select(0, src)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[2])
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        w_mat, *tensors = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        need_w = needs[0]
-        if torch.is_grad_enabled():  # create_graph: differentiable gradients
-            gw, grads = _sym_grads(g, w_mat, tensors, ctx.segs, needs)
-            return (gw, None, *grads)
-        gw = torch.empty_like(w_mat, memory_format=torch.contiguous_format) if need_w else None
-        gt = g.t()
-        grads: list[Tensor | None] = [None] * len(tensors)
-
-        def add(j: int, grad: Tensor) -> None:
-            grads[j] = grad if grads[j] is None else grads[j] + grad
-
-        for kind, off, width, j, _p in ctx.segs:
-            v = tensors[j]
-            need_v = needs[2 + j]
-            if kind == "dense":
-                if need_w:
-                    _mm_into(gt, v, gw[:, off : off + width])
-                if need_v:
-                    add(j, g @ w_mat[:, off : off + width])
-                continue
-            b, m = v.shape
-            gv = torch.zeros_like(v) if need_v else None
-            blocks = _sym_rows(m, b)
-            buf = v.new_empty(b, max(_width(m, a0, a1) for a0, a1 in blocks))
-            for a0, a1 in blocks:
-                cols = slice(off, off + _width(m, a0, a1))
-                if need_w:
-                    _mm_into(gt, _sym_block(v, a0, a1, buf), gw[:, cols])
-                if need_v:
-                    dk = g @ w_mat[:, cols]  # (B, width): dL/d(x_i x_j)
-                    pos = 0
-                    for i in range(a0, a1):
-                        di = dk[:, pos : pos + m - i]
-                        gv[:, i:].addcmul_(di, v[:, i : i + 1])
-                        gv[:, i] += (di * v[:, i:]).sum(1)
-                        pos += m - i
-                off = cols.stop
-            if need_v:
-                add(j, gv)
-        return (gw, None, *grads)
+        (dest,) = ctx.saved_tensors
+        return _Take.apply(g, dest, g.shape[0]), None, None
 
 
-def _sym_grads(g: Tensor, w_mat: Tensor, tensors: list[Tensor], segs: tuple, needs: tuple):
-    """The gradients of :class:`_SymBilinear` as plain differentiable tensor code (used when
-    the backward itself is differentiated). A symmetric block's monomials are gathered
-    through its position table; dL/dx = (G + Gᵀ) x per sample, G the upper-triangular m×m
-    matrix of dL/d(x_i x_j)."""
-    gw_parts: list[Tensor] = []
-    grads: list[Tensor | None] = [None] * len(tensors)
-    for kind, off, width, j, p in segs:
-        v = tensors[j]
-        ws = w_mat[:, off : off + width]
-        if kind == "dense":
-            if needs[0]:
-                gw_parts.append(g.t() @ v)
-            gv = g @ ws if needs[2 + j] else None
-        else:
-            b, m = v.shape
-            pos = tensors[p]
-            if needs[0]:
-                mono = v.index_select(1, torch.div(pos, m, rounding_mode="floor"))
-                gw_parts.append(g.t() @ (mono * v.index_select(1, pos % m)))
-            gv = None
-            if needs[2 + j]:
-                dk = g @ ws  # (B, C)
-                full = dk.new_zeros(b, m * m).index_copy(1, pos, dk).view(b, m, m)
-                gv = torch.matmul(full + full.transpose(1, 2), v.unsqueeze(2)).squeeze(2)
-        if gv is not None:
-            grads[j] = gv if grads[j] is None else grads[j] + gv
-    gw = torch.cat(gw_parts, dim=1) if needs[0] else None
-    return gw, grads
+class _Take(torch.autograd.Function):
+    """g[dest] with its adjoint (zeros elsewhere) as backward: the gradient of :class:`_Place`,
+    differentiable again (create_graph)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(g: Tensor, dest: Tensor, rows: int) -> Tensor:
+        return g.index_select(0, dest)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+        ctx.rows = inputs[2]
+
+    @staticmethod
+    def backward(ctx, gg: Tensor):
+        (dest,) = ctx.saved_tensors
+        return gg.new_zeros(ctx.rows, gg.shape[1]).index_copy(0, dest, gg), None, None
 
 
-def _width(m: int, a0: int, a1: int) -> int:
-    return sum(m - i for i in range(a0, a1))
+#: the first indices of a symmetric segment are cut into this many ranges by the blocked
+#: contraction (``sym-bilinear``, and symmetric blocks under ``lowrank-bilinear``): a range
+#: multiplies a suffix of the lower-degree monomials, so the flops are those of the unique
+#: monomials times about 1 + k/(2·SYM_BLOCKS) (degree 2: 9/16 of the ordered form at 8
+#: ranges, degree 3: about 1/5), at two kernels per range
+SYM_BLOCKS = 8
 
-
-#: numbers of one block of symmetric monomials formed at a time by ``sym-bilinear``
-SYM_BLOCK = 1 << 22
-
-#: smallest width for which the symmetric degree-2 block is contracted row by row
-#: (``sym-bilinear``); below it the unique monomials are gathered (fewer, larger kernels)
+#: smallest width for which symmetric segments are contracted blockwise (``sym-bilinear``
+#: for dense forms); below it the unique monomials are gathered (fewer, larger kernels)
 SYM_MIN_M = 24
 
 
@@ -441,14 +377,17 @@ class Contraction(nn.Module):
 
     def _build_tables(self) -> None:
         """Register every index table of the plan (non-persistent buffers)."""
+        self.sym_ranges: dict[int, tuple] = {}
         for i, (kind, _w, m, k, *_rest) in enumerate(self.segs):
             if kind == "sympower":
                 idx = monomial_indices(m, k)  # (C, k)
-                pos = torch.zeros(idx.shape[0], dtype=torch.long, device=idx.device)
-                for j in range(k):
-                    pos = pos * m + idx[:, j]
                 self.register_buffer(f"cols{i}", idx.t().contiguous(), persistent=False)
-                self.register_buffer(f"pos{i}", pos, persistent=False)
+                if k >= 2 and self.path in ("sym-bilinear", "lowrank-bilinear"):
+                    dest, src, low, ranges, rows = _sym_tables(m, k, SYM_BLOCKS)
+                    self.register_buffer(f"sym{i}_dest", dest, persistent=False)
+                    self.register_buffer(f"sym{i}_src", src, persistent=False)
+                    self.register_buffer(f"sym{i}_low", low, persistent=False)
+                    self.sym_ranges[i] = (ranges, rows)
         if isinstance(self.form, forms.Kronecker) and self.path == "kron-structured":
             q = self.form.q
             t = self.D // q
@@ -518,10 +457,13 @@ class Contraction(nn.Module):
             )
         if isinstance(form, forms.Dense):
             syms = [s for s in self.segs if s[0] == "sympower"]
-            if "power" not in kinds and syms and all(s[3] == 2 and s[2] >= SYM_MIN_M for s in syms):
+            if "power" not in kinds and syms and all(s[2] >= SYM_MIN_M for s in syms):
                 return "sym-bilinear", (
-                    "each row of the symmetric x⊗x triangle is a contiguous column range of ψ(w): "
-                    "m accumulating GEMMs, half the flops of the ordered form, no B×C block"
+                    "the unique monomials x_α·(tail) are contracted blockwise: for each of "
+                    f"{SYM_BLOCKS} ranges of the first index α, the lower-degree monomials "
+                    "(a suffix) times ψ(w)'s columns of the range, then x_α: about the flops "
+                    "of the unique monomials (half / a sixth of the ordered form at degree "
+                    "2 / 3), no B×C block, ψ(w) never expanded to the ordered layout"
                 )
             if "power" not in kinds:
                 return "materialised-κ", (
@@ -616,36 +558,6 @@ class Contraction(nn.Module):
             y = part if y is None else y + part
         return y
 
-    def _sym_left(self, inputs: list[Tensor], w_mat: Tensor) -> Tensor:
-        """κ(X) W̃ᵀ for dense and symmetric degree-2 segments, no monomial gathered."""
-        uniq: list[Tensor] = []  # one input per tensor (Taylor passes x for every segment)
-        where = []
-        for v in inputs:
-            idx = next((j for j, u in enumerate(uniq) if u is v), None)
-            if idx is None:
-                uniq.append(v)
-                idx = len(uniq) - 1
-            where.append(idx)
-        if torch._C._are_functorch_transforms_active():  # vmap/grad: plain autograd form
-            parts = [_sym_block(uniq[j], 0, uniq[j].shape[1], None) if s[0] == "sympower"
-                     else uniq[j] for s, j in zip(self.segs, where)]
-            return torch.cat(parts, dim=1) @ w_mat.t()
-        tabs = [getattr(self, f"pos{i}") for i, s in enumerate(self.segs) if s[0] == "sympower"]
-        segs, t = [], len(uniq)
-        for s, j in zip(self.segs, where):
-            segs.append((s[0], s[5], s[1], j, t if s[0] == "sympower" else -1))
-            t += s[0] == "sympower"
-        dev = w_mat.device.type
-        if torch.is_autocast_enabled(dev):
-            # autocast: the GEMMs' dtype for everything, then autocast off inside (its
-            # in-place GEMMs need one dtype); the casts are in the graph, so w's gradient
-            # comes back in w's dtype
-            dt = torch.get_autocast_dtype(dev)
-            w_mat, uniq = w_mat.to(dt), [u.to(dt) for u in uniq]
-            with torch.autocast(dev, enabled=False):
-                return _SymBilinear.apply(w_mat, tuple(segs), *uniq, *tabs)
-        return _SymBilinear.apply(w_mat, tuple(segs), *uniq, *tabs)
-
     def _right(self, inputs: list[Tensor], r_mat: Tensor) -> Tensor:
         """κ(X) R for a (D, c) matrix R without forming power blocks."""
         widths = [s[1] for s in self.segs]
@@ -657,11 +569,39 @@ class Contraction(nn.Module):
                 part = _power2_right(v, tilde, rs)
             elif kind == "power":
                 part = _power_right(v, self._lead(i, v), k, rs.contiguous())
-            elif kind == "sympower":
-                full = rs.new_zeros(m**k, rs.shape[1]).index_copy(0, getattr(self, f"pos{i}"), rs)
-                part = _power_right(v, v, k, full)
+            elif kind == "sympower" and k >= 2:
+                part = self._sym_right(i, v, rs)
             else:
                 part = v @ rs
+            y = part if y is None else y + part
+        return y
+
+    def _sym_right(self, i: int, v: Tensor, rs: Tensor) -> Tensor:
+        """Σ_j mono_j(x) rs[j, c] over the unique degree-k monomials of segment i: (B, c).
+
+        Monomial j is x_α · tail(x), tail a degree-(k-1) monomial (x itself for k = 2). rs's
+        rows are placed once into the blocked table T (:func:`_sym_tables`; one index_copy,
+        its backward one gather); per range [a0, a1) of α: U = tails[:, s:] @ T_range
+        (B, (a1-a0)·c), then Σ_α x_α U_α (one batched product). Plain differentiable ops."""
+        k = self.segs[i][3]
+        b = v.shape[0]
+        c = rs.shape[1]
+        ranges, rows = self.sym_ranges[i]
+        if k == 2:
+            tails = v
+        else:
+            low = getattr(self, f"sym{i}_low")
+            tails = v.index_select(1, low[0])
+            for j in range(1, k - 1):
+                tails = tails * v.index_select(1, low[j])
+        t = _Place.apply(rs, getattr(self, f"sym{i}_src"), getattr(self, f"sym{i}_dest"))
+        n_tails = tails.shape[1]
+        y = None
+        for a0, a1, s0, base in ranges:
+            h = a1 - a0
+            width = n_tails - s0
+            u = tails[:, s0:] @ t[base : base + width * h].view(width, h * c)
+            part = torch.bmm(v[:, a0:a1].unsqueeze(1), u.view(b, h, c)).view(b, c)
             y = part if y is None else y + part
         return y
 
@@ -780,7 +720,7 @@ class Contraction(nn.Module):
         if path == "dense-bilinear":
             return self._dense_left(inputs, rec.reconcile(wc, n, d))
         if path == "sym-bilinear":
-            return self._sym_left(inputs, rec.reconcile(wc, n, d))
+            return self._right(inputs, rec.reconcile(wc, n, d).t())
         if path == "lowrank-bilinear":
             fs = rec.form_factors(wc, n, d)
             return self._right(inputs, fs[form.right]) @ fs[form.left].t()

@@ -1,0 +1,113 @@
+"""Issue 21 item 5: symmetric Taylor contracted on its unique monomials (degree 2 and 3), for
+the dense form (``sym-bilinear``) and the low-rank form (``lowrank-bilinear``), against the
+materialised definition in float64: values, gradients, gradcheck and gradgradcheck."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rpnkit import RPNHead, contract
+from rpnkit.contract import materialised_product
+
+D64 = torch.float64
+
+
+def _head(m, d, rec, rp=None, n=3, channels=1, expansion="taylor"):
+    params = {"d": d, "symmetric": True}
+    if expansion == "extended":
+        params = {"expansions": ["chebyshev", {"name": "taylor", "d": d, "symmetric": True}]}
+    torch.manual_seed(0)
+    return RPNHead(m, n, expansion=expansion, expansion_params=params, reconciliation=rec,
+                   reconciliation_params=rp or {}, channels=channels).to(D64)
+
+
+def _check_against_definition(head, m, rows=5):
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(rows, m, generator=g, dtype=D64) * 2 - 1).requires_grad_()
+    y = head.expansion_product(x)
+    x0 = x.detach().clone().requires_grad_()
+    y0 = materialised_product(head, x0)
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(y.shape, generator=g, dtype=D64)
+    got = torch.autograd.grad(y, (x, head.w), gy)
+    want = torch.autograd.grad(y0, (x0, head.w), gy)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 24])  # one range, several, one first index each
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize(("rec", "rp", "path"), [("identity", None, "sym-bilinear"),
+                                                 ("lorr", {"r": 2}, "lowrank-bilinear")])
+def test_unique_monomial_paths_equal_the_definition(rec, rp, path, d, blocks, monkeypatch):
+    monkeypatch.setattr(contract, "SYM_BLOCKS", blocks)
+    m = contract.SYM_MIN_M
+    head = _head(m, d, rec, rp, channels=2)
+    assert head.contraction.path == path
+    _check_against_definition(head, m)
+
+
+def test_degree_four_and_a_segment_after_other_columns(monkeypatch):
+    monkeypatch.setattr(contract, "SYM_MIN_M", 2)
+    head = _head(5, 4, "identity")
+    assert head.contraction.path == "sym-bilinear"
+    _check_against_definition(head, 5)
+    # extended: Chebyshev columns first, the symmetric blocks at an offset
+    head = _head(6, 3, "lorr", {"r": 3}, expansion="extended")
+    assert head.contraction.path == "lowrank-bilinear"
+    _check_against_definition(head, 6)
+
+
+def test_the_table_holds_about_the_unique_monomials_not_the_ordered_layout():
+    m = 40
+    head = _head(m, 3, "lorr")
+    ranges, rows = head.contraction.sym_ranges[2]  # the degree-3 segment
+    unique = m * (m + 1) * (m + 2) // 6
+    assert len(ranges) == contract.SYM_BLOCKS
+    assert unique <= rows < 1.5 * unique  # ordered: m^3 = 64000 rows
+    assert rows < m**3 / 3
+    assert head.contraction.sym_ranges[1][1] < 0.6 * m * m  # degree 2: about m²/2
+
+
+@pytest.mark.parametrize(("rec", "rp"), [("identity", None), ("lorr", {"r": 2})])
+@pytest.mark.parametrize("d", [2, 3])
+def test_gradcheck_and_gradgradcheck(rec, rp, d, monkeypatch):
+    monkeypatch.setattr(contract, "SYM_MIN_M", 2)
+    monkeypatch.setattr(contract, "SYM_BLOCKS", 2)
+    head = _head(4, d, rec, rp, n=2)
+    assert head.contraction.path in ("sym-bilinear", "lowrank-bilinear")
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(3, 4, generator=g, dtype=D64) - 0.5).requires_grad_()
+    w = (torch.randn(1, head.l, generator=g, dtype=D64) * 0.5).requires_grad_()
+
+    def f(w, x):
+        return head.contraction(head.expansion.segment_inputs(x), w, head.reconciliation)
+
+    assert torch.autograd.gradcheck(f, (w, x))
+    assert torch.autograd.gradgradcheck(f, (w, x))
+
+
+def test_tables_are_rebuilt_after_to_empty():
+    head = _head(24, 3, "identity")
+    want = head.contraction.sym3_dest if hasattr(head.contraction, "sym3_dest") else None
+    dest = head.contraction.sym2_dest.clone()
+    src = head.contraction.sym2_src.clone()
+    head.contraction.to_empty(device="cpu")
+    head.contraction.reset_parameters()
+    assert torch.equal(head.contraction.sym2_dest, dest)
+    assert torch.equal(head.contraction.sym2_src, src)
+    assert want is None
+    _check_against_definition(head, 24)
+
+
+def test_vmap_over_weights_matches_the_loop():
+    head = _head(24, 2, "identity")
+    x = torch.rand(4, 24, dtype=D64)
+    ws = torch.randn(3, 1, head.l, dtype=D64)
+    ins = head.expansion.segment_inputs(x)
+
+    def f(w):
+        return head.contraction(ins, w, head.reconciliation)
+
+    torch.testing.assert_close(torch.func.vmap(f)(ws), torch.stack([f(w) for w in ws]))
