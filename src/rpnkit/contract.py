@@ -386,7 +386,8 @@ class Contraction(nn.Module):
                     dest, src, low, ranges, rows = _sym_tables(m, k, SYM_BLOCKS)
                     self.register_buffer(f"sym{i}_dest", dest, persistent=False)
                     self.register_buffer(f"sym{i}_src", src, persistent=False)
-                    self.register_buffer(f"sym{i}_low", low, persistent=False)
+                    if k > 2:  # (an empty table would share no storage: export refuses it)
+                        self.register_buffer(f"sym{i}_low", low, persistent=False)
                     self.sym_ranges[i] = (ranges, rows)
         if isinstance(self.form, forms.Kronecker) and self.path == "kron-structured":
             q = self.form.q
