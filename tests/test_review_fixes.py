@@ -208,7 +208,7 @@ def test_plan_is_the_stored_plan():
     head = RPNHead(5, 4, expansion="taylor", reconciliation="hm",
                    reconciliation_params={"p": 2, "q": 6})
     assert head.plan().splitlines()[0] == f"path: {head.contraction.path}"
-    assert {"k0_rows", "k0_win"} <= {n for n, _ in head.contraction.named_buffers()}
+    assert {"k0_rows", "k0_gslot"} <= {n for n, _ in head.contraction.named_buffers()}
     assert "k0_rows" not in head.state_dict()  # non-persistent: derived from the sizes
 
 

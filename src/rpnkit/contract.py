@@ -254,21 +254,90 @@ def _lag_pairs(m_lead: int, m: int, off: int, t: int, q: int):
     return rows, a_idx, slot.reshape(-1), uniq
 
 
+def _row_blocks(m_lead: int, m: int, off: int, t: int, q: int) -> tuple[tuple[int, int, int, int], ...]:
+    """The pairs of :func:`_lag_pairs` grouped by row of K: ``(row, α0, α1, start)`` per row
+    touched by the segment, rows consecutive. Row ``row`` takes α in [α0, α1); their windows
+    of R (lags ``start + j m``, j < α1 − α0) step by m, so they tile the rows
+    ``[start, start + (α1 − α0) m)`` of R (zero-padded where the range leaves [0, t)) and
+    are that block reshaped (α1 − α0, m·c): a view, no gather."""
+    rows, a_idx, _slot, _lags = _lag_pairs(m_lead, m, off, t, q)
+    out = []
+    for row in np.unique(rows):
+        alphas = a_idx[rows == row]
+        a0, a1 = int(alphas.min()), int(alphas.max()) + 1
+        if a1 - a0 != alphas.size:  # cannot happen: lo(α), hi(α) are monotone in α
+            raise AssertionError("row blocks of a power segment must be contiguous in α")
+        out.append((int(row), a0, a1, int(off + a0 * m - row * t)))
+    return tuple(out)
+
+
+def _pads(starts_ends: list[tuple[int, int]], t: int) -> tuple[int, int]:
+    """Zero rows needed before and after R (t rows) so that every [start, end) is inside."""
+    lo = min(s for s, _e in starts_ends)
+    hi = max(e for _s, e in starts_ends)
+    return max(0, -lo), max(0, hi - t)
+
+
 def fft_supported(dtype: torch.dtype) -> bool:
     """Whether the Kronecker correlation can run as an FFT in ``dtype`` (torch has no
     bfloat16 FFT, and half-precision FFTs only for power-of-two sizes on CUDA)."""
     return dtype in (torch.float32, torch.float64)
 
 
+#: Cost model of the Kronecker lag windows, in multiply-add equivalents: one number read or
+#: written in memory costs ``TRAFFIC_COST`` (a CPU core does several FMAs in the time one
+#: float streams from memory, gathers and scatters are worse: ``INDEX_COST`` per indexed
+#: number, index included) and every kernel launched ``KERNEL_COST`` (a few µs of dispatch
+#: and autograd bookkeeping, the small-head regime). Forward and backward are both counted.
+TRAFFIC_COST = 1
+INDEX_COST = 16
+KERNEL_COST = 100_000
+
+
+def window_costs(b: int, m: int, m_lead: int, t: int, c: int,
+                 blocks: tuple[tuple[int, int, int, int], ...], lags) -> dict[str, float]:
+    """Cost of one step (forward + backward) of a degree-2 Kronecker segment's lag windows
+    for a batch of ``b`` rows, per window method:
+
+    ``rows``: per row of K one GEMM of lead's α range with R's rows reshaped (views, the
+    windows tile R), one batched product with z; the backward adds each block's gradient
+    into R's (a full-size slice backward per row).
+    ``unfold``: the correlation at every lag of the arithmetic grid through the lags that
+    occur (step g = gcd of their gaps), windows as an ``unfold`` view copied once for the
+    GEMM, backward a fold; then the (B, pairs, c) values are gathered and added into rows.
+    """
+    lags = np.asarray(lags, dtype=np.int64)
+    n_pairs = sum(a1 - a0 for _r, a0, a1, _s in blocks)
+    n_rows = len(blocks)
+    t_pad = t + 2 * m
+    gemm = b * n_pairs * m * c + b * n_rows * m * c
+    rows = (3 * gemm + TRAFFIC_COST * (2 * t_pad * c + 4 * b * n_rows * m * c
+                                       + n_rows * t_pad * c + 2 * b * m_lead)
+            + KERNEL_COST * (3 * n_rows + 8))
+    g = int(np.gcd.reduce(np.diff(lags))) if lags.size > 1 else 1
+    grid = int((lags[-1] - lags[0]) // g + 1) if lags.size else 0
+    unfold = (3 * (b * m * grid * c + b * n_pairs * c)
+              + TRAFFIC_COST * (4 * grid * m * c + 2 * t_pad * c + 4 * b * grid * c)
+              + INDEX_COST * 4 * b * n_pairs * c + KERNEL_COST * 20)
+    return {"rows": float(rows), "unfold": float(unfold)}
+
+
 def use_fft(b: int, m: int, t: int, n_lags: int, c: int,
             force: bool | None = None) -> tuple[bool, int]:
     """(FFT cheaper than the direct GEMM?, FFT size) for one degree-2 Kronecker segment;
-    ``force`` True/False decides instead of the cost model."""
+    ``force`` True/False decides instead of the cost model. Both sides count multiply-adds
+    and the numbers they move (:data:`TRAFFIC_COST` each): the GEMM's ``n_lags`` windows
+    (copied once from R's strided view), the FFT's (B, c, size) spectra product. ``b``: the batch
+    the plan is made for (:attr:`Contraction.batch`)."""
     size = 1 << max(1, int(math.ceil(math.log2(m + t - 1))))
     if force is not None:
         return bool(force), size
-    direct = b * m * n_lags * c + n_lags * m * c
-    fft = 3 * (b * c + b + c) * size * math.log2(size) + b * c * size
+    # (the traffic of z and of the (B, n_lags, c) output, and the FFT's spectra, are left
+    # out: counting them flipped choices that measure right, e.g. m=64, q=64 and m=784,
+    # q=560 at B=64, where the FFT's per-kernel overheads dominate)
+    direct = b * m * n_lags * c + TRAFFIC_COST * n_lags * m * c
+    # rfft of R and of z, irfft (multiply-adds), and the (B, c) spectra product, written once
+    fft = 3 * (b * c + b + c) * size * math.log2(size) + TRAFFIC_COST * b * c * size
     return fft * 2 < direct, size
 
 
@@ -276,7 +345,9 @@ def plan_sizes(layout: list[Segment], form: forms.Form, n: int, batch: int) -> t
     """(numbers in the index tables, numbers a forward pass holds for ``batch`` rows) of the
     contraction of ``layout`` with ``form``, estimated before anything is built."""
     tables = sum((s.k + 1) * s.width for s in layout if s.kind == "sympower")
-    tables += sum(4 * s.m_lead + (s.m_lead + s.m) * s.m for s in layout if s.kind == "power")
+    # Kronecker lag pairs (rows, α, slot, grid slot; at most m_lead + m pairs) and lags: the
+    # windows themselves are views of R
+    tables += sum(5 * (s.m_lead + s.m) for s in layout if s.kind == "power")
     structured = any(s.kind == "power" for s in layout)
     if isinstance(form, forms.Fixed):
         act = sum(s.width for s in layout if s.kind == "dense") + n
@@ -340,6 +411,7 @@ class Contraction(nn.Module):
         channel_fusion: str = "sum",
         names: tuple[str, str] = ("κ", "ψ"),
         fft: bool | None = None,
+        batch: int | None = None,
     ) -> None:
         super().__init__()
         if fft is not None and not isinstance(fft, bool):
@@ -347,7 +419,15 @@ class Contraction(nn.Module):
                 f"fft must be None (choose by cost), True (FFT correlation) or False (direct "
                 f"GEMM), got {fft!r}"
             )
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int)
+                                  or batch < 1):
+            raise ConfigurationError(
+                f"batch must be None (plan for {NOMINAL_BATCH} rows) or a positive int (the "
+                f"batch size the plan's costs are counted at), got {batch!r}"
+            )
         self.fft = fft
+        #: rows per batch the cost model plans for (the Kronecker window / FFT choices)
+        self.batch = NOMINAL_BATCH if batch is None else int(batch)
         if sum(s.width for s in layout) != D:
             raise ValueError(
                 f"expansion layout covers {sum(s.width for s in layout)} columns, but D={D}"
@@ -396,10 +476,13 @@ class Contraction(nn.Module):
                 if kind != "power" or k != 2:
                     continue
                 rows, a_idx, slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
-                win = lags.reshape(-1, 1) + np.arange(m).reshape(1, -1)
-                win = np.where((win >= 0) & (win < t), win, t)  # t: the zero row
+                # the windows themselves are views of R (see _row_blocks / _unfold_windows):
+                # only the (row, α, lag) pairs are tables, and each pair's place on the
+                # arithmetic grid of lags (step g) that the unfold windows cover
+                g = int(np.gcd.reduce(np.diff(lags))) if lags.size > 1 else 1
+                gslot = (lags[slot] - lags[0]) // g
                 for name, arr in (("rows", rows), ("aidx", a_idx), ("slot", slot),
-                                  ("lags", lags), ("win", win)):
+                                  ("lags", lags), ("gslot", gslot)):
                     self.register_buffer(f"k{i}_{name}", _long(arr), persistent=False)
 
     def reset_parameters(self) -> None:
@@ -509,10 +592,23 @@ class Contraction(nn.Module):
             for i, (kind, _w, m, k, tilde, off, _label) in enumerate(self.segs):
                 if kind != "power" or k != 2:
                     continue
-                _rows, _a, _slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
-                wanted, size = use_fft(NOMINAL_BATCH, m, t, len(lags), c, self.fft)
+                m_lead = m + 1 if tilde else m
+                _rows, _a, _slot, lags = _lag_pairs(m_lead, m, off, t, q)
+                blocks = _row_blocks(m_lead, m, off, t, q)
+                costs = window_costs(self.batch, m, m_lead, t, c, blocks, lags)
+                windows = min(costs, key=costs.get)
+                wanted, size = use_fft(self.batch, m, t, len(lags), c, self.fft)
+                g = int(np.gcd.reduce(np.diff(lags))) if len(lags) > 1 else 1
+                grid = int((lags[-1] - lags[0]) // g + 1)
+                ends = ([(s0, s0 + (a1 - a0) * m) for _r, a0, a1, s0 in blocks]
+                        if windows == "rows" else [(int(lags[0]), int(lags[-1]) + m)])
                 info["segs"][i] = {"n_lags": len(lags), "fft_wanted": wanted, "fft": wanted,
-                                   "size": size, "m": m}
+                                   "size": size, "m": m, "windows": windows,
+                                   "blocks": blocks, "pad": _pads(ends, t),
+                                   "g": g, "grid": grid, "lag0": int(lags[0]),
+                                   # the strided windows the GEMM takes when FFT is planned
+                                   # but the dtype has none
+                                   "unfold_pad": _pads([(int(lags[0]), int(lags[-1]) + m)], t)}
             if len(self.segs) == 1 and 0 in info["segs"]:
                 kind, _w, m, k, tilde, off, _label = self.segs[0]
                 rows, a_idx, _slot, lags = _lag_pairs(m + 1 if tilde else m, m, off, t, q)
@@ -521,6 +617,9 @@ class Contraction(nn.Module):
                     and (rows == a_idx).all()
                 )
                 info["lag0"] = bool(info["rank_one"] and int(lags[0]) == 0 and t == m)
+                # the one window, rows [lag, lag + m) of R zero-padded: a slice, no gather
+                info["lag"] = int(lags[0])
+                info["lag_pad"] = _pads([(int(lags[0]), int(lags[0]) + m)], t)
         self.kron = info
         self._replan()
 
@@ -644,7 +743,9 @@ class Contraction(nn.Module):
         for i, v in enumerate(inputs):
             kind, width, m, _k, _tilde, off, _ = self.segs[i]
             seg = self.kron["segs"].get(i)
-            if seg is not None:
+            if seg is not None and seg["windows"] == "rows" and not seg["fft"]:
+                part = self._row_windows(i, v, r, seg)
+            elif seg is not None:
                 rows = getattr(self, f"k{i}_rows")
                 vals = self._lag_values(i, v, r, seg)
                 part = v.new_zeros(b, q, c).index_add(1, rows, vals)
@@ -656,10 +757,48 @@ class Contraction(nn.Module):
             h = part if h is None else h + part
         return h
 
+    @staticmethod
+    def _padded(r: Tensor, pad: tuple[int, int]) -> Tensor:
+        """R (t, c) with zero rows before/after, contiguous (the windows are its views)."""
+        return F.pad(r, (0, 0, pad[0], pad[1])) if pad[0] or pad[1] else r.contiguous()
+
+    def _row_windows(self, i: int, z: Tensor, r: Tensor, seg: dict) -> Tensor:
+        """(B, q, c): segment i's part of H = K R, row by row of K. Row ``row`` holds
+        lead_α z_β for α in [α0, α1); its windows of R step by m, so they are R's rows
+        [start, start + (α1 − α0) m) reshaped (α1 − α0, m·c) – a view. One GEMM with lead's α
+        range per row, then one batched product with z for all rows."""
+        b, m = z.shape
+        c = r.shape[1]
+        lead = self._lead(i, z)
+        pad0 = seg["pad"][0]
+        flat = self._padded(r, seg["pad"]).reshape(-1)
+        us = []
+        for _row, a0, a1, start in seg["blocks"]:
+            s0 = (start + pad0) * c
+            us.append(lead[:, a0:a1] @ flat[s0 : s0 + (a1 - a0) * m * c].view(a1 - a0, m * c))
+        n_rows = len(us)
+        u = us[0].view(b, m, c) if n_rows == 1 else torch.stack(
+            [x.view(b, m, c) for x in us], dim=2)  # (B, m, rows, c)
+        hr = torch.bmm(z.unsqueeze(1), u.reshape(b, m, n_rows * c)).view(b, n_rows, c)
+        row0 = seg["blocks"][0][0]
+        return F.pad(hr, (0, 0, row0, self.kron["q"] - row0 - n_rows))
+
+    def _unfold_windows(self, i: int, z: Tensor, r: Tensor, seg: dict) -> Tensor:
+        """(B, grid, c): corr(R, z_b) at every lag lag0 + j g of the arithmetic grid through
+        the lags that occur; the windows are ``unfold``'s strided view of R (backward: a
+        fold), copied once into the GEMM's operand."""
+        b, m = z.shape
+        c = r.shape[1]
+        pad = seg["unfold_pad"]
+        lo = seg["lag0"] + pad[0]
+        g, grid = seg["g"], seg["grid"]
+        rp = self._padded(r, pad)[lo : lo + (grid - 1) * g + m]
+        win = rp.unfold(0, m, g)  # (grid, c, m), a view
+        return (z @ win.permute(2, 0, 1).reshape(m, grid * c)).view(b, grid, c)
+
     def _lag_values(self, i: int, z: Tensor, r: Tensor, seg: dict) -> Tensor:
         """(B, P, c): lead_α(b) · corr(R, z_b)[lag] for every (row, α) pair of segment i."""
         b, m = z.shape
-        c = r.shape[1]
         lags = getattr(self, f"k{i}_lags")
         if seg["fft"] and b > 0:  # planned for the module's dtype (see _replan); MKL has no
             # empty transforms, so an empty batch takes the (equal) window GEMM
@@ -669,14 +808,14 @@ class Contraction(nn.Module):
             zf = torch.fft.rfft(z.flip(1), n=size, dim=-1)  # (B, F)
             corr = torch.fft.irfft(zf.unsqueeze(1) * rf.unsqueeze(0), n=size, dim=-1)
             cl = corr.index_select(2, lags + (m - 1)).transpose(1, 2)  # (B, n_lags, c)
+            slot = getattr(self, f"k{i}_slot")
         else:
-            rz = torch.cat([r, r.new_zeros(1, c)], dim=0)
-            win = rz[getattr(self, f"k{i}_win")]  # (L, m, c)
-            cl = (z @ win.permute(1, 0, 2).reshape(m, -1)).reshape(b, win.shape[0], c)
+            cl = self._unfold_windows(i, z, r, seg)  # (B, grid, c)
+            slot = getattr(self, f"k{i}_gslot")
         lead = self._lead(i, z).index_select(1, getattr(self, f"k{i}_aidx")).unsqueeze(2)
-        if seg["n_lags"] == 1:
+        if cl.shape[1] == 1:
             return lead * cl
-        return lead * cl.index_select(1, getattr(self, f"k{i}_slot"))
+        return lead * cl.index_select(1, slot)
 
     def _kron_right(self, fs: list[Tensor]) -> tuple[Tensor, Tensor | None]:
         """(R, post): B = F_b itself gives R = Bᵀ; B = S Tᵀ gives R = T, then post = Sᵀ."""
@@ -707,8 +846,8 @@ class Contraction(nn.Module):
             if self.kron["lag0"]:
                 v = z @ r_mat
             else:
-                rz = torch.cat([r_mat, r_mat.new_zeros(1, r_mat.shape[1])], dim=0)
-                v = z @ rz[self.k0_win[0]]
+                lo = self.kron["lag"] + self.kron["lag_pad"][0]
+                v = z @ self._padded(r_mat, self.kron["lag_pad"])[lo : lo + z.shape[1]]
             g = self._kron_left(u.unsqueeze(2), fs) * v.unsqueeze(1)  # (B, p, c)
         else:
             g = self._kron_left(self._kron_h(inputs, r_mat), fs)
@@ -802,13 +941,20 @@ class Contraction(nn.Module):
                     how = ("aligned: K = x̃ xᵀ is rank one per sample, y = vec((A x̃)(R x)ᵀ), "
                            "no q×t block formed")
                 else:
+                    rows = len(seg["blocks"])
+                    if seg["windows"] == "rows":
+                        gemm = (f"{rows} row block(s) of R reshaped (the windows step by m "
+                                f"and tile R: views, no gather), one GEMM per row")
+                    else:
+                        gemm = (f"{seg['grid']} strided windows of R (unfold, step "
+                                f"{seg['g']}; backward a fold), one GEMM")
                     if seg["fft"]:
                         via = f"one FFT correlation (size {seg['size']})"
                     elif seg["fft_wanted"]:
-                        via = (f"one GEMM (an FFT would be chosen, but there is no "
+                        via = (f"{gemm} (an FFT would be chosen, but there is no "
                                f"{str(self.dtype).removeprefix('torch.')} FFT)")
                     else:
-                        via = "one GEMM"
+                        via = gemm
                     how = f"rows straddle the blocks: {seg['n_lags']} correlation lags via {via}"
                 lines.append(f"  {label} at offset {off} with q={self.kron['q']}, "
                              f"t={self.kron['t']}: {how}")
