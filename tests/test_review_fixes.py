@@ -216,10 +216,12 @@ def test_index_tables_follow_to():
     head = RPNHead(4, 3, expansion={"name": "taylor", "d": 3, "symmetric": True},
                    reconciliation="lorr")
     bufs = dict(head.named_buffers())
-    assert "contraction.pos1" in bufs
+    assert "contraction.sym1_dest" in bufs
     assert "expansion.monomials_2" in bufs
     head.to(torch.float64)
-    assert bufs["contraction.pos1"].dtype == torch.long  # index tables stay integer
+    after = dict(head.named_buffers())
+    for name in ("contraction.sym1_dest", "contraction.sym2_src", "contraction.sym2_low"):
+        assert after[name].dtype == torch.long  # index tables stay integer
 
 
 @pytest.mark.parametrize(("rec", "rp"), [("lorr", {}), ("hm", {"p": 2, "q": 6}),
