@@ -296,8 +296,8 @@ def main() -> None:
     old = RESULTS / "small_models.md"
     if args.no_compile and old.exists() and "## compile" in old.read_text():
         kept = old.read_text().split("## compile", 1)[1].split("\n## ", 1)[0].rstrip()
-        lines += ["", "## compile" + kept.split("\n", 1)[0]
-                  + " – kept from the previous run (this run: --no-compile)",
+        suffix = " – kept from the previous run (this run: --no-compile)"
+        lines += ["", "## compile" + kept.split("\n", 1)[0].replace(suffix, "") + suffix,
                   kept.split("\n", 1)[1].rstrip()]
     if args.note:
         lines += ["", args.note]

@@ -246,6 +246,11 @@ class RPNHead(nn.Module):
             self.fused = FusedHeadProduct.plan_for(
                 self.expansion, psi.form, psi.factor_shapes, self.m, self.n, self.D,
                 self.channels)
+            if self.has_remainder:  # an input-side linear remainder (KAN's base) folds in
+                from .fused_remainder import FusedBaseProduct
+
+                self.fused = FusedBaseProduct.wrap(self.fused, self.remainder)
+        self.fused_folds_remainder = bool(getattr(self.fused, "folds_remainder", False))
         # A(X)⟨X, W⟩ = ⟨A(X) X, W⟩: with ξ on the left and a linear κ (as declared) the head
         # multiplies A after the product, n columns wide instead of m
         self.reorder = bool(
@@ -385,11 +390,13 @@ class RPNHead(nn.Module):
             return self._forward_xi(x)
         x, lead = model_input(x, self.m, self.w.dtype, "RPNHead")
         fused = self.fused
+        add_remainder = self.has_remainder
         if fused is not None and fused.available(x):
             y = fused.run(x, self.w, self.bias, self._planned)
+            add_remainder = add_remainder and not self.fused_folds_remainder
         else:
             y = self._planned(x, self.w, self.bias)
-        if self.has_remainder:  # π = 0 adds nothing: no zero block, no add (and its backward)
+        if add_remainder:  # π = 0 adds nothing: no zero block, no add (and its backward)
             y = y + self.remainder(x)
         if len(self.output):
             y = apply_list(self.output, y)

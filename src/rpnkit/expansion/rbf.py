@@ -399,9 +399,10 @@ class BSpline(Expansion):
         (B, m·(t+d)).
 
         On knot interval j (u = (x − k₀)/h, j = ⌊u⌋, f = u − j) only the d+1 bases j−d … j
-        are non-zero; their values are fixed polynomials of f (:mod:`._spline`): d products,
-        one (B·m, d+1)×(d+1, d+1) product and one scatter, and a backward that touches only
-        those d+1 entries per feature. Continuous at the knots for d >= 1, so it equals the
+        are non-zero; their values are fixed polynomials of f (:mod:`._spline`): per local
+        index k a (B, m) column gather from a small table, Horner's rule with scalar
+        coefficients and one scatter, and a backward that touches only those d+1 entries
+        per feature. Continuous at the knots for d >= 1, so it equals the
         recursion there too. A NaN or ±inf feature gives NaN in its block (the recursion gives
         NaN in all of its bases), so every product with it is NaN, as with the recursion.
         Knots that are not uniform (:meth:`refresh`) give :meth:`expand`.

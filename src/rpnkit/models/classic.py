@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..errors import ConfigurationError
 from ..head import RPNHead
@@ -115,6 +115,14 @@ class KANBaseRemainder(LinearRemainder):
         from ..structure import elementwise_chain
 
         return self.activation is None or elementwise_chain([self.activation])
+
+    def fused_input_activation(self) -> str | None:
+        """``"silu"`` / ``"identity"`` when a tiny head's fused product may compute this
+        branch in its own autograd node (:mod:`rpnkit.fused_remainder`): the activation is
+        exactly ``nn.SiLU`` or absent; None otherwise (the head adds :meth:`forward`)."""
+        if self.activation is None:
+            return "identity"
+        return "silu" if type(self.activation) is nn.SiLU else None
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)

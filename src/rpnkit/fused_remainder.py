@@ -1,0 +1,167 @@
+"""The fused small-head product with a KAN base branch folded in (issue 21 item 2).
+
+A KAN head is ``κ(x) Wᵀ + act(x) W'ᵀ`` (:class:`~rpnkit.models.classic.KANBaseRemainder`:
+the remainder's activation acts on the input). For a tiny head the base branch as its own
+module costs as much as the spline part (activation, product and add forward; their three
+autograd nodes backward). :class:`FusedBaseProduct` wraps the head's
+:class:`~rpnkit.contract.FusedHeadProduct` and computes both terms in one autograd node:
+κ written by the expansion's fused part into one (B, D + 1) buffer, ``y = K Wᵀ + b`` and
+``y += act(x) W'ᵀ`` by two GEMMs; backward: the weight gradients by two GEMMs, dL/dK by one,
+dL/dx by the part's analytic rule plus ``act'(x) ⊙ (g W')``.
+
+The remainder takes part when it declares :meth:`fused_input_activation` (``"silu"`` or
+``"identity"``; None: not foldable) and has no hooks of its own. Where the fused product does
+not run (compile, export, ``torch.func``, autocast, non-uniform knots) the head adds the
+remainder module's output as before; under ``create_graph`` the backward differentiates the
+planned path plus the remainder module, so double backward is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.modules import module as _torch_module
+
+from .contract import FusedHeadProduct
+
+__all__ = ["FusedBaseProduct"]
+
+_ACTIVATIONS = ("silu", "identity")
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether the remainder (not its activation, checked by type) has module hooks, or
+    global module hooks are registered: the fused node would skip them."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or _global_hooks())
+
+
+def _global_hooks() -> bool:
+    _m = _torch_module
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks
+                or _m._global_backward_hooks or _m._global_backward_pre_hooks)
+
+
+class _FusedHeadBase(torch.autograd.Function):
+    """``κ(x) ψ(w)ᵀ + b + act(x) W'ᵀ [+ b']`` in one node (see the module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, w2: Tensor,
+                b2: Tensor | None, plan: FusedBaseProduct, plain) -> Tensor:
+        n, d, r = plan.n, plan.D, plan.rank
+        need_x = ctx.needs_input_grad[0]
+        k = x.new_zeros(x.shape[0], d + 1)
+        state = plan.part.fill(x, k, need_x)
+        kd = k[:, :d]
+        wf = w.view(-1)
+        if r:
+            u = kd @ wf[n * r :].view(d, r)
+            lt = wf[: n * r].view(n, r).t()
+            y = u @ lt if bias is None else torch.addmm(bias, u, lt)
+        else:
+            u = None
+            wt = wf.view(n, d).t()
+            y = kd @ wt if bias is None else torch.addmm(bias, kd, wt)
+        s = F.silu(x) if plan.activation == "silu" else x
+        y.addmm_(s, w2.t())
+        if b2 is not None:
+            y.add_(b2)
+        ctx.save_for_backward(x, w, bias, k, u, s, w2, b2)
+        ctx.state, ctx.plan, ctx.plain = state, plan, plain
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, w, bias, k, u, s, w2, b2 = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:5]
+        need_x, need_w, need_b, need_w2, need_b2 = needs
+        if torch.is_grad_enabled():  # create_graph: planned path + remainder, differentiable
+            ins = [t for t, need in zip((x, w, bias, w2, b2), needs) if need]
+            got = iter(torch.autograd.grad(ctx.plain(x, w, bias, w2, b2), ins, g,
+                                           create_graph=True, allow_unused=True))
+            return (*(next(got) if need else None for need in needs), None, None)
+        plan = ctx.plan
+        n, d, r = plan.n, plan.D, plan.rank
+        kd = k[:, :d]
+        wf = w.view(-1)
+        gx = gw = gb = gk = None
+        if need_x:  # column d discards: bases that do not exist get nothing
+            gk = g.new_zeros(x.shape[0], d + 1)
+        if r:
+            gu = g @ wf[: n * r].view(n, r)
+            if need_w:
+                gw = torch.empty_like(wf)
+                torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
+                torch.mm(kd.t(), gu, out=gw[n * r :].view(d, r))
+                gw = gw.view_as(w)
+            if need_x:
+                torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
+        else:
+            if need_w:
+                gw = (g.t() @ kd).view_as(w)
+            if need_x:
+                torch.mm(g, wf.view(n, d), out=gk[:, :d])
+        if need_b:
+            gb = g.sum(0)
+        gw2 = g.t() @ s if need_w2 else None
+        gb2 = g.sum(0) if need_b2 else None
+        if need_x:
+            gs = g @ w2
+            if plan.activation == "silu":
+                gs = torch.ops.aten.silu_backward(gs, x)
+            gx = plan.part.grad(ctx.state, gk, k, x) + gs
+        return gx, gw, gb, gw2, gb2, None, None
+
+
+class FusedBaseProduct(FusedHeadProduct):
+    """A :class:`~rpnkit.contract.FusedHeadProduct` that also computes the head's input-side
+    linear remainder ``act(x) W'ᵀ [+ b']`` (:meth:`wrap`). The remainder stays the head's
+    module (its parameters, state dict and closed form are unchanged); this product only
+    reads its ``weight`` and ``bias`` on every call."""
+
+    folds_remainder = True
+
+    def __init__(self, fused: FusedHeadProduct, remainder: nn.Module, activation: str) -> None:
+        super().__init__(fused.part, fused.n, fused.D, fused.rank)
+        self.rem = (remainder,)  # not a submodule: the head owns the remainder
+        self.activation = activation
+        self._act_type = nn.SiLU if activation == "silu" else type(None)
+
+    @staticmethod
+    def wrap(fused: FusedHeadProduct | None, remainder: nn.Module) -> FusedHeadProduct | None:
+        """``fused`` with ``remainder`` folded in where the remainder declares it
+        (``fused_input_activation()`` in :data:`_ACTIVATIONS`); else ``fused`` unchanged."""
+        declare = getattr(remainder, "fused_input_activation", None)
+        act = declare() if fused is not None and declare is not None else None
+        if act not in _ACTIVATIONS:
+            return fused
+        return FusedBaseProduct(fused, remainder, act)
+
+    def available(self, x: Tensor) -> bool:
+        # cheap per-call checks (dictionary reads): the activation is still the one planned
+        # and nobody hooked the remainder (its hooks would not run here)
+        rem = self.rem[0]
+        return (super().available(x) and type(rem._modules.get("activation")) is self._act_type
+                and not _has_hooks(rem))
+
+    def run(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        rem = self.rem[0]
+
+        act = self.activation
+
+        def whole(x, w, bias, w2, b2):  # the planned path + the remainder, differentiable
+            y = plain(x, w, bias) + (F.silu(x) if act == "silu" else x) @ w2.t()
+            return y if b2 is None else y + b2
+
+        return _FusedHeadBase.apply(x, w, bias, rem.weight, rem.bias, self, whole)
+
+    def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        return self.run(x, w, bias, plain)
+
+    def describe(self) -> str:
+        return (super().describe() + f"; remainder {self.activation}(x) W'ᵀ folded into the "
+                "same node")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", remainder={self.activation}"
