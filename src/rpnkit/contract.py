@@ -1082,7 +1082,8 @@ class FusedHeadProduct(nn.Module):
         self.part.reset_parameters()
 
     def available(self, x: Tensor) -> bool:
-        return not (traced() or autocast_off(x)) and self.part.available()
+        # TorchScript's tracer cannot record a custom Function: it traces the planned path
+        return not (traced() or torch.jit.is_tracing() or autocast_off(x)) and self.part.available()
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
         return _FusedHead.apply(x, w, bias, self, plain)
