@@ -67,7 +67,10 @@ def test_the_table_holds_about_the_unique_monomials_not_the_ordered_layout():
     assert len(ranges) == contract.SYM_BLOCKS
     assert unique <= rows < 1.5 * unique  # ordered: m^3 = 64000 rows
     assert rows < m**3 / 3
-    assert head.contraction.sym_ranges[1][1] < 0.6 * m * m  # degree 2: about m²/2
+    assert 1 not in head.contraction.sym_ranges  # degree 2 under lorr: the ordered scatter
+    assert head.contraction.pos1.shape == (m * (m + 1) // 2,)
+    ident = _head(m, 2, "identity")
+    assert ident.contraction.sym_ranges[1][1] < 0.6 * m * m  # degree 2, dense form: about m²/2
 
 
 @pytest.mark.parametrize(("rec", "rp"), [("identity", None), ("lorr", {"r": 2})])

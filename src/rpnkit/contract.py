@@ -22,7 +22,8 @@ Paths (``head.plan()`` names one):
     GEMM, then one reduction per further index) instead of being formed.
 ``lowrank-bilinear``
     W = L Rᵀ: ``(κ R) Lᵀ`` with ``κ R`` contracted blockwise as bilinear forms (symmetric
-    blocks on their unique monomials, as in ``sym-bilinear``).
+    degree-2 blocks place R's rows into the ordered layout, one index_copy, as R is narrow;
+    higher degrees on their unique monomials, as in ``sym-bilinear``).
 ``kron-structured``
     W = A ⊗ B: ``y = vec(A K Bᵀ)`` with K = κ reshaped q×t; ``H = K R`` is accumulated
     segment by segment, degree-2 blocks through the correlation lags that occur (GEMM with
@@ -458,11 +459,18 @@ class Contraction(nn.Module):
     def _build_tables(self) -> None:
         """Register every index table of the plan (non-persistent buffers)."""
         self.sym_ranges: dict[int, tuple] = {}
+        self.sym_scatter: set[int] = set()
         for i, (kind, _w, m, k, *_rest) in enumerate(self.segs):
             if kind == "sympower":
                 idx = monomial_indices(m, k)  # (C, k)
                 self.register_buffer(f"cols{i}", idx.t().contiguous(), persistent=False)
-                if k >= 2 and self.path in ("sym-bilinear", "lowrank-bilinear"):
+                if k == 2 and self.path == "lowrank-bilinear":
+                    # a narrow R (low rank): placing its rows into the ordered m² layout (one
+                    # index_copy) and one ordered degree-2 product beats the blockwise sum
+                    # (measured: 2x at m=64, r=2; benchmarks/results/structured_sym_cpu.md)
+                    self.register_buffer(f"pos{i}", idx[:, 0] * m + idx[:, 1], persistent=False)
+                    self.sym_scatter.add(i)
+                elif k >= 2 and self.path in ("sym-bilinear", "lowrank-bilinear"):
                     dest, src, low, ranges, rows = _sym_tables(m, k, SYM_BLOCKS)
                     self.register_buffer(f"sym{i}_dest", dest, persistent=False)
                     self.register_buffer(f"sym{i}_src", src, persistent=False)
@@ -669,6 +677,9 @@ class Contraction(nn.Module):
                 part = _power2_right(v, tilde, rs)
             elif kind == "power":
                 part = _power_right(v, self._lead(i, v), k, rs.contiguous())
+            elif kind == "sympower" and i in self.sym_scatter:
+                full = rs.new_zeros(m * m, rs.shape[1]).index_copy(0, getattr(self, f"pos{i}"), rs)
+                part = _power_right(v, v, 2, full)
             elif kind == "sympower" and k >= 2:
                 part = self._sym_right(i, v, rs)
             else:
