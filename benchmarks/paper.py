@@ -181,7 +181,7 @@ def run_functions_paper(kinds: list[str], args) -> None:
                 os.close(os.open(queue / f"{i:03d}", os.O_CREAT | os.O_EXCL))
             except FileExistsError:
                 continue
-        PP.run_group(kind, grp, name, PP.PROTOCOL["seeds"], log=log)
+        PP.run_group(kind, grp, name, PP.SEEDS_OF.get(name, PP.PROTOCOL["seeds"]), log=log)
 
 
 # ----------------------------------------------------------------------------- tabular
