@@ -521,14 +521,16 @@ def render(store: dict, md_path: Path, args_protocol: str = "paper") -> None:
     if paper_protocol:
         runs = sorted(PP_RUNS.glob("*/*.json"))
         wall = cpu = 0.0
+        missing_cpu = False
         for f in runs:  # only runs of the current protocol (load_runs drops the others)
             for rec in PP.load_runs(f.parent.name, f.stem).get("models", {}).values():
                 wall += sum(r.get("seconds", 0.0) for r in rec.get("seeds", {}).values())
                 cpu += sum(r.get("cpu_seconds", 0.0) for r in rec.get("seeds", {}).values())
+                missing_cpu |= any("cpu_seconds" not in r for r in rec.get("seeds", {}).values())
         last = max(f.stat().st_mtime for f in runs)
         L.append(f"Function sections: {wall / 3600:.1f} hours of single-thread training wall time (sum of "
                  "the cached per-run times, on a machine shared with other work"
-                 + (f"; {cpu / 3600:.1f} CPU hours where recorded" if cpu else "")
+                 + (f"; {cpu / 3600:.1f} CPU hours" if cpu and not missing_cpu else "")
                  + f"), last run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(last))}, on "
                  f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; command: "
                  "`python benchmarks/paper.py --only elementary,composite,feynman --protocol paper "
