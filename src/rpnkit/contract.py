@@ -1035,32 +1035,39 @@ class _FusedHead(torch.autograd.Function):
             return (*(next(got) if need else None for need in (need_x, need_w, need_b)),
                     None, None)
         plan = ctx.plan
-        n, d, r = plan.n, plan.D, plan.rank
-        b = x.shape[0]
-        kd = k[:, :d]
-        wf = w.view(-1)
-        gx = gw = gb = gk = None
-        if need_x:  # column d discards: bases that do not exist get nothing
-            gk = g.new_zeros(b, d + 1)
-        if r:
-            gu = g @ wf[: n * r].view(n, r)
-            if need_w:
-                gw = torch.empty_like(wf)
-                torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
-                torch.mm(kd.t(), gu, out=gw[n * r :].view(d, r))
-                gw = gw.view_as(w)
-            if need_x:
-                torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
-        else:
-            if need_w:
-                gw = (g.t() @ kd).view_as(w)
-            if need_x:
-                torch.mm(g, wf.view(n, d), out=gk[:, :d])
-        if need_b:
-            gb = g.sum(0)
-        if need_x:
-            gx = plan.part.grad(ctx.state, gk, k, x)
+        gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
+        gx = plan.part.grad(ctx.state, gk, k, x) if need_x else None
         return gx, gw, gb, None, None
+
+
+def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, need_x: bool,
+                     need_w: bool, need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The fused product's gradients for the output gradient ``g``: with respect to the
+    buffer K (``gk``, its last column discarded: bases that do not exist get nothing), the
+    flat weight (``gw``: w's factors as views, written by two GEMMs) and the bias."""
+    n, d, r = plan.n, plan.D, plan.rank
+    kd = k[:, :d]
+    wf = w.view(-1)
+    gw = gb = gk = None
+    if need_x:
+        gk = g.new_zeros(k.shape[0], d + 1)
+    if r:
+        gu = g @ wf[: n * r].view(n, r)
+        if need_w:
+            gw = torch.empty_like(wf)
+            torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
+            torch.mm(kd.t(), gu, out=gw[n * r :].view(d, r))
+            gw = gw.view_as(w)
+        if need_x:
+            torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
+    else:
+        if need_w:
+            gw = (g.t() @ kd).view_as(w)
+        if need_x:
+            torch.mm(g, wf.view(n, d), out=gk[:, :d])
+    if need_b:
+        gb = g.sum(0)
+    return gk, gw, gb
 
 
 class FusedHeadProduct(nn.Module):

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules import module as _torch_module
 
-from .contract import FusedHeadProduct
+from .contract import FusedHeadProduct, fused_head_grads
 
 __all__ = ["FusedBaseProduct"]
 
@@ -82,30 +82,10 @@ class _FusedHeadBase(torch.autograd.Function):
                                            create_graph=True, allow_unused=True))
             return (*(next(got) if need else None for need in needs), None, None)
         plan = ctx.plan
-        n, d, r = plan.n, plan.D, plan.rank
-        kd = k[:, :d]
-        wf = w.view(-1)
-        gx = gw = gb = gk = None
-        if need_x:  # column d discards: bases that do not exist get nothing
-            gk = g.new_zeros(x.shape[0], d + 1)
-        if r:
-            gu = g @ wf[: n * r].view(n, r)
-            if need_w:
-                gw = torch.empty_like(wf)
-                torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
-                torch.mm(kd.t(), gu, out=gw[n * r :].view(d, r))
-                gw = gw.view_as(w)
-            if need_x:
-                torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
-        else:
-            if need_w:
-                gw = (g.t() @ kd).view_as(w)
-            if need_x:
-                torch.mm(g, wf.view(n, d), out=gk[:, :d])
-        if need_b:
-            gb = g.sum(0)
+        gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
         gw2 = g.t() @ s if need_w2 else None
         gb2 = g.sum(0) if need_b2 else None
+        gx = None
         if need_x:
             gs = g @ w2
             if plan.activation == "silu":
