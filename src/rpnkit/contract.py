@@ -1007,19 +1007,7 @@ class _FusedHead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, plan: FusedHeadProduct,
                 plain) -> Tensor:
-        n, d, r = plan.n, plan.D, plan.rank
-        k = x.new_zeros(x.shape[0], d + 1)
-        state = plan.part.fill(x, k, ctx.needs_input_grad[0])
-        kd = k[:, :d]
-        wf = w.view(-1)
-        if r:
-            u = kd @ wf[n * r :].view(d, r)
-            lt = wf[: n * r].view(n, r).t()
-            y = u @ lt if bias is None else torch.addmm(bias, u, lt)
-        else:
-            u = None
-            wt = wf.view(n, d).t()
-            y = kd @ wt if bias is None else torch.addmm(bias, kd, wt)
+        y, k, u, state = fused_head_forward(plan, x, w, bias, ctx.needs_input_grad[0])
         ctx.save_for_backward(x, w, bias, k, u)
         ctx.state, ctx.plan, ctx.plain = state, plan, plain
         return y
@@ -1038,6 +1026,25 @@ class _FusedHead(torch.autograd.Function):
         gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
         gx = plan.part.grad(ctx.state, gk, k, x) if need_x else None
         return gx, gw, gb, None, None
+
+
+def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: bool):
+    """κ(x) ψ(w)ᵀ + b with κ written by the plan's fused part into one (B, D + 1) buffer K;
+    returns (y, K, U = K R for a low-rank form else None, the part's saved state)."""
+    n, d, r = plan.n, plan.D, plan.rank
+    k = x.new_zeros(x.shape[0], d + 1)
+    state = plan.part.fill(x, k, need_x)
+    kd = k[:, :d]
+    wf = w.view(-1)
+    if r:
+        u = kd @ wf[n * r :].view(d, r)
+        lt = wf[: n * r].view(n, r).t()
+        y = u @ lt if bias is None else torch.addmm(bias, u, lt)
+    else:
+        u = None
+        wt = wf.view(n, d).t()
+        y = kd @ wt if bias is None else torch.addmm(bias, kd, wt)
+    return y, k, u, state
 
 
 def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, need_x: bool,

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules import module as _torch_module
 
-from .contract import FusedHeadProduct, fused_head_grads
+from .contract import FusedHeadProduct, fused_head_forward, fused_head_grads
 
 __all__ = ["FusedBaseProduct"]
 
@@ -49,20 +49,7 @@ class _FusedHeadBase(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, w2: Tensor,
                 b2: Tensor | None, plan: FusedBaseProduct, plain) -> Tensor:
-        n, d, r = plan.n, plan.D, plan.rank
-        need_x = ctx.needs_input_grad[0]
-        k = x.new_zeros(x.shape[0], d + 1)
-        state = plan.part.fill(x, k, need_x)
-        kd = k[:, :d]
-        wf = w.view(-1)
-        if r:
-            u = kd @ wf[n * r :].view(d, r)
-            lt = wf[: n * r].view(n, r).t()
-            y = u @ lt if bias is None else torch.addmm(bias, u, lt)
-        else:
-            u = None
-            wt = wf.view(n, d).t()
-            y = kd @ wt if bias is None else torch.addmm(bias, kd, wt)
+        y, k, u, state = fused_head_forward(plan, x, w, bias, ctx.needs_input_grad[0])
         s = F.silu(x) if plan.activation == "silu" else x
         y.addmm_(s, w2.t())
         if b2 is not None:
