@@ -148,8 +148,12 @@ def test_fused_not_used_under_autocast_and_functorch():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not head.fused.available(x)
     seen = []
+    # one vmap has a batched rule (rpnkit.fused_stacked); grad and nested vmaps do not
     torch.func.vmap(lambda r: seen.append(head.fused.available(r[None])) or r, in_dims=0)(x)
-    assert seen == [False]
+    torch.func.vmap(torch.func.vmap(lambda r: seen.append(head.fused.available(r[None, None]))
+                                    or r))(x[None])
+    torch.func.grad(lambda r: seen.append(head.fused.available(r[None])) or r.sum())(x[0])
+    assert seen == [True, False, False]
 
 
 def test_plan_for_refuses_other_forms():

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
 from .errors import ConfigurationError
-from .expansion._spline import autocast_off, traced
+from .expansion._spline import autocast_off, functorch_active
 from .expansion.layout import Segment, monomial_indices
 from .reconciliation import forms
 
@@ -1028,32 +1028,53 @@ class _FusedHead(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
-def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: bool):
-    """κ(x) ψ(w)ᵀ + b with κ written by the plan's fused part into one (B, D + 1) buffer K;
-    returns (y, K, U = K R for a low-rank form else None, the part's saved state)."""
+def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: bool,
+                       seeds: int = 0):
+    """κ(x) ψ(w)ᵀ + b with κ written by the plan's fused part into one (N, D + 1) buffer K;
+    returns (y, K, U = K R for a low-rank form else None, the part's saved state).
+
+    ``seeds = S > 0``: S stacked copies (:mod:`rpnkit.fused_stacked`, batched seeds): w (S, ...),
+    bias (S, n), and x either one (B, m) input shared by every copy (κ filled once, the GEMMs
+    broadcast) or (S, B, m) (κ filled for all S·B rows at once, batched GEMMs); y (S, B, n)."""
     n, d, r = plan.n, plan.D, plan.rank
-    k = x.new_zeros(x.shape[0], d + 1)
-    state = plan.part.fill(x, k, need_x)
-    kd = k[:, :d]
-    wf = w.view(-1)
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    k = x2.new_zeros(x2.shape[0], d + 1)
+    state = plan.part.fill(x2, k, need_x)
+    kd = k[:, :d] if x.dim() == 2 else k[:, :d].view(*x.shape[:2], d)
+    lead = (seeds,) if seeds else ()
+    wf = w.view(*lead, -1)
     if r:
-        u = kd @ wf[n * r :].view(d, r)
-        lt = wf[: n * r].view(n, r).t()
-        y = u @ lt if bias is None else torch.addmm(bias, u, lt)
+        u = kd @ wf[..., n * r :].view(*lead, d, r)
+        lt = wf[..., : n * r].view(*lead, n, r).mT
     else:
         u = None
-        wt = wf.view(n, d).t()
-        y = kd @ wt if bias is None else torch.addmm(bias, kd, wt)
+        lt = wf.view(*lead, n, d).mT
+    a = kd if u is None else u
+    if bias is None:
+        y = a @ lt
+    elif seeds:
+        y = torch.baddbmm(bias.unsqueeze(1), a.expand(seeds, *a.shape[-2:]), lt)
+    else:
+        y = torch.addmm(bias, a, lt)
     return y, k, u, state
 
 
 def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, need_x: bool,
-                     need_w: bool, need_b: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+                     need_w: bool, need_b: bool, seeds: int = 0,
+                     shared: bool = False) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """The fused product's gradients for the output gradient ``g``: with respect to the
     buffer K (``gk``, its last column discarded: bases that do not exist get nothing), the
-    flat weight (``gw``: w's factors as views, written by two GEMMs) and the bias."""
+    flat weight (``gw``: w's factors as views, written by two GEMMs) and the bias.
+    ``seeds``/``shared`` as in :func:`fused_head_forward` (a shared K's gradient is summed
+    over the copies)."""
     n, d, r = plan.n, plan.D, plan.rank
     kd = k[:, :d]
+    if seeds:
+        if not shared:
+            kd = kd.view(seeds, -1, d)
+        gk, gw, gb = _stacked_grads(n, d, r, g, k, kd, u, w.view(seeds, -1), need_x, need_w,
+                                    need_b, shared)
+        return gk, None if gw is None else gw.view_as(w), gb
     wf = w.view(-1)
     gw = gb = gk = None
     if need_x:
@@ -1075,6 +1096,26 @@ def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, ne
     if need_b:
         gb = g.sum(0)
     return gk, gw, gb
+
+
+def _stacked_grads(n: int, d: int, r: int, g: Tensor, k: Tensor, kd: Tensor, u: Tensor | None,
+                   wf: Tensor, need_x: bool, need_w: bool, need_b: bool, shared: bool):
+    """:func:`fused_head_grads` for S stacked copies: g (S, B, n), wf (S, |w|), kd (B, D)
+    shared or (S, B, D)."""
+    gw = gk = None
+    if r:
+        gu = g @ wf[:, : n * r].view(-1, n, r)
+        if need_w:
+            gw = torch.cat([(g.mT @ u).flatten(1), (kd.mT @ gu).flatten(1)], 1)
+        gkd = gu @ wf[:, n * r :].view(-1, d, r).mT if need_x else None
+    else:
+        if need_w:
+            gw = (g.mT @ kd).flatten(1)
+        gkd = g @ wf.view(-1, n, d) if need_x else None
+    if need_x:
+        gk = g.new_zeros(k.shape[0], d + 1)
+        gk[:, :d] = gkd.sum(0) if shared else gkd.reshape(-1, d)
+    return gk, gw, g.sum(1) if need_b else None
 
 
 class FusedHeadProduct(nn.Module):
@@ -1107,20 +1148,40 @@ class FusedHeadProduct(nn.Module):
         self.part.reset_parameters()
 
     def available(self, x: Tensor) -> bool:
-        # TorchScript's tracer cannot record a custom Function: it traces the planned path
-        return not (traced() or torch.jit.is_tracing() or autocast_off(x)) and self.part.available()
+        # TorchScript's tracer cannot record a custom Function: it traces the planned path;
+        # of the torch.func transforms only a single vmap has a rule (rpnkit.fused_stacked)
+        if (torch.compiler.is_compiling() or torch.jit.is_tracing() or autocast_off(x)
+                or not self.part.available()):
+            return False
+        if functorch_active():
+            from .fused_stacked import vmap_ready
+
+            return vmap_ready(self.part.tensors())
+        return True
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
-        return _FusedHead.apply(x, w, bias, self, plain)
+        return self.run(x, w, bias, plain)
 
     def run(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
         """:meth:`forward` without ``nn.Module.__call__`` (the head's hot path)."""
+        if functorch_active():  # a single vmap (available): its batched rule
+            from .fused_stacked import FusedVmap
+
+            return FusedVmap.apply(x, w, bias, None, None, self,
+                                   lambda x, w, b, w2, b2: plain(x, w, b))
         return _FusedHead.apply(x, w, bias, self, plain)
+
+    def run_stacked(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        """S stacked copies at once (:func:`rpnkit.fused_stacked.run_stacked`): w and bias
+        (S, ...), x (B, m) shared or (S, B, m); output (S, B, n)."""
+        from .fused_stacked import run_stacked
+
+        return run_stacked(self, x, w, bias, None, None, lambda x, w, b, w2, b2: plain(x, w, b))
 
     def describe(self) -> str:
         how = f"(K R) Lᵀ, rank {self.rank}" if self.rank else "K Wᵀ"
         return (f"fused: κ written into one B×{self.D} buffer K, {how}, one analytic backward "
-                f"(eager; compile/export/func/autocast take the path above)")
+                f"(eager and under one vmap; compile/export/grad/autocast take the path above)")
 
     def extra_repr(self) -> str:
         return f"D={self.D}, rank={self.rank}"

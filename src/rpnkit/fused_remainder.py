@@ -24,6 +24,7 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules import module as _torch_module
 
 from .contract import FusedHeadProduct, fused_head_forward, fused_head_grads
+from .expansion._spline import functorch_active
 
 __all__ = ["FusedBaseProduct"]
 
@@ -112,19 +113,32 @@ class FusedBaseProduct(FusedHeadProduct):
         return (super().available(x) and type(rem._modules.get("activation")) is self._act_type
                 and not _has_hooks(rem))
 
-    def run(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
-        rem = self.rem[0]
-
+    def _whole(self, plain):
         act = self.activation
 
         def whole(x, w, bias, w2, b2):  # the planned path + the remainder, differentiable
             y = plain(x, w, bias) + (F.silu(x) if act == "silu" else x) @ w2.t()
             return y if b2 is None else y + b2
 
+        return whole
+
+    def run(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        rem = self.rem[0]
+        whole = self._whole(plain)
+        if functorch_active():  # a single vmap (available): its batched rule
+            from .fused_stacked import FusedVmap
+
+            return FusedVmap.apply(x, w, bias, rem.weight, rem.bias, self, whole)
         return _FusedHeadBase.apply(x, w, bias, rem.weight, rem.bias, self, whole)
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
         return self.run(x, w, bias, plain)
+
+    def run_stacked(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
+        from .fused_stacked import run_stacked
+
+        rem = self.rem[0]
+        return run_stacked(self, x, w, bias, rem.weight, rem.bias, self._whole(plain))
 
     def describe(self) -> str:
         return (super().describe() + f"; remainder {self.activation}(x) W'ᵀ folded into the "

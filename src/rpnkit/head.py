@@ -402,6 +402,23 @@ class RPNHead(nn.Module):
             y = apply_list(self.output, y)
         return y if len(lead) == 1 else _restore(y, lead)
 
+    def forward_stacked(self, x: Tensor) -> Tensor:
+        """S stacked copies of this head at once (batched seeds): its parameters hold (S, ...)
+        tensors (swapped in by the caller), x is (B, m) shared by the copies or (S, B, m);
+        output (S, B, n). Only the fused product runs so (:mod:`rpnkit.fused_stacked`); any
+        other head raises :class:`~rpnkit.fused_stacked.NotStackable`."""
+        from .fused_stacked import NotStackable
+
+        fused = self.fused
+        if (self.xi is not None or fused is None or x.dim() not in (2, 3)
+                or x.shape[-1] != self.m or not fused.available(x)
+                or (self.has_remainder and not self.fused_folds_remainder)):
+            raise NotStackable("RPNHead: no fused product for stacked copies")
+        if x.dtype != self.w.dtype:
+            x = x.to(self.w.dtype)
+        y = fused.run_stacked(x, self.w, self.bias, self._planned)
+        return apply_list(self.output, y) if len(self.output) else y
+
     def _forward_xi(self, x: Tensor) -> Tensor:
         """``fuse_c ⟨κ(ξ(X)), ψ(w^c)⟩ + b + π(X)``: input keeps its layout ``(*, sites, m)``,
         so ξ sees the tokens or nodes along dimension -2."""

@@ -189,6 +189,15 @@ class RPNLayer(nn.Module):
         x, lead = model_input(x, self.m, self.dtype, "RPNLayer")
         return _restore(apply_list(self.output, self.fuse([h(x) for h in self.heads])), lead)
 
+    def forward_stacked(self, x: Tensor) -> Tensor:
+        """S stacked copies of the layer (see :meth:`RPNHead.forward_stacked`): heads fused
+        by sum, mean or concatenation, no ξ and no parametrised fusion."""
+        from .fused_stacked import NotStackable
+
+        if self.interdependent or self.fuser is not None or self.fusion_linear is not None:
+            raise NotStackable("RPNLayer: interdependence or a parametrised fusion")
+        return apply_list(self.output, self.fuse([h.forward_stacked(x) for h in self.heads]))
+
     def fuse(self, outs: list[Tensor]) -> Tensor:
         """fuse_h of the heads' outputs (along the last dimension)."""
         if self.fuser is not None:

@@ -93,6 +93,20 @@ class RPN(nn.Module):
             x = layer(x)
         return x if self.structured else _restore(x, lead)
 
+    def forward_stacked(self, x: Tensor) -> Tensor:
+        """S stacked copies of the model at once, without ``torch.func`` (batched seeds,
+        :mod:`rpnkit.training.seeds`): every parameter holds its S copies stacked along a
+        new first dimension (swapped in by the caller), x is (B, m) shared by the copies or
+        (S, B, m); output (S, B, n). Raises :class:`~rpnkit.fused_stacked.NotStackable`
+        unless every head runs its fused product."""
+        from .fused_stacked import NotStackable
+
+        if self.structured or type(self).forward is not RPN.forward:
+            raise NotStackable("RPN: interdependent layers or a custom forward")
+        for layer in self.layers:
+            x = layer.forward_stacked(x)
+        return x
+
     def reset_parameters(self) -> None:
         """Re-initialise every layer."""
         for layer in self.layers:

@@ -19,6 +19,9 @@ those absolute columns. It implements
   (gK is (B, D + 1) with a zero discard column).
 * :meth:`FusedPart.available` ``() -> bool``: whether the part can run now (e.g. a B-spline's
   knots are still uniform); read on every call, so state changed in place is followed.
+* :meth:`FusedPart.tensors` ``() -> list``: every tensor it reads (under ``torch.func.vmap``
+  the batched rule of :mod:`rpnkit.fused_stacked` needs them unbatched). ``fill`` and ``grad``
+  must treat rows independently: the batched rule fills S·B rows at once.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class FusedPart(nn.Module):
     def available(self) -> bool:
         return True
 
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the part reads (its own and those of modules it reads from): under
+        ``vmap`` the batched rule runs only while none of them is batched."""
+        return [*self.buffers(), *self.parameters()]
+
     def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
         raise NotImplementedError
 
@@ -97,6 +105,9 @@ class ConcatPart(FusedPart):
 
     def available(self) -> bool:
         return all(p.available() for p in self.parts)
+
+    def tensors(self) -> list[Tensor]:
+        return [t for p in self.parts for t in p.tensors()]
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
         return [p.fill(x, out, need_grad) for p in self.parts]

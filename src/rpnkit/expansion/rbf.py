@@ -439,6 +439,9 @@ class _BSplinePart(FusedPart):
     def available(self) -> bool:
         return self.exp[0].uniform
 
+    def tensors(self) -> list[Tensor]:
+        return [*super().tensors(), *self.exp[0].buffers(), *self.exp[0].parameters()]
+
     def fill(self, x: Tensor, out: Tensor, need_grad: bool):
         tabs, own = self.exp[0]._buffers, self._buffers  # (no nn.Module.__getattr__ per read)
         return fused_spline_fill(x, tabs["knots"], tabs["spline_coef"], tabs["spline_dcoef"],

@@ -250,9 +250,45 @@ class _Stack:
         base_sd = self.base.state_dict()
         self._shared = {k: base_sd[k] for k in self.keys
                         if k not in self.params and k not in self.buffers}
+        # the native stacked forward (no torch.func): decided on the first call, by checking
+        # it against the vmapped model on that batch (None: not checked yet)
+        self.native: bool | None = None if (
+            hasattr(self.base, "forward_stacked") and not self.buffers and not self._tied) \
+            else False
+        self._slots = []
+        for name in self.params:
+            owner, _, attr = name.rpartition(".")
+            self._slots.append((self.base.get_submodule(owner), attr, name))
 
-    def forward(self, x: Tensor, shared: bool) -> Tensor:
-        """Outputs ``(S, B, ...)`` for inputs ``(S, B, ...)`` or, ``shared``, one ``(B, ...)``."""
+    def _forward_native(self, x: Tensor) -> Tensor:
+        """``base.forward_stacked`` with the stacked parameters swapped into the shell."""
+        saved = [(mod, attr, mod._parameters[attr]) for mod, attr, _ in self._slots]
+        try:
+            for mod, attr, name in self._slots:
+                mod._parameters[attr] = self.params[name]
+            return self.base.forward_stacked(x)
+        finally:
+            for mod, attr, p in saved:
+                mod._parameters[attr] = p
+
+    def _check_native(self, x: Tensor, shared: bool) -> bool:
+        """Whether the native stacked forward runs this model and agrees with the vmapped
+        one on this batch (every copy, to rounding); else vmap is kept for the run."""
+        from ..fused_stacked import NotStackable
+
+        try:
+            with torch.no_grad():
+                got = self._forward_native(x)
+                want = self._forward_vmap(x, shared)
+        except NotStackable:
+            return False
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return False
+        tol = 1e-10 if want.dtype == torch.float64 else 1e-4
+        scale = want.abs().amax().clamp_min(1.0)
+        return bool(((got - want).abs() <= tol * scale).all())
+
+    def _forward_vmap(self, x: Tensor, shared: bool) -> Tensor:
         fwd = self._fwd.get(shared)
         if fwd is None:
             from torch.func import functional_call, vmap
@@ -264,6 +300,19 @@ class _Stack:
 
             fwd = self._fwd[shared] = vmap(one, in_dims=(0, 0, None if shared else 0))
         return fwd(self.params, self.buffers, x)
+
+    def forward(self, x: Tensor, shared: bool) -> Tensor:
+        """Outputs ``(S, B, ...)`` for inputs ``(S, B, ...)`` or, ``shared``, one ``(B, ...)``."""
+        if self.native is None:
+            self.native = self._check_native(x, shared)
+        if self.native:
+            from ..fused_stacked import NotStackable
+
+            try:
+                return self._forward_native(x)
+            except NotStackable:  # a head left its fused product (e.g. knots moved)
+                self.native = False
+        return self._forward_vmap(x, shared)
 
     def state(self, k: int) -> dict[str, Tensor]:
         """Copy ``k``'s state dict (detached clones)."""
