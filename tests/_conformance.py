@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 import rpnkit
+from rpnkit.models.classic import KANBaseRemainder
 
 CATALOG = rpnkit.list_components()
 D64 = torch.float64
@@ -125,7 +126,8 @@ class Sample:
         D = kappa.calculate_D(self.m)  # noqa: N806
         rp = recon_params(self.rec, D, self.n) if self.rp is None else self.rp
         torch.manual_seed(0)
-        opts = {**self.options, **kw}
+        # a class among the options (a remainder) is instantiated per build
+        opts = {k: v() if isinstance(v, type) else v for k, v in {**self.options, **kw}.items()}
         head = rpnkit.RPNHead(self.m, self.n, expansion=kappa, reconciliation=self.rec,
                               reconciliation_params=rp, channels=self.channels,
                               seed=0, dtype=dtype, device=device, **opts)
@@ -152,6 +154,8 @@ class Sample:
 def path_of(head: rpnkit.RPNHead) -> str:
     """A head's planned path for the coverage table (kron-structured split by method, local
     B-spline bases counted separately)."""
+    if head.fused is not None:
+        return "fused"
     c = head.contraction
     path = c.path
     if path == "kron-structured":
@@ -184,6 +188,15 @@ def samples() -> list[Sample]:
             out.append(Sample("taylor", r, 8, rp=rp, tag=f"rank1-p{p}"))
         rp = {"p": 2, "q": 8} if r in ("hm", "duplicated_padding") else {"p": 2, "q": 8, "r": 1}
         out.append(Sample("taylor", r, 8, rp=rp, tag="q=m"))
+    # one channel, a few inputs: the fused small-head product (one node, issue 21), also with
+    # KAN's base branch folded in
+    for e in ("bspline", "taylor", "extended"):
+        for r in ("identity", "lorr"):
+            for m in (2, 5):
+                out.append(Sample(e, r, m, channels=1, options={"bias": m == 2}, tag="fused"))
+    for m in (2, 5):
+        out.append(Sample("bspline", "identity", m, channels=1,
+                          options={"remainder": KANBaseRemainder}, tag="fused-kan"))
     return out
 
 

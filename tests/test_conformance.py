@@ -31,7 +31,7 @@ PER_PATH = 2
 #: paths every conformant head must reach (kron-structured by method; local B-spline bases)
 REQUIRED = ("dense-bilinear", "sym-bilinear", "lowrank-bilinear", "kron-structured/gemm",
             "kron-structured/fft", "kron-structured/rank-one", "rowsum", "eye-prefix", "zero",
-            "materialised-κ", "local-spline")
+            "materialised-κ", "local-spline", "fused")
 
 
 def _paths():
@@ -224,3 +224,32 @@ def test_compile_fullgraph(s):
         assert rel(compiled(x), head(x)) < 1e-10
     finally:
         torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("s", matrix())
+def test_vmap_over_stacked_copies(s):
+    """Batched seeds (rpnkit.training.seeds): two copies of the head stacked and run under
+    ``torch.func.vmap(functional_call)`` equal the two heads run alone, values and gradients
+    (fused small heads take their batched vmap rule, every other path vmaps op by op)."""
+    heads = [s.build(), s.build()]
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(11)
+        for p in heads[1].parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    params, buffers = torch.func.stack_module_state(heads)
+    params = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in params.items()}
+    x = torch.stack([s.inputs(b=5), s.inputs(b=5) * 0.5])
+    base = copy.deepcopy(heads[0])
+    y = torch.func.vmap(lambda p, b, xx: torch.func.functional_call(base, (p, b), (xx,)))(
+        params, buffers, x)
+    ref = torch.stack([h(xx) for h, xx in zip(heads, x)])
+    assert rel(y, ref) < 1e-10
+    r = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=y.dtype)
+    names = [k for k, v in params.items() if v.requires_grad]
+    if not names:
+        return
+    got = torch.autograd.grad((y * r).sum(), [params[k] for k in names])
+    want = torch.autograd.grad((ref * r).sum(), [dict(h.named_parameters())[k] for h in heads
+                                                 for k in names])
+    for i, k in enumerate(names):
+        assert rel(got[i], torch.stack([want[i], want[len(names) + i]])) < 1e-9, k

@@ -153,7 +153,8 @@ class _TaylorPart(FusedPart):
         out[:, s[0] : s[1]].copy_(x)
         for k in range(2, self.d + 1):
             prev = out[:, s[k - 2] : s[k - 1]]
-            torch.mul(prev.unsqueeze(2), x.unsqueeze(1), out=out[:, s[k - 1] : s[k]].view(b, -1, m))
+            torch.mul(prev.unsqueeze(2), x.unsqueeze(1),
+                      out=out[:, s[k - 1] : s[k]].view(b, m ** (k - 1), m))
         return None
 
     def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
@@ -167,11 +168,12 @@ class _TaylorPart(FusedPart):
         gx = None
         gp = gk[:, s[self.d - 1] : s[self.d]]
         for k in range(self.d, 1, -1):
-            g = gp.reshape(b, -1, m)  # (B, m^{k-1}, m)
+            g = gp.reshape(b, m ** (k - 1), m)  # (B, m^{k-1}, m); also for B = 0
             prev = out[:, s[k - 2] : s[k - 1]]
             part = torch.bmm(prev.unsqueeze(1), g).view(b, m)
             gx = part if gx is None else gx + part
-            gp = torch.baddbmm(gk[:, s[k - 2] : s[k - 1]].unsqueeze(2), g, xc).view(b, -1)
+            gp = torch.baddbmm(gk[:, s[k - 2] : s[k - 1]].unsqueeze(2), g, xc).view(
+                b, m ** (k - 1))
         return gp if gx is None else gx + gp
 
 
