@@ -151,3 +151,49 @@ def test_fft_choice_unchanged_where_it_was_right():
     assert st.use_fft(64, 784, 785, 1568, 5)[0]
     assert not st.use_fft(64, 784, 784, 1, 5)[0]
     assert build(64, 64, "hm").contraction.kron_method == "gemm"
+
+
+@pytest.mark.parametrize("kernel_cost", [0, 10**9])
+@pytest.mark.parametrize(("m", "q"), [(6, 2), (6, 3), (4, 10), (6, 42)])
+def test_fused_row_node_with_and_without_padding(monkeypatch, kernel_cost, m, q):
+    """The ``rows`` windows run as one autograd node (_RowWindows): R unpadded with the
+    windows that hang over its ends as separate products (cheap kernels), or R zero-padded
+    (dear kernels); both equal the definition, first and second derivatives included."""
+    monkeypatch.setattr(st, "KERNEL_COST", kernel_cost)
+    head = build(m, q, "dual_lphm", fft=False)
+    c = head.contraction
+    for seg in c.kron["segs"].values():
+        seg["windows"] = "rows"
+        pad, blocks = seg["rowplan"]
+        edges = sum(len(e) for *_x, e in blocks)
+        assert (pad == (0, 0)) == (kernel_cost == 0)
+        assert (edges > 0) == (kernel_cost == 0)
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(5, m, generator=g, dtype=D64) - 0.5).requires_grad_()
+    w = head.w.detach().clone().requires_grad_()
+    y, ref = planned(head, x, w), definition(head, x, w)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(y.shape, generator=g, dtype=D64)
+    for a, b in zip(torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    fn = lambda x, w: planned(head, x, w)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w))
+    assert torch.autograd.gradgradcheck(fn, (x, w))
+
+
+def test_fused_row_node_in_eager_plain_form_under_torch_func():
+    """Eager runs one _RowWindows node per segment; torch.func (vmap / grad) takes the plain
+    differentiable form, with the same values and gradients."""
+    head = build(6, 2, "dual_lphm", fft=False)
+    assert methods(head) == ("gemm", ["rows"])
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 6, generator=g, dtype=D64) - 0.5
+    w = head.w.detach().clone().requires_grad_()
+    h = head.contraction._kron_h(head.expansion.segment_inputs(x),
+                                 head.reconciliation.form_factors(w[0], 4, head.D)[3])
+    assert type(h.grad_fn).__name__ == "_RowWindowsBackward"
+    loss = lambda w: planned(head, x, w).square().sum()  # noqa: E731
+    want = torch.autograd.grad(loss(w), w)[0]
+    torch.testing.assert_close(torch.func.grad(loss)(w), want, rtol=1e-12, atol=1e-12)
+    ys = torch.func.vmap(lambda xi: planned(head, xi[None], w))(x)
+    torch.testing.assert_close(ys[:, 0], planned(head, x, w), rtol=1e-12, atol=1e-12)
