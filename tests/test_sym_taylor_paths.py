@@ -67,10 +67,12 @@ def test_the_table_holds_about_the_unique_monomials_not_the_ordered_layout():
     assert len(ranges) == contract.SYM_BLOCKS
     assert unique <= rows < 1.5 * unique  # ordered: m^3 = 64000 rows
     assert rows < m**3 / 3
-    assert 1 not in head.contraction.sym_ranges  # degree 2 under lorr: the ordered scatter
-    assert head.contraction.pos1.shape == (m * (m + 1) // 2,)
-    ident = _head(m, 2, "identity")
-    assert ident.contraction.sym_ranges[1][1] < 0.6 * m * m  # degree 2, dense form: about m²/2
+    assert 1 not in head.contraction.sym_ranges  # degree 2: the quadratic fold
+    ranges, numbers, lo = head.contraction.sym_quad[1]
+    assert lo == 0  # the degree-1 block x is folded in as a constant slot
+    # one range: an (m + 1)×m table per column of R (upper triangle + degree 1, rest zero)
+    assert len(ranges) == 1
+    assert numbers == head.contraction._cols() * (m + 1) * m
 
 
 @pytest.mark.parametrize(("rec", "rp"), [("identity", None), ("lorr", {"r": 2})])
@@ -114,3 +116,101 @@ def test_vmap_over_weights_matches_the_loop():
         return head.contraction(ins, w, head.reconciliation)
 
     torch.testing.assert_close(torch.func.vmap(f)(ws), torch.stack([f(w) for w in ws]))
+
+
+# ------------------------------------------------------------------ degree 2: quadratic fold
+@pytest.mark.parametrize("ranges", [1, 2, 3, None])  # None: chosen by quad_ranges' cost
+@pytest.mark.parametrize(("m", "n", "bias", "channels"), [(24, 3, False, 1), (30, 5, True, 2),
+                                                         (41, 1, True, 1)])
+@pytest.mark.parametrize(("rec", "rp", "path"), [("identity", None, "sym-bilinear"),
+                                                 ("lorr", {"r": 2}, "lowrank-bilinear"),
+                                                 ("lorr", {"r": 4}, "lowrank-bilinear")])
+def test_quadratic_fold_equals_the_definition(rec, rp, path, m, n, bias, channels, ranges,
+                                              monkeypatch):
+    monkeypatch.setattr(contract, "SYM_QUAD_RANGES", ranges)
+    torch.manual_seed(0)
+    head = RPNHead(m, n, expansion="taylor", expansion_params={"d": 2, "symmetric": True},
+                   reconciliation=rec, reconciliation_params=rp or {}, channels=channels,
+                   bias=bias).to(D64)
+    c = head.contraction
+    assert c.path == path
+    assert 1 in c.sym_quad
+    assert c.sym_quad[1][2] == 0
+    if ranges is not None:
+        assert len(c.sym_quad[1][0]) == ranges
+    assert "quadratic-fold with x as a constant slot" in head.plan()
+    _check_against_definition(head, m)
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(4, m, generator=g, dtype=D64) * 2 - 1
+    torch.testing.assert_close(head(x), materialised_product(head, x) + (head.bias if bias else 0),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_quadratic_fold_tables_hold_each_weight_once():
+    m, c = 7, 3
+    for ranges, one in ((1, True), (3, True), (2, False)):
+        dest, src, spans, size = contract._quad_tables(m, ranges, one, c)
+        rows = (m if one else 0) + m * (m + 1) // 2
+        assert dest.shape == (c * rows,)
+        assert src.shape == (size,)
+        assert torch.equal(src[dest], torch.arange(c * rows))  # every entry placed once
+        assert int((src < c * rows).sum()) == c * rows  # the rest of T is zero
+        assert len(spans) == ranges
+
+
+@pytest.mark.parametrize(("rec", "rp"), [("identity", None), ("lorr", {"r": 2})])
+@pytest.mark.parametrize("ranges", [1, 2])
+def test_quadratic_fold_gradcheck_and_gradgradcheck(rec, rp, ranges, monkeypatch):
+    monkeypatch.setattr(contract, "SYM_MIN_M", 2)
+    monkeypatch.setattr(contract, "SYM_QUAD_RANGES", ranges)
+    head = _head(5, 2, rec, rp, n=2)
+    assert len(head.contraction.sym_quad[1][0]) == ranges
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(3, 5, generator=g, dtype=D64) - 0.5).requires_grad_()
+    w = (torch.randn(1, head.l, generator=g, dtype=D64) * 0.5).requires_grad_()
+
+    def f(w, x):
+        return head.contraction(head.expansion.segment_inputs(x), w, head.reconciliation)
+
+    assert torch.autograd.gradcheck(f, (w, x))
+    assert torch.autograd.gradgradcheck(f, (w, x))
+
+
+def test_quadratic_fold_with_a_different_degree_one_input():
+    """The degree-1 slot takes the quadratic segment's input; a dense segment fed another
+    tensor (not Taylor's own x) is corrected by (v - x) R_1."""
+    head = _head(24, 2, "lorr", {"r": 2})
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(3, 24, generator=g, dtype=D64)
+    v = torch.rand(3, 24, generator=g, dtype=D64)
+    w = head.w
+    got = head.contraction([v, x], w, head.reconciliation)
+    i, j = torch.triu_indices(24, 24)
+    kx = torch.cat([v, x[:, i] * x[:, j]], dim=1)
+    want = kx @ head.reconciliation.reconcile(w[0], head.n, head.D).t()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("rec", "rp"), [("identity", None), ("lorr", {"r": 2})])
+def test_quadratic_fold_under_bf16_autocast(rec, rp):
+    torch.manual_seed(0)
+    head = RPNHead(32, 4, expansion="taylor", expansion_params={"d": 2, "symmetric": True},
+                   reconciliation=rec, reconciliation_params=rp or {})
+    assert head.contraction.sym_quad
+    x = torch.rand(8, 32) * 2 - 1
+    want = materialised_product(head.double(), x.double()).float()
+    head.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = head.expansion_product(x)
+    torch.testing.assert_close(got.float(), want, rtol=5e-2, atol=5e-2 * want.abs().max().item())
+
+
+def test_quadratic_fold_tables_follow_to_empty_and_dtype():
+    head = _head(24, 2, "identity")
+    dest, src = head.contraction.quad1_dest.clone(), head.contraction.quad1_src.clone()
+    head.contraction.to_empty(device="cpu")
+    head.contraction.reset_parameters()
+    assert torch.equal(head.contraction.quad1_dest, dest)
+    assert torch.equal(head.contraction.quad1_src, src)
+    assert "quad1_src" not in head.state_dict()  # non-persistent buffers
+    _check_against_definition(head, 24)

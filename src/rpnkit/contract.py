@@ -22,8 +22,8 @@ Paths (``head.plan()`` names one):
     GEMM, then one reduction per further index) instead of being formed.
 ``lowrank-bilinear``
     W = L Rᵀ: ``(κ R) Lᵀ`` with ``κ R`` contracted blockwise as bilinear forms (symmetric
-    degree-2 blocks place R's rows into the ordered layout, one index_copy, as R is narrow;
-    higher degrees on their unique monomials, as in ``sym-bilinear``).
+    degree-2 blocks by ``quadratic-fold``, higher degrees on their unique monomials, as in
+    ``sym-bilinear``).
 ``kron-structured``
     W = A ⊗ B: ``y = vec(A K Bᵀ)`` with K = κ reshaped q×t; ``H = K R`` is accumulated
     segment by segment, degree-2 blocks through the correlation lags that occur (GEMM with
@@ -36,6 +36,11 @@ Paths (``head.plan()`` names one):
     then x_α in one batched product: about the unique monomials' flops (half / a sixth of
     the ordered form at degree 2 / 3), no B×C block, W never copied to the ordered layout,
     plain differentiable ops (double backward, vmap, compile, autocast as they come).
+    Degree-2 blocks (here and under ``lowrank-bilinear``) take ``quadratic-fold``: the
+    block times A (C_2×c) is x^T U_c x with U_c upper-triangular, so A's entries are
+    gathered once into the U_c (weight side, c·m²/2 numbers, a dense degree-1 segment
+    before folded in as a constant slot) and x U_cᵀ x is one GEMM and one reduction per
+    range of the first index (:func:`quad_ranges`); no B×m² block.
 ``rowsum`` / ``eye-prefix`` / ``zero``
     closed forms of the fixed matrices (rowsum of x^{⊗k} is (Σx)^k).
 ``materialised-κ``
@@ -134,8 +139,61 @@ def _sym_tables(m: int, k: int, blocks: int):
     return _long(dest), _long(src), _long(low_t), tuple(ranges), base
 
 
+def _quad_tables(m: int, ranges: int, one: bool, c: int):
+    """Tables of the folded degree-2 contraction (``quadratic-fold``, :meth:`Contraction._quad`).
+
+    The degree-2 block contracted with a (C_2, c) matrix A is Σ_{i<=j} x_i x_j A[(i, j)]:
+    per column of A, a quadratic form with an upper-triangular m×m matrix. The first index
+    i is cut into ``ranges`` ranges [a0, a1); range a gets a block (c, slots, m - a0) of a
+    flat table T, at ``base``: slot ``o + i - a0`` holds A[(i, j)] at position j - a0 (zero
+    where j < i); with ``one``, range 0 has a leading slot 0 holding the degree-1 rows (the
+    dense segment before, x_j times a constant 1), ``o`` = 1. R (rows: those degree-1 rows
+    when ``one``, then the C_2 degree-2 rows) is read as Rᵀ flattened, entry (col, row) at
+    col·rows + row; ``src`` is, for each entry of T, its entry of Rᵀ (c·rows for a zero),
+    ``dest`` the inverse (each entry of Rᵀ appears once in T). Returns (dest, src, ranges,
+    numbers in T), ``ranges`` tuples (a0, a1, o, base)."""
+    with torch.device("cpu"):
+        idx = monomial_indices(m, 2).numpy()
+    lead = m if one else 0
+    n_r = lead + idx.shape[0]
+    h = -(-m // max(1, min(int(ranges), m)))
+    out, blocks, base = [], [], 0
+    for a0 in range(0, m, h):
+        a1 = min(m, a0 + h)
+        o = 1 if (one and a0 == 0) else 0
+        slots, width = a1 - a0 + o, m - a0
+        blk = np.full((slots, width), -1, dtype=np.int64)  # R row of (slot, j - a0)
+        if o:
+            blk[0] = np.arange(m)
+        mine = np.nonzero((idx[:, 0] >= a0) & (idx[:, 0] < a1))[0]
+        blk[o + idx[mine, 0] - a0, idx[mine, 1] - a0] = lead + mine
+        cols = np.arange(c)[:, None, None] * n_r + blk[None]
+        blocks.append(np.where(blk[None] >= 0, cols, c * n_r).reshape(-1))
+        out.append((a0, a1, o, base))
+        base += c * slots * width
+    src = np.concatenate(blocks)
+    dest = np.empty(c * n_r, dtype=np.int64)
+    hit = src < c * n_r
+    dest[src[hit]] = np.nonzero(hit)[0]
+    return _long(dest), _long(src), tuple(out), base
+
+
+def quad_ranges(m: int, c: int) -> int:
+    """Ranges of the first index for the folded degree-2 contraction of width m into c
+    columns (:data:`SYM_QUAD_RANGES` if set). Per range one GEMM (B×(m-a0) by
+    (m-a0)×(a1-a0)·c) and one batched product: s ranges cost about (1 + 1/s)/2 of the
+    m²·c multiply-adds of one range, and a few kernels each (about
+    :data:`QUAD_RANGE_COST` multiply-adds per row of the batch). Chosen once, at
+    construction."""
+    if SYM_QUAD_RANGES is not None:
+        return max(1, min(int(SYM_QUAD_RANGES), m))
+    costs = {s: m * m * c * (1 + 1 / s) / 2 + QUAD_RANGE_COST * s for s in range(1, 5)}
+    return min(costs, key=costs.get)
+
+
 class _Place(torch.autograd.Function):
-    """T = [R; 0][src]: R's rows placed into the blocked table T of :func:`_sym_tables` by a
+    """T = [R; 0][src]: R's rows (entries, for a 1-d R) placed into the blocked table T of
+    :func:`_sym_tables` (or :func:`_quad_tables`) by a
     gather (``src``: R's row for each row of T, or R's row count for a zero row); the
     backward is a gather too (``dest``: each row of R appears once in T), where autograd's
     own rule for either form is a scatter (several times slower on CPU). The backward is
@@ -145,7 +203,7 @@ class _Place(torch.autograd.Function):
 
     @staticmethod
     def forward(r: Tensor, src: Tensor, dest: Tensor) -> Tensor:
-        return torch.cat([r, r.new_zeros(1, r.shape[1])]).index_select(0, src)
+        return torch.cat([r, r.new_zeros(1, *r.shape[1:])]).index_select(0, src)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
@@ -175,7 +233,7 @@ class _Take(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gg: Tensor):
         (dest,) = ctx.saved_tensors
-        return gg.new_zeros(ctx.rows, gg.shape[1]).index_copy(0, dest, gg), None, None
+        return gg.new_zeros(ctx.rows, *gg.shape[1:]).index_copy(0, dest, gg), None, None
 
 
 #: the first indices of a symmetric segment are cut into this many ranges by the blocked
@@ -188,6 +246,16 @@ SYM_BLOCKS = 8
 #: smallest width for which symmetric segments are contracted blockwise (``sym-bilinear``
 #: for dense forms); below it the unique monomials are gathered (fewer, larger kernels)
 SYM_MIN_M = 24
+
+
+#: ranges of the first index of the folded degree-2 contraction (``quadratic-fold``); None:
+#: chosen by :func:`quad_ranges`'s cost
+SYM_QUAD_RANGES: int | None = None
+
+#: per-range overhead of the folded degree-2 contraction, in multiply-adds per batch row
+#: (two kernels forward, three backward; calibrated on CPU, float32:
+#: benchmarks/results/structured_sym_cpu.md)
+QUAD_RANGE_COST = 60_000
 
 
 def _with_one(z: Tensor) -> Tensor:
@@ -597,17 +665,27 @@ class Contraction(nn.Module):
     def _build_tables(self) -> None:
         """Register every index table of the plan (non-persistent buffers)."""
         self.sym_ranges: dict[int, tuple] = {}
-        self.sym_scatter: set[int] = set()
+        #: degree-2 symmetric segments contracted as folded quadratic forms: segment ->
+        #: (ranges, rows of the table, index of the dense degree-1 segment folded in or None)
+        self.sym_quad: dict[int, tuple] = {}
+        folded: set[int] = set()
         for i, (kind, _w, m, k, *_rest) in enumerate(self.segs):
             if kind == "sympower":
                 idx = monomial_indices(m, k)  # (C, k)
                 self.register_buffer(f"cols{i}", idx.t().contiguous(), persistent=False)
-                if k == 2 and self.path == "lowrank-bilinear":
-                    # a narrow R (low rank): placing its rows into the ordered m² layout (one
-                    # index_copy) and one ordered degree-2 product beats the blockwise sum
-                    # (measured: 2x at m=64, r=2; benchmarks/results/structured_sym_cpu.md)
-                    self.register_buffer(f"pos{i}", idx[:, 0] * m + idx[:, 1], persistent=False)
-                    self.sym_scatter.add(i)
+                if k == 2 and self.path in ("sym-bilinear", "lowrank-bilinear"):
+                    # R's degree-2 rows folded into upper-triangular quadratic forms (one
+                    # gather on the weight side), with the degree-1 rows of a dense segment
+                    # of width m just before (Taylor's x) as a constant slot
+                    prev = self.segs[i - 1] if i > 0 else None
+                    one = (prev is not None and prev[0] == "dense" and prev[1] == m
+                           and i - 1 not in folded)
+                    c = self._cols()
+                    dest, src, ranges, rows = _quad_tables(m, quad_ranges(m, c), one, c)
+                    self.register_buffer(f"quad{i}_dest", dest, persistent=False)
+                    self.register_buffer(f"quad{i}_src", src, persistent=False)
+                    self.sym_quad[i] = (ranges, rows, i - 1 if one else None)
+                    folded.update((i - 1, i) if one else (i,))
                 elif k >= 2 and self.path in ("sym-bilinear", "lowrank-bilinear"):
                     dest, src, low, ranges, rows = _sym_tables(m, k, SYM_BLOCKS)
                     self.register_buffer(f"sym{i}_dest", dest, persistent=False)
@@ -630,6 +708,13 @@ class Contraction(nn.Module):
                 for name, arr in (("rows", rows), ("aidx", a_idx), ("slot", slot),
                                   ("lags", lags), ("gslot", gslot)):
                     self.register_buffer(f"k{i}_{name}", _long(arr), persistent=False)
+
+    def _cols(self) -> int:
+        """Columns of the matrix R that :meth:`_right` contracts with (n for a dense form, the
+        rank for a low-rank one)."""
+        if isinstance(self.form, forms.LowRank) and self.factor_shapes:
+            return int(self.factor_shapes[self.form.right][-1])
+        return self.n
 
     def reset_parameters(self) -> None:
         """Recompute every index table in place (they are non-persistent buffers, so after
@@ -810,19 +895,54 @@ class Contraction(nn.Module):
         widths = [s[1] for s in self.segs]
         parts = [r_mat] if len(widths) == 1 else torch.split(r_mat, widths, dim=0)
         y = None
+        skip = {q[2] for q in self.sym_quad.values() if q[2] is not None}
         for i, (v, rs) in enumerate(zip(inputs, parts)):
             kind, _width, m, k, tilde, *_ = self.segs[i]
+            if i in skip:
+                continue  # a degree-1 segment folded into the next segment's quadratic form
             if kind == "power" and k == 2:
                 part = _power2_right(v, tilde, rs)
             elif kind == "power":
                 part = _power_right(v, self._lead(i, v), k, rs.contiguous())
-            elif kind == "sympower" and i in self.sym_scatter:
-                full = rs.new_zeros(m * m, rs.shape[1]).index_copy(0, getattr(self, f"pos{i}"), rs)
-                part = _power_right(v, v, 2, full)
+            elif i in self.sym_quad:
+                lo = self.sym_quad[i][2]
+                if lo is None:
+                    part = self._quad(i, v, rs)
+                else:
+                    off = self.segs[lo][5] - self.segs[0][5]
+                    part = self._quad(i, v, r_mat.narrow(0, off, m + rs.shape[0]))
+                    if inputs[lo] is not v:  # the fold took x_j·1 for the dense input
+                        part = part + (inputs[lo] - v) @ parts[lo]
             elif kind == "sympower" and k >= 2:
                 part = self._sym_right(i, v, rs)
             else:
                 part = v @ rs
+            y = part if y is None else y + part
+        return y
+
+    def _quad(self, i: int, v: Tensor, rs: Tensor) -> Tensor:
+        """Σ_{a<=b} x_a x_b rs[(a, b), c] (+ Σ_b x_b rs[b, c] for a folded degree-1 segment,
+        whose m rows then lead rs) for degree-2 segment i: (B, c).
+
+        ``quadratic-fold``: rsᵀ's entries are placed once into the table T of
+        :func:`_quad_tables` (one gather of about c·m²/2 numbers on the weight side, its
+        backward one gather; nothing of size B×m² is formed); per range [a0, a1) of the
+        first index: U = x[:, a0:] T_rangeᵀ (B, c·slots; one GEMM), then Σ_a lead_a U[c, a]
+        (one product and one reduction), lead = x[:, a0:a1] (after a constant 1 for the
+        folded degree-1 slot). Plain differentiable ops."""
+        b, m = v.shape
+        c = rs.shape[1]
+        ranges, _rows, _lo = self.sym_quad[i]
+        t = _Place.apply(rs.t().reshape(-1), getattr(self, f"quad{i}_src"),
+                         getattr(self, f"quad{i}_dest"))
+        y = None
+        for a0, a1, o, base in ranges:
+            width, slots = m - a0, a1 - a0 + o
+            u = v[:, a0:] @ t[base : base + c * slots * width].view(c * slots, width).t()
+            lead = _with_one(v[:, :a1]) if o else v[:, a0:a1]
+            # (lead in the GEMM's dtype: under autocast the product is the autocast dtype, like
+            # a matmul's)
+            part = (u.view(b, c, slots) * lead.to(u.dtype).unsqueeze(1)).sum(-1)
             y = part if y is None else y + part
         return y
 
@@ -1116,6 +1236,12 @@ class Contraction(nn.Module):
                     how = f"rows straddle the blocks: {seg['n_lags']} correlation lags via {via}"
                 lines.append(f"  {label} at offset {off} with q={self.kron['q']}, "
                              f"t={self.kron['t']}: {how}")
+        for i, (ranges, _rows, lo) in self.sym_quad.items():
+            label = self.segs[i][6]
+            with_x = f" with {self.segs[lo][6]} as a constant slot" if lo is not None else ""
+            lines.append(f"  {label}: quadratic-fold{with_x}: ψ's rows folded into "
+                         f"upper-triangular m×m forms (one weight-side gather), "
+                         f"{len(ranges)} range(s) of the first index, one GEMM each")
         fusion = "mean" if self.mean else "sum"
         lines.append(f"{self.channels} channel(s), {fusion} fusion")
         return "\n".join(lines)
@@ -1189,16 +1315,17 @@ def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: 
     state = plan.part.fill(x2, k, need_x)
     kd = k[:, :d] if x.dim() == 2 else k[:, :d].view(*x.shape[:2], d)
     lead = (seeds,) if seeds else ()
+    mm = torch.matmul if seeds else torch.mm  # (mm: no matmul dispatch for a tiny head)
     wf = w.view(*lead, -1)
     if r:
-        u = kd @ wf[..., n * r :].view(*lead, d, r)
+        u = mm(kd, wf[..., n * r :].view(*lead, d, r))
         lt = wf[..., : n * r].view(*lead, n, r).mT
     else:
         u = None
         lt = wf.view(*lead, n, d).mT
     a = kd if u is None else u
     if bias is None:
-        y = a @ lt
+        y = mm(a, lt)
     elif seeds:
         y = torch.baddbmm(bias.unsqueeze(1), a.expand(seeds, *a.shape[-2:]), lt)
     else:
@@ -1227,7 +1354,7 @@ def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, ne
     if need_x:
         gk = g.new_zeros(k.shape[0], d + 1)
     if r:
-        gu = g @ wf[: n * r].view(n, r)
+        gu = torch.mm(g, wf[: n * r].view(n, r))
         if need_w:
             gw = torch.empty_like(wf)
             torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
@@ -1237,7 +1364,7 @@ def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, ne
             torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
     else:
         if need_w:
-            gw = (g.t() @ kd).view_as(w)
+            gw = torch.mm(g.t(), kd).view_as(w)
         if need_x:
             torch.mm(g, wf.view(n, d), out=gk[:, :d])
     if need_b:
