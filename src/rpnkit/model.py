@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigurationError, did_you_mean
+from .fused_chain import chain_forward, chain_heads
 from .fusion import FUSIONS
 from .head import CHANNEL_FUSIONS, _restore, model_input
 from .interdependence.head import InterdependentLayer
@@ -89,6 +90,10 @@ class RPN(nn.Module):
         x, lead = model_input(x, m, self.dtype, "RPN")
         if self.structured:  # ξ mixes across dimension -2: the layers see (*, sites, m)
             x = x.reshape(*lead, m)
+        else:
+            chain = chain_heads(self.layers, x)
+            if chain is not None:  # tiny fused heads: the whole chain in one node
+                return _restore(chain_forward(chain, x), lead)
         for layer in self.layers:
             x = layer(x)
         return x if self.structured else _restore(x, lead)

@@ -326,7 +326,7 @@ def fused_spline_fill(x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor, col
     """Scatter the d+1 local values per feature of x (B, m) into ``out`` through the absolute
     column table ``cols`` (:func:`fused_spline_cols`); the caller zero-filled the block.
     Fewer kernels than :class:`UniformBSplineBasis` for tiny batches: the powers of f come
-    from one ``pow`` with the integer exponents ``exps`` (0 … d) as a (B·m, d+1) block.
+    from one ``pow`` with the exponents ``exps`` (0 … d, in x's dtype) as a (B·m, d+1) block.
     Returns (columns, (B·m, d+1) x-derivatives of the local values) when ``need_grad``."""
     b, m = x.shape
     d1 = coef.shape[0]
@@ -338,6 +338,8 @@ def fused_spline_fill(x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor, col
     # NaN/±inf inputs: f is NaN and the row is interval d, as in _rows
     rows = j.nan_to_num_(nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1).clamp_(
         -1, cols.shape[0] // m - 2).to(torch.long).add_(row0).reshape(-1)
+    if exps.dtype != f.dtype:  # (the part's buffer may predate a dtype change of the knots)
+        exps = exps.to(f.dtype)
     powers = f.pow(exps)  # (B·m, d+1): 1, f, …, f^d
     col = cols.index_select(0, rows).view(b, m * d1)
     out.scatter_(1, col, (powers @ coef).view(b, m * d1))

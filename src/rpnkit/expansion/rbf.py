@@ -434,7 +434,9 @@ class _BSplinePart(FusedPart):
         self.register_buffer(
             "cols", fused_spline_cols(self.m, self.t, self.d, self.offset, self.total),
             persistent=False)
-        self.register_buffer("exps", torch.arange(self.d + 1), persistent=False)
+        # floating (it follows the module's dtype): pow without a per-call integer promotion
+        self.register_buffer("exps", torch.arange(self.d + 1, dtype=self.exp[0].knots.dtype),
+                             persistent=False)
 
     def available(self) -> bool:
         return self.exp[0].uniform

@@ -1,0 +1,180 @@
+"""A chain of fused small heads in one autograd node (issue 21 item 2).
+
+A tiny deep RPN (the function-fitting papers' [2, 2, 1], [2, 2, 2, 1] RPN-Ext, a small KAN)
+is a chain of layers that are each one head taking the fused small-head product
+(:class:`~rpnkit.contract.FusedHeadProduct`, with or without KAN's folded base branch,
+:mod:`rpnkit.fused_remainder`). Its step is dominated by per-call overhead, not arithmetic:
+every layer and head is a module call with its own input checks, every head an autograd
+node. :func:`chain_forward` runs the whole chain as one node instead:
+
+* forward: layer by layer :func:`head_forward` (κ written into one buffer, two GEMMs, the
+  base branch by one more), nothing else;
+* backward: layer by layer in reverse :func:`head_backward` (weights by GEMMs, dL/dK by one,
+  dL/dx by the part's analytic rule), stopping at the first layer whose input needs no
+  gradient;
+* under ``create_graph`` it differentiates the layers' planned paths, so double backward is
+  exact.
+
+:meth:`rpnkit.model.RPN.forward` takes it when every layer is exactly one such head with no
+output modules, no ξ, no hooks, and every fused product is available now (eager, no
+autocast, no ``torch.func``); otherwise the layers run as modules, as before.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F  # noqa: N812
+from torch.nn.modules import module as _torch_module
+
+from .contract import fused_head_forward, fused_head_grads
+from .expansion._spline import functorch_active
+from .head import RPNHead
+from .layer import RPNLayer
+
+__all__ = ["chain_forward", "chain_heads", "head_backward", "head_forward", "has_hooks"]
+
+
+def _global_hooks() -> bool:
+    _m = _torch_module
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks
+                or _m._global_backward_hooks or _m._global_backward_pre_hooks)
+
+
+def has_hooks(*modules) -> bool:
+    """Whether any of ``modules`` has module hooks, or global module hooks are registered (a
+    fused node would skip them)."""
+    return _global_hooks() or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in modules)
+
+
+def head_forward(plan, x: Tensor, w: Tensor, bias, w2, b2, need_x: bool):
+    """One fused head ``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']``: (y, what its backward needs)."""
+    y, k, u, state = fused_head_forward(plan, x, w, bias, need_x)
+    s = None
+    if w2 is not None:
+        s = F.silu(x) if plan.activation == "silu" else x
+        y.addmm_(s, w2.t())
+        if b2 is not None:
+            y.add_(b2)
+    return y, (k, u, s, state)
+
+
+def head_backward(plan, saved, x: Tensor, w: Tensor, w2, g: Tensor, needs):
+    """Gradients (x, w, bias, w2, b2) of one fused head for the output gradient ``g``;
+    ``needs`` says which are wanted (the others are None)."""
+    k, u, s, state = saved
+    need_x, need_w, need_b, need_w2, need_b2 = needs
+    gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
+    gw2 = g.t() @ s if need_w2 else None
+    gb2 = g.sum(0) if need_b2 else None
+    gx = None
+    if need_x:
+        gx = plan.part.grad(state, gk, k, x)
+        if w2 is not None:
+            gs = g @ w2
+            if plan.activation == "silu":
+                gs = torch.ops.aten.silu_backward(gs, x)
+            gx = gx + gs
+    return gx, gw, gb, gw2, gb2
+
+
+class _FusedChain(torch.autograd.Function):
+    """The chain ``x -> head_1 -> ... -> head_L`` in one node; ``tensors`` holds per layer
+    (w, bias, w2, b2), None where absent."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, plans, wholes, *tensors):
+        needs = ctx.needs_input_grad
+        upstream = needs[0]  # whether the current layer's input needs a gradient
+        flags, states, saved, h = [], [], [], x
+        for i, plan in enumerate(plans):
+            w, b, w2, b2 = tensors[4 * i : 4 * i + 4]
+            y, (k, u, s, state) = head_forward(plan, h, w, b, w2, b2, upstream)
+            saved += (h, k, u, s)
+            flags.append(upstream)
+            states.append(state)
+            upstream = upstream or any(needs[3 + 4 * i : 7 + 4 * i])
+            h = y
+        ctx.save_for_backward(*tensors, *saved)
+        ctx.plans, ctx.wholes, ctx.flags, ctx.states = plans, wholes, flags, states
+        return h
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        n = 4 * len(ctx.plans)
+        stored = ctx.saved_tensors
+        tensors, saved = stored[:n], stored[n:]
+        needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph: the planned paths, differentiable
+            x = saved[0]
+            ins = (x, *tensors)
+            flags = (needs[0], *needs[3:])
+            with torch.enable_grad():
+                h = x
+                for i, whole in enumerate(ctx.wholes):
+                    h = whole(h, *tensors[4 * i : 4 * i + 4])
+                want = [t for t, need in zip(ins, flags) if need]
+                got = iter(torch.autograd.grad(h, want, g, create_graph=True,
+                                               allow_unused=True))
+            out = [next(got) if need else None for need in flags]
+            return (out[0], None, None, *out[1:])
+        grads: list[Tensor | None] = [None] * n
+        for i in range(len(ctx.plans) - 1, -1, -1):
+            w, _, w2, _ = tensors[4 * i : 4 * i + 4]
+            h, k, u, s = saved[4 * i : 4 * i + 4]
+            need_x = ctx.flags[i]
+            gx, *gp = head_backward(ctx.plans[i], (k, u, s, ctx.states[i]), h, w, w2, g,
+                                    (need_x, *needs[3 + 4 * i : 7 + 4 * i]))
+            grads[4 * i : 4 * i + 4] = gp
+            if not need_x:
+                break
+            g = gx
+        return (g if needs[0] else None, None, None, *grads)
+
+
+def chain_heads(layers, x: Tensor):
+    """The heads of ``layers`` if every layer is exactly one head whose fused product is
+    available now and nothing else acts (no output modules, ξ, hooks, unfolded remainder,
+    ``torch.func`` transform); else None. (Read on every call, so a model changed after
+    construction is followed; submodules are read from ``_modules`` directly, this being the
+    tiny models' hot path.)"""
+    if functorch_active():
+        return None
+    heads = []
+    for layer in layers:
+        if type(layer).forward is not RPNLayer.forward:
+            return None
+        mods = layer._modules
+        hs = mods["heads"]
+        if (len(hs) != 1 or len(mods["output"]) or layer.interdependent
+                or mods.get("fuser") is not None or mods.get("fusion_linear") is not None):
+            return None
+        head = hs[0]
+        hmods = head._modules
+        fused = hmods.get("fused")
+        if (type(head).forward is not RPNHead.forward or fused is None
+                or hmods.get("xi") is not None or len(hmods["output"])
+                or (head.has_remainder and not head.fused_folds_remainder)
+                or has_hooks(layer, head) or not fused.available(x)):
+            return None
+        heads.append(head)
+    return heads
+
+
+def chain_forward(heads, x: Tensor) -> Tensor:
+    """The chain of fused ``heads`` (from :func:`chain_heads`) on x (B, m), one node."""
+    plans, wholes, tensors = [], [], []
+    for head in heads:
+        fused = head.fused
+        plans.append(fused)
+        if head.fused_folds_remainder:
+            rem = fused.rem[0]
+            wholes.append(fused._whole(head._planned))
+            tensors += (head.w, head.bias, rem.weight, rem.bias)
+        else:
+            planned = head._planned
+            wholes.append(lambda x, w, b, w2, b2, planned=planned: planned(x, w, b))
+            tensors += (head.w, head.bias, None, None)
+    return _FusedChain.apply(x, tuple(plans), tuple(wholes), *tensors)
