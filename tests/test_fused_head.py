@@ -137,7 +137,7 @@ def test_reset_tables_rebuilds_fused_tables():
     x = _inputs(2)
     want = head(x).detach()
     spline = head.fused.part.parts[0]
-    spline.cols.fill_(0)  # as after to_empty(): garbage in the non-persistent tables
+    spline.coef.fill_(0)  # as after to_empty(): garbage in the non-persistent tables
     head.reset_tables()
     torch.testing.assert_close(head(x), want, rtol=0, atol=0)
 
@@ -175,3 +175,18 @@ def test_fused_non_contiguous_input():
     torch.testing.assert_close(y, yc, rtol=0, atol=0)
     torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0],
                                torch.autograd.grad(yc.sum(), xc)[0], rtol=1e-14, atol=1e-14)
+
+
+def test_fused_spline_follows_knots_written_in_place_and_dtype_round_trips():
+    """The fused B-spline keeps (−k₀/h, 1/h) of the knots until they change: written in
+    place (still uniform, no refresh), replaced by a cast, or a float32 round trip (whose
+    tables are rebuilt exactly from float64)."""
+    head = _head("bspline")
+    x = _inputs(2)
+    torch.testing.assert_close(head(x), _definition(head, x), rtol=1e-12, atol=1e-12)
+    head = head.float().double()
+    torch.testing.assert_close(head(x), _definition(head, x), rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        head.expansion.knots.mul_(1.5)
+    assert head.fused.available(x)
+    torch.testing.assert_close(head(x), _definition(head, x), rtol=1e-12, atol=1e-12)

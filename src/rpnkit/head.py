@@ -264,6 +264,8 @@ class RPNHead(nn.Module):
         elif self.w.is_floating_point():
             # the expansion's grids/centres in the parameter dtype, cast once here, not per call
             self.expansion.to(dtype=self.w.dtype)
+            if self.fused is not None:  # its tables too
+                self.fused.to(dtype=self.w.dtype)
 
     def _check_budget(self, device: Any, dtype: torch.dtype | None) -> None:
         """Estimate the sizes from what the components declare and refuse, before anything is

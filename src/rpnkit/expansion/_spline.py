@@ -34,6 +34,7 @@ backward passes are differentiable when a higher-order gradient is asked for
 from __future__ import annotations
 
 import functools
+import math
 from fractions import Fraction
 
 import torch
@@ -41,7 +42,7 @@ from torch import Tensor
 
 __all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis",
            "uniform_basis_plain", "RadialBasis", "radial_basis", "autocast_off", "traced",
-           "fused_spline_cols", "fused_spline_fill"]
+           "centred_tables", "fused_spline_dense"]
 
 
 def cardinal_coefficients(d: int) -> list[list[Fraction]]:
@@ -313,36 +314,47 @@ def radial_basis(x: Tensor, centres: Tensor, eps: float, gaussian: bool) -> Tens
     return RadialBasis.apply(x, centres, eps, gaussian)
 
 
-def fused_spline_cols(m: int, t: int, d: int, offset: int, total: int) -> Tensor:
-    """The column table of :func:`spline_tables` for a basis written at columns
-    ``[offset, offset + m·(t+d))`` of a (B, total + 1) buffer: the bases that do not exist go
-    to the discard column ``total``."""
-    cols = spline_tables(m, t, d)["cols"]
-    return torch.where(cols == m * (t + d), torch.full_like(cols, total), cols + offset)
+def centred_tables(t: int, d: int) -> dict[str, Tensor]:
+    """Tables of the t + d bases of degree d on uniform knots as one centred cardinal
+    B-spline (float64): basis i is N((u − cᵢ)) with u = (x − k₀)/h and centre
+    cᵢ = i + (d+1)/2, and for s = |u − cᵢ|
+
+        N(s) = Σ_q coef_q · (a_q − s)₊^d,   a_q = (d+1)/2 − q,   coef_q = (−1)^q C(d+1, q) / d!
+
+    over q < (d+1)/2 (the truncated-power form of the symmetric half: every term is bounded
+    by ((d+1)/2)^d, so there is no cancellation of large terms). ``dcoef`` = −d·coef gives
+    dN/ds = Σ_q dcoef_q (a_q − s)₊^{d−1}."""
+    qs = range((d + 2) // 2)
+    coef = [(-1) ** q * math.comb(d + 1, q) / math.factorial(d) for q in qs]
+
+    def f64(values):
+        return torch.tensor(values, dtype=torch.float64)
+
+    return {"centres": f64([i + (d + 1) / 2 for i in range(t + d)]),
+            "a": f64([(d + 1) / 2 - q for q in qs]), "coef": f64(coef),
+            "dcoef": f64([-d * c for c in coef])}
 
 
-def fused_spline_fill(x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor, cols: Tensor,
-                      row0: Tensor, exps: Tensor, out: Tensor, need_grad: bool) -> tuple | None:
-    """Scatter the d+1 local values per feature of x (B, m) into ``out`` through the absolute
-    column table ``cols`` (:func:`fused_spline_cols`); the caller zero-filled the block.
-    Fewer kernels than :class:`UniformBSplineBasis` for tiny batches: the powers of f come
-    from one ``pow`` with the exponents ``exps`` (0 … d, in x's dtype) as a (B·m, d+1) block.
-    Returns (columns, (B·m, d+1) x-derivatives of the local values) when ``need_grad``."""
+def fused_spline_dense(x: Tensor, affine: tuple[Tensor, Tensor], centres: Tensor, a: Tensor,
+                       coef: Tensor, dcoef: Tensor, d: int, out: Tensor, offset: int,
+                       need_grad: bool) -> Tensor | None:
+    """Write the dense B-spline basis of x (B, m) on uniform ``knots`` into the columns
+    ``[offset, offset + m·(t+d))`` of ``out`` (feature-major), by the centred cardinal form
+    of :func:`centred_tables`: a handful of elementwise ops on (B, m, t+d, ⌈(d+1)/2⌉) numbers,
+    no index tables, no scatter – the fastest exact form for the few inputs of a tiny head
+    (the planned path keeps the local d+1 values for wide inputs). Inputs beyond the grid get
+    zeros; NaN and ±inf give NaN, as the Cox–de Boor definition does. ``affine`` is
+    (−k₀/h, 1/h) of the knots (u = x/h − k₀/h). Returns dN/dx (B, m, t+d) when
+    ``need_grad``."""
     b, m = x.shape
-    d1 = coef.shape[0]
-    k0 = knots[0]
-    h = knots[1] - k0
-    u = (x - k0).div_(h)
-    j = torch.floor(u)
-    f = u.sub_(j).reshape(-1, 1)  # x (and so u) may be non-contiguous
-    # NaN/±inf inputs: f is NaN and the row is interval d, as in _rows
-    rows = j.nan_to_num_(nan=d1 - 1, posinf=d1 - 1, neginf=d1 - 1).clamp_(
-        -1, cols.shape[0] // m - 2).to(torch.long).add_(row0).reshape(-1)
-    if exps.dtype != f.dtype:  # (the part's buffer may predate a dtype change of the knots)
-        exps = exps.to(f.dtype)
-    powers = f.pow(exps)  # (B·m, d+1): 1, f, …, f^d
-    col = cols.index_select(0, rows).view(b, m * d1)
-    out.scatter_(1, col, (powers @ coef).view(b, m * d1))
+    shift, scale = affine
+    diff = torch.addcmul(shift, x, scale).unsqueeze(-1) - centres  # (B, m, T): u − cᵢ
+    z = a - diff.abs().unsqueeze(-1)  # (B, m, T, K)
+    z = z.mul_(z > 0)  # (a − s)₊; −inf·0 = NaN keeps non-finite inputs NaN
+    zd1 = z if d == 2 else z.square() if d == 3 else z.pow(d - 1) if d > 3 else (z > 0).to(
+        z.dtype)
+    width = centres.shape[0]
+    out[:, offset : offset + m * width].view(b, m, width).copy_(torch.matmul(zd1 * z, coef))
     if not need_grad:
         return None
-    return col, (powers[:, : d1 - 1] @ dcoef).div_(h)
+    return torch.matmul(zd1, dcoef).mul_(diff.sign_()).mul_(scale)

@@ -59,6 +59,13 @@ class FusedPart(nn.Module):
             self._buffers[k] = (have.copy_(fresh) if have.shape == fresh.shape
                                 else fresh.to(device=have.device, dtype=have.dtype))
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module's signature
+        """After a move or cast, rebuild the tables from their exact (float64) source in the
+        new dtype: a float32 → float64 round trip keeps no float32 rounding of 1/6."""
+        super()._apply(fn, recurse)
+        self.reset_parameters()
+        return self
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self.reset_parameters()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -98,6 +105,7 @@ class ConcatPart(FusedPart):
     def __init__(self, parts: list[FusedPart], m: int, offset: int, total: int) -> None:
         super().__init__(m, offset, sum(p.width for p in parts), total)
         self.parts = nn.ModuleList(parts)
+        self.seq = tuple(parts)  # the same modules, iterated per call without ModuleList
 
     def reset_parameters(self) -> None:
         for p in self.parts:
@@ -110,11 +118,11 @@ class ConcatPart(FusedPart):
         return [t for p in self.parts for t in p.tensors()]
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
-        return [p.fill(x, out, need_grad) for p in self.parts]
+        return [p.fill(x, out, need_grad) for p in self.seq]
 
     def grad(self, state: Any, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
         gx = None
-        for p, s in zip(self.parts, state):
+        for p, s in zip(self.seq, state):
             g = p.grad(s, gk, out, x)
             gx = g if gx is None else gx + g
         return gx

@@ -152,7 +152,7 @@ class _TaylorPart(FusedPart):
         s = self.starts
         out[:, s[0] : s[1]].copy_(x)
         for k in range(2, self.d + 1):
-            prev = out[:, s[k - 2] : s[k - 1]]
+            prev = x if k == 2 else out[:, s[k - 2] : s[k - 1]]
             torch.mul(prev.unsqueeze(2), x.unsqueeze(1),
                       out=out[:, s[k - 1] : s[k]].view(b, m ** (k - 1), m))
         return None

@@ -12,8 +12,8 @@ from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from ._spline import (
     autocast_off,
-    fused_spline_cols,
-    fused_spline_fill,
+    centred_tables,
+    fused_spline_dense,
     radial_basis,
     spline_tables,
     uniform_basis,
@@ -419,9 +419,9 @@ class BSpline(Expansion):
 
 
 class _BSplinePart(FusedPart):
-    """:meth:`BSpline.local_basis` scattered straight into a fused head buffer: the column
-    table maps each local basis to its absolute column (missing bases to the discard
-    column); knots and coefficients are read from the expansion on every call, so knots
+    """The B-spline basis written densely into a fused head buffer by the centred cardinal
+    form (:func:`~rpnkit.expansion._spline.fused_spline_dense`: elementwise ops, no index
+    tables, no scatter); the knots are read from the expansion on every call, so knots
     overwritten in place are followed (non-uniform knots: :meth:`available` is False)."""
 
     def __init__(self, exp: BSpline, m: int, offset: int, total: int) -> None:
@@ -431,12 +431,10 @@ class _BSplinePart(FusedPart):
         self._build()
 
     def _build(self) -> None:
-        self.register_buffer(
-            "cols", fused_spline_cols(self.m, self.t, self.d, self.offset, self.total),
-            persistent=False)
-        # floating (it follows the module's dtype): pow without a per-call integer promotion
-        self.register_buffer("exps", torch.arange(self.d + 1, dtype=self.exp[0].knots.dtype),
-                             persistent=False)
+        k = self.exp[0].knots
+        dtype = k.dtype if k.is_floating_point() else torch.get_default_dtype()
+        for name, tab in centred_tables(self.t, self.d).items():
+            self.register_buffer(name, tab.to(dtype), persistent=False)
 
     def available(self) -> bool:
         return self.exp[0].uniform
@@ -445,12 +443,27 @@ class _BSplinePart(FusedPart):
         return [*super().tensors(), *self.exp[0].buffers(), *self.exp[0].parameters()]
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool):
-        tabs, own = self.exp[0]._buffers, self._buffers  # (no nn.Module.__getattr__ per read)
-        return fused_spline_fill(x, tabs["knots"], tabs["spline_coef"], tabs["spline_dcoef"],
-                                 own["cols"], tabs["spline_row0"], own["exps"], out, need_grad)
+        own = self._buffers  # (no nn.Module.__getattr__ per read)
+        tabs = [own["centres"], own["a"], own["coef"], own["dcoef"]]
+        if tabs[0].dtype != x.dtype:  # (only if the expansion alone changed dtype)
+            tabs = [t.to(x.dtype) for t in tabs]
+        return fused_spline_dense(x, self._affine(), *tabs, self.d, out, self.offset,
+                                  need_grad)
+
+    def _affine(self) -> tuple[Tensor, Tensor]:
+        """(−k₀/h, 1/h) of the expansion's knots, recomputed whenever the knots tensor is
+        replaced or written in place (its version counter moves), so knots overwritten in
+        place are followed without two index ops and two arithmetic ops per call."""
+        k = self.exp[0]._buffers["knots"]
+        memo = self.__dict__.get("_affine_memo")
+        if memo is None or memo[0] is not k or memo[1] != k._version:
+            with torch.no_grad():
+                scale = 1.0 / (k[1] - k[0])
+                memo = (k, k._version, (-k[0] * scale, scale))
+            self.__dict__["_affine_memo"] = memo
+        return memo[2]
 
     def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
-        col, dvals = state
         b, m = x.shape
-        g = gk.gather(1, col).view(b * m, -1)
-        return torch.linalg.vecdot(g, dvals).view(b, m)
+        g = gk[:, self.offset : self.offset + self.width].view(b, m, -1)
+        return torch.linalg.vecdot(g, state)
