@@ -92,23 +92,24 @@ class _FusedChain(torch.autograd.Function):
         for i, plan in enumerate(plans):
             w, b, w2, b2 = tensors[4 * i : 4 * i + 4]
             y, (k, u, s, state) = head_forward(plan, h, w, b, w2, b2, upstream)
-            saved += (h, k, u, s)
+            saved.append((h, k, u, s))
             flags.append(upstream)
             states.append(state)
             upstream = upstream or any(needs[3 + 4 * i : 7 + 4 * i])
             h = y
-        ctx.save_for_backward(*tensors, *saved)
-        ctx.plans, ctx.wholes, ctx.flags, ctx.states = plans, wholes, flags, states
+        # inputs through save_for_backward (version checks); the intermediates (layer
+        # inputs, buffers, states: never seen outside this node) as attributes
+        ctx.save_for_backward(x, *tensors)
+        ctx.saved, ctx.plans, ctx.wholes, ctx.flags, ctx.states = (
+            saved, plans, wholes, flags, states)
         return h
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        n = 4 * len(ctx.plans)
-        stored = ctx.saved_tensors
-        tensors, saved = stored[:n], stored[n:]
+        x, *tensors = ctx.saved_tensors
+        n = len(tensors)
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: the planned paths, differentiable
-            x = saved[0]
             ins = (x, *tensors)
             flags = (needs[0], *needs[3:])
             with torch.enable_grad():
@@ -123,7 +124,7 @@ class _FusedChain(torch.autograd.Function):
         grads: list[Tensor | None] = [None] * n
         for i in range(len(ctx.plans) - 1, -1, -1):
             w, _, w2, _ = tensors[4 * i : 4 * i + 4]
-            h, k, u, s = saved[4 * i : 4 * i + 4]
+            h, k, u, s = ctx.saved[i]
             need_x = ctx.flags[i]
             gx, *gp = head_backward(ctx.plans[i], (k, u, s, ctx.states[i]), h, w, w2, g,
                                     (need_x, *needs[3 + 4 * i : 7 + 4 * i]))

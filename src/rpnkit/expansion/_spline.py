@@ -335,25 +335,24 @@ def centred_tables(t: int, d: int) -> dict[str, Tensor]:
             "dcoef": f64([-d * c for c in coef])}
 
 
-def fused_spline_dense(x: Tensor, affine: tuple[Tensor, Tensor], centres: Tensor, a: Tensor,
-                       coef: Tensor, dcoef: Tensor, d: int, out: Tensor, offset: int,
+def fused_spline_dense(x: Tensor, offsets: Tensor, scale: Tensor, a: Tensor, coef: Tensor,
+                       dcoef: Tensor, d: int, out: Tensor, offset: int,
                        need_grad: bool) -> Tensor | None:
     """Write the dense B-spline basis of x (B, m) on uniform ``knots`` into the columns
     ``[offset, offset + m·(t+d))`` of ``out`` (feature-major), by the centred cardinal form
     of :func:`centred_tables`: a handful of elementwise ops on (B, m, t+d, ⌈(d+1)/2⌉) numbers,
     no index tables, no scatter – the fastest exact form for the few inputs of a tiny head
     (the planned path keeps the local d+1 values for wide inputs). Inputs beyond the grid get
-    zeros; NaN and ±inf give NaN, as the Cox–de Boor definition does. ``affine`` is
-    (−k₀/h, 1/h) of the knots (u = x/h − k₀/h). Returns dN/dx (B, m, t+d) when
-    ``need_grad``."""
+    zeros; NaN and ±inf give NaN, as the Cox–de Boor definition does. With the knots'
+    ``scale`` = 1/h and ``offsets`` = −k₀/h − cᵢ (t+d,), u − cᵢ = x·scale + offsets. Returns
+    dN/dx (B, m, t+d) when ``need_grad``."""
     b, m = x.shape
-    shift, scale = affine
-    diff = torch.addcmul(shift, x, scale).unsqueeze(-1) - centres  # (B, m, T): u − cᵢ
+    diff = torch.addcmul(offsets, x.unsqueeze(-1), scale)  # (B, m, T): u − cᵢ
     z = a - diff.abs().unsqueeze(-1)  # (B, m, T, K)
     z = z.mul_(z > 0)  # (a − s)₊; −inf·0 = NaN keeps non-finite inputs NaN
     zd1 = z if d == 2 else z.square() if d == 3 else z.pow(d - 1) if d > 3 else (z > 0).to(
         z.dtype)
-    width = centres.shape[0]
+    width = offsets.shape[0]
     out[:, offset : offset + m * width].view(b, m, width).copy_(torch.matmul(zd1 * z, coef))
     if not need_grad:
         return None

@@ -443,25 +443,27 @@ class _BSplinePart(FusedPart):
         return [*super().tensors(), *self.exp[0].buffers(), *self.exp[0].parameters()]
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool):
-        own = self._buffers  # (no nn.Module.__getattr__ per read)
-        tabs = [own["centres"], own["a"], own["coef"], own["dcoef"]]
-        if tabs[0].dtype != x.dtype:  # (only if the expansion alone changed dtype)
-            tabs = [t.to(x.dtype) for t in tabs]
-        return fused_spline_dense(x, self._affine(), *tabs, self.d, out, self.offset,
-                                  need_grad)
+        offsets, scale, a, coef, dcoef = self._tables()
+        if a.dtype != x.dtype:  # (only if the expansion alone changed dtype)
+            offsets, scale, a, coef, dcoef = (t.to(x.dtype) for t in (
+                offsets, scale, a, coef, dcoef))
+        return fused_spline_dense(x, offsets, scale, a, coef, dcoef, self.d, out,
+                                  self.offset, need_grad)
 
-    def _affine(self) -> tuple[Tensor, Tensor]:
-        """(−k₀/h, 1/h) of the expansion's knots, recomputed whenever the knots tensor is
-        replaced or written in place (its version counter moves), so knots overwritten in
-        place are followed without two index ops and two arithmetic ops per call."""
-        k = self.exp[0]._buffers["knots"]
-        memo = self.__dict__.get("_affine_memo")
-        if memo is None or memo[0] is not k or memo[1] != k._version:
+    def _tables(self) -> tuple[Tensor, ...]:
+        """(−k₀/h − cᵢ, 1/h, a, coef, dcoef): the knots' part recomputed whenever the knots
+        or the centres are replaced or written in place (their version counters move), so
+        knots overwritten in place are followed without four ops per call."""
+        k, own = self.exp[0]._buffers["knots"], self._buffers
+        c = own["centres"]
+        memo = self.__dict__.get("_memo")
+        if memo is None or memo[0] is not k or memo[1] is not c or memo[2] != (
+                k._version, c._version):
             with torch.no_grad():
                 scale = 1.0 / (k[1] - k[0])
-                memo = (k, k._version, (-k[0] * scale, scale))
-            self.__dict__["_affine_memo"] = memo
-        return memo[2]
+                memo = (k, c, (k._version, c._version), -k[0] * scale - c.to(k.dtype), scale)
+            self.__dict__["_memo"] = memo
+        return memo[3], memo[4], own["a"], own["coef"], own["dcoef"]
 
     def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
         b, m = x.shape
