@@ -190,3 +190,18 @@ def test_fused_spline_follows_knots_written_in_place_and_dtype_round_trips():
         head.expansion.knots.mul_(1.5)
     assert head.fused.available(x)
     torch.testing.assert_close(head(x), _definition(head, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reconciliation", ["lorr", "identity"])
+def test_fused_product_with_a_non_contiguous_weight(reconciliation):
+    """A weight passed through functional_call may be a strided view: the fused product
+    reads its factors correctly (it takes w's flat factors as strided views)."""
+    head = _head(reconciliation=reconciliation, bias=True)
+    x = _inputs(2)
+    wnc = torch.stack([head.w.detach(), torch.zeros_like(head.w)], -1)[..., 0].requires_grad_()
+    assert not wnc.is_contiguous()
+    y = torch.func.functional_call(head, {"w": wnc}, (x,))
+    torch.testing.assert_close(y, head(x), rtol=1e-13, atol=1e-13)
+    (gw,) = torch.autograd.grad(y.square().sum(), wnc)
+    (want,) = torch.autograd.grad(head(x).square().sum(), head.w)
+    torch.testing.assert_close(gw, want, rtol=1e-12, atol=1e-12)

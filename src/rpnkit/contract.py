@@ -1314,23 +1314,34 @@ def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: 
     k = x2.new_zeros(x2.shape[0], d + 1)
     state = plan.part.fill(x2, k, need_x)
     kd = k[:, :d] if x.dim() == 2 else k[:, :d].view(*x.shape[:2], d)
-    lead = (seeds,) if seeds else ()
-    mm = torch.matmul if seeds else torch.mm  # (mm: no matmul dispatch for a tiny head)
-    wf = w.view(*lead, -1)
+    if not seeds:  # one head: w's factors as strided views (one op each), 2-D GEMMs
+        w, o = _flat(w)
+        u = torch.mm(kd, w.as_strided((d, r), (r, 1), o + n * r)) if r else None
+        lt = w.as_strided((r, n), (1, r), o) if r else w.as_strided((d, n), (1, d), o)
+        a = kd if u is None else u
+        y = torch.mm(a, lt) if bias is None else torch.addmm(bias, a, lt)
+        return y, k, u, state
+    wf = w.view(seeds, -1)
     if r:
-        u = mm(kd, wf[..., n * r :].view(*lead, d, r))
-        lt = wf[..., : n * r].view(*lead, n, r).mT
+        u = torch.matmul(kd, wf[:, n * r :].view(seeds, d, r))
+        lt = wf[:, : n * r].view(seeds, n, r).mT
     else:
         u = None
-        lt = wf.view(*lead, n, d).mT
+        lt = wf.view(seeds, n, d).mT
     a = kd if u is None else u
     if bias is None:
-        y = mm(a, lt)
-    elif seeds:
-        y = torch.baddbmm(bias.unsqueeze(1), a.expand(seeds, *a.shape[-2:]), lt)
+        y = torch.matmul(a, lt)
     else:
-        y = torch.addmm(bias, a, lt)
+        y = torch.baddbmm(bias.unsqueeze(1), a.expand(seeds, *a.shape[-2:]), lt)
     return y, k, u, state
+
+
+def _flat(w: Tensor) -> tuple[Tensor, int]:
+    """w contiguous (a parameter is; a tensor passed through ``functional_call`` may not be)
+    and its storage offset, for strided views of its flat factors."""
+    if not w.is_contiguous():
+        w = w.contiguous()
+    return w, w.storage_offset()
 
 
 def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, need_x: bool,
@@ -1349,24 +1360,23 @@ def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, ne
         gk, gw, gb = _stacked_grads(n, d, r, g, k, kd, u, w.view(seeds, -1), need_x, need_w,
                                     need_b, shared)
         return gk, None if gw is None else gw.view_as(w), gb
-    wf = w.view(-1)
+    wc, o = _flat(w)
     gw = gb = gk = None
     if need_x:
         gk = g.new_zeros(k.shape[0], d + 1)
     if r:
-        gu = torch.mm(g, wf[: n * r].view(n, r))
+        gu = torch.mm(g, wc.as_strided((n, r), (r, 1), o))
         if need_w:
-            gw = torch.empty_like(wf)
-            torch.mm(g.t(), u, out=gw[: n * r].view(n, r))
-            torch.mm(kd.t(), gu, out=gw[n * r :].view(d, r))
-            gw = gw.view_as(w)
+            gw = torch.empty(w.shape, dtype=g.dtype, device=g.device)
+            torch.mm(g.t(), u, out=gw.as_strided((n, r), (r, 1), 0))
+            torch.mm(kd.t(), gu, out=gw.as_strided((d, r), (r, 1), n * r))
         if need_x:
-            torch.mm(gu, wf[n * r :].view(d, r).t(), out=gk[:, :d])
+            torch.mm(gu, wc.as_strided((r, d), (1, r), o + n * r), out=gk[:, :d])
     else:
         if need_w:
-            gw = torch.mm(g.t(), kd).view_as(w)
+            gw = torch.mm(g.t(), kd).view(w.shape)
         if need_x:
-            torch.mm(g, wf.view(n, d), out=gk[:, :d])
+            torch.mm(g, wc.as_strided((n, d), (d, 1), o), out=gk[:, :d])
     if need_b:
         gb = g.sum(0)
     return gk, gw, gb
