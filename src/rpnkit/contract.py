@@ -1431,11 +1431,20 @@ class FusedHeadProduct(nn.Module):
     def reset_parameters(self) -> None:
         self.part.reset_parameters()
 
+    def ready(self) -> bool:
+        """Whether the product can run as far as its own state goes (e.g. the knots are still
+        uniform); :meth:`available` adds what depends on the call's context."""
+        return self.part.available()
+
+    @staticmethod
+    def eager(x: Tensor) -> bool:
+        """The call's context allows the fused node: not compiling or tracing (TorchScript's
+        tracer cannot record a custom Function), no autocast for x's device."""
+        return not (torch.compiler.is_compiling() or torch.jit.is_tracing() or autocast_off(x))
+
     def available(self, x: Tensor) -> bool:
-        # TorchScript's tracer cannot record a custom Function: it traces the planned path;
         # of the torch.func transforms only a single vmap has a rule (rpnkit.fused_stacked)
-        if (torch.compiler.is_compiling() or torch.jit.is_tracing() or autocast_off(x)
-                or not self.part.available()):
+        if not (self.eager(x) and self.ready()):
             return False
         if functorch_active():
             from .fused_stacked import vmap_ready

@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 from torch.nn.modules import module as _torch_module
 
-from .contract import fused_head_forward, fused_head_grads
+from .contract import FusedHeadProduct, fused_head_forward, fused_head_grads
 from .expansion._spline import functorch_active
 from .head import RPNHead
 from .layer import RPNLayer
@@ -85,8 +85,9 @@ class _FusedChain(torch.autograd.Function):
     (w, bias, w2, b2), None where absent."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, plans, wholes, *tensors):
+    def forward(ctx, x: Tensor, heads, *tensors):
         needs = ctx.needs_input_grad
+        plans = [h._modules["fused"] for h in heads]
         upstream = needs[0]  # whether the current layer's input needs a gradient
         flags, states, saved, h = [], [], [], x
         for i, plan in enumerate(plans):
@@ -95,13 +96,13 @@ class _FusedChain(torch.autograd.Function):
             saved.append((h, k, u, s))
             flags.append(upstream)
             states.append(state)
-            upstream = upstream or any(needs[3 + 4 * i : 7 + 4 * i])
+            upstream = upstream or any(needs[2 + 4 * i : 6 + 4 * i])
             h = y
         # inputs through save_for_backward (version checks); the intermediates (layer
         # inputs, buffers, states: never seen outside this node) as attributes
         ctx.save_for_backward(x, *tensors)
-        ctx.saved, ctx.plans, ctx.wholes, ctx.flags, ctx.states = (
-            saved, plans, wholes, flags, states)
+        ctx.saved, ctx.plans, ctx.heads, ctx.flags, ctx.states = (
+            saved, plans, heads, flags, states)
         return h
 
     @staticmethod
@@ -111,28 +112,28 @@ class _FusedChain(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: the planned paths, differentiable
             ins = (x, *tensors)
-            flags = (needs[0], *needs[3:])
+            flags = (needs[0], *needs[2:])
             with torch.enable_grad():
                 h = x
-                for i, whole in enumerate(ctx.wholes):
-                    h = whole(h, *tensors[4 * i : 4 * i + 4])
+                for i, head in enumerate(ctx.heads):
+                    h = _whole(head)(h, *tensors[4 * i : 4 * i + 4])
                 want = [t for t, need in zip(ins, flags) if need]
                 got = iter(torch.autograd.grad(h, want, g, create_graph=True,
                                                allow_unused=True))
             out = [next(got) if need else None for need in flags]
-            return (out[0], None, None, *out[1:])
+            return (out[0], None, *out[1:])
         grads: list[Tensor | None] = [None] * n
         for i in range(len(ctx.plans) - 1, -1, -1):
             w, _, w2, _ = tensors[4 * i : 4 * i + 4]
             h, k, u, s = ctx.saved[i]
             need_x = ctx.flags[i]
             gx, *gp = head_backward(ctx.plans[i], (k, u, s, ctx.states[i]), h, w, w2, g,
-                                    (need_x, *needs[3 + 4 * i : 7 + 4 * i]))
+                                    (need_x, *needs[2 + 4 * i : 6 + 4 * i]))
             grads[4 * i : 4 * i + 4] = gp
             if not need_x:
                 break
             g = gx
-        return (g if needs[0] else None, None, None, *grads)
+        return (g if needs[0] else None, None, *grads)
 
 
 def chain_heads(layers, x: Tensor):
@@ -141,7 +142,7 @@ def chain_heads(layers, x: Tensor):
     ``torch.func`` transform); else None. (Read on every call, so a model changed after
     construction is followed; submodules are read from ``_modules`` directly, this being the
     tiny models' hot path.)"""
-    if functorch_active():
+    if functorch_active() or not FusedHeadProduct.eager(x):
         return None
     heads = []
     for layer in layers:
@@ -158,7 +159,7 @@ def chain_heads(layers, x: Tensor):
         if (type(head).forward is not RPNHead.forward or fused is None
                 or hmods.get("xi") is not None or len(hmods["output"])
                 or (head.has_remainder and not head.fused_folds_remainder)
-                or has_hooks(layer, head) or not fused.available(x)):
+                or has_hooks(layer, head) or not fused.ready()):
             return None
         heads.append(head)
     return heads
@@ -166,16 +167,20 @@ def chain_heads(layers, x: Tensor):
 
 def chain_forward(heads, x: Tensor) -> Tensor:
     """The chain of fused ``heads`` (from :func:`chain_heads`) on x (B, m), one node."""
-    plans, wholes, tensors = [], [], []
+    tensors = []
     for head in heads:
-        fused = head.fused
-        plans.append(fused)
+        p = head._parameters
         if head.fused_folds_remainder:
-            rem = fused.rem[0]
-            wholes.append(fused._whole(head._planned))
-            tensors += (head.w, head.bias, rem.weight, rem.bias)
+            rem = head._modules["fused"].rem[0]._parameters
+            tensors += (p["w"], p.get("bias"), rem["weight"], rem.get("bias"))
         else:
-            planned = head._planned
-            wholes.append(lambda x, w, b, w2, b2, planned=planned: planned(x, w, b))
-            tensors += (head.w, head.bias, None, None)
-    return _FusedChain.apply(x, tuple(plans), tuple(wholes), *tensors)
+            tensors += (p["w"], p.get("bias"), None, None)
+    return _FusedChain.apply(x, tuple(heads), *tensors)
+
+
+def _whole(head):
+    """The head's planned path (+ its remainder when folded) as f(x, w, b, w2, b2): what the
+    chain differentiates under ``create_graph``."""
+    if head.fused_folds_remainder:
+        return head.fused._whole(head._planned)
+    return lambda x, w, b, w2, b2: head._planned(x, w, b)

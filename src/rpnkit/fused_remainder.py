@@ -106,11 +106,11 @@ class FusedBaseProduct(FusedHeadProduct):
             return fused
         return FusedBaseProduct(fused, remainder, act)
 
-    def available(self, x: Tensor) -> bool:
+    def ready(self) -> bool:
         # cheap per-call checks (dictionary reads): the activation is still the one planned
         # and nobody hooked the remainder (its hooks would not run here)
         rem = self.rem[0]
-        return (super().available(x) and type(rem._modules.get("activation")) is self._act_type
+        return (super().ready() and type(rem._modules.get("activation")) is self._act_type
                 and not _has_hooks(rem))
 
     def _whole(self, plain):
