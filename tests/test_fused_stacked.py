@@ -155,3 +155,28 @@ def test_batched_kan_seeds_equal_single_runs():
             np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-6)
         np.testing.assert_allclose(batched.runs[k].final["test"]["mse"],
                                    single.final["test"]["mse"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ext_lorr", "kan"])
+def test_native_stacked_chain_is_one_node_with_exact_double_backward(name):
+    """RPN.forward_stacked runs every layer and copy as one chain node; a gradient penalty
+    through it (create_graph) equals the separate models'."""
+    models = _copies(MAKERS[name])
+    stack = _Stack(models)
+    x = _inputs(False).requires_grad_()
+    y = stack.forward(x, False)
+    assert stack.native is True
+    assert type(y.grad_fn).__name__ == "_FusedChainBackward"
+
+    def penalty(out, xx):
+        (dx,) = torch.autograd.grad(out.square().sum(), xx, create_graph=True)
+        return out.sum() + dx.square().sum()
+
+    got = torch.autograd.grad(penalty(y, x), stack.trainable)
+    x_ref = x.detach().clone().requires_grad_()
+    ref = _reference(models, x_ref, False)
+    want = torch.autograd.grad(penalty(ref, x_ref), [p for m in models for p in m.parameters()])
+    n = len(got)
+    for i in range(n):
+        torch.testing.assert_close(got[i], torch.stack([want[s * n + i] for s in range(S)]),
+                                   rtol=1e-10, atol=1e-11)

@@ -49,31 +49,46 @@ def has_hooks(*modules) -> bool:
         for m in modules)
 
 
-def head_forward(plan, x: Tensor, w: Tensor, bias, w2, b2, need_x: bool):
-    """One fused head ``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']``: (y, what its backward needs)."""
-    y, k, u, state = fused_head_forward(plan, x, w, bias, need_x)
+def head_forward(plan, x: Tensor, w: Tensor, bias, w2, b2, need_x: bool, seeds: int = 0):
+    """One fused head ``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']``: (y, what its backward needs).
+    ``seeds = S``: S stacked copies (w, bias, w2, b2 with a leading S; x (B, m) shared by the
+    copies or (S, B, m); y (S, B, n)), as in :func:`~rpnkit.contract.fused_head_forward`."""
+    y, k, u, state = fused_head_forward(plan, x, w, bias, need_x, seeds=seeds)
     s = None
     if w2 is not None:
         s = F.silu(x) if plan.activation == "silu" else x
-        y.addmm_(s, w2.t())
-        if b2 is not None:
-            y.add_(b2)
+        if seeds:
+            y = y + s @ w2.mT
+            if b2 is not None:
+                y = y + b2.unsqueeze(1)
+        else:
+            y.addmm_(s, w2.t())
+            if b2 is not None:
+                y.add_(b2)
     return y, (k, u, s, state)
 
 
-def head_backward(plan, saved, x: Tensor, w: Tensor, w2, g: Tensor, needs):
+def head_backward(plan, saved, x: Tensor, w: Tensor, w2, g: Tensor, needs, seeds: int = 0):
     """Gradients (x, w, bias, w2, b2) of one fused head for the output gradient ``g``;
-    ``needs`` says which are wanted (the others are None)."""
+    ``needs`` says which are wanted (the others are None); ``seeds`` as in
+    :func:`head_forward` (a shared input's gradient is summed over the copies)."""
     k, u, s, state = saved
     need_x, need_w, need_b, need_w2, need_b2 = needs
-    gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
-    gw2 = g.t() @ s if need_w2 else None
-    gb2 = g.sum(0) if need_b2 else None
+    shared = bool(seeds) and x.dim() == 2
+    gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b, seeds=seeds,
+                                  shared=shared)
+    gw2 = (g.mT @ s if seeds else g.t() @ s) if need_w2 else None
+    gb2 = g.sum(-2) if need_b2 else None
     gx = None
     if need_x:
-        gx = plan.part.grad(state, gk, k, x)
+        if x.dim() == 2:
+            gx = plan.part.grad(state, gk, k, x)
+        else:
+            gx = plan.part.grad(state, gk, k, x.reshape(-1, x.shape[-1])).view(x.shape)
         if w2 is not None:
             gs = g @ w2
+            if shared:
+                gs = gs.sum(0)
             if plan.activation == "silu":
                 gs = torch.ops.aten.silu_backward(gs, x)
             gx = gx + gs
@@ -82,27 +97,28 @@ def head_backward(plan, saved, x: Tensor, w: Tensor, w2, g: Tensor, needs):
 
 class _FusedChain(torch.autograd.Function):
     """The chain ``x -> head_1 -> ... -> head_L`` in one node; ``tensors`` holds per layer
-    (w, bias, w2, b2), None where absent."""
+    (w, bias, w2, b2), None where absent; ``seeds = S`` for S stacked copies (see
+    :func:`head_forward`)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, heads, *tensors):
+    def forward(ctx, x: Tensor, heads, seeds: int, *tensors):
         needs = ctx.needs_input_grad
         plans = [h._modules["fused"] for h in heads]
         upstream = needs[0]  # whether the current layer's input needs a gradient
         flags, states, saved, h = [], [], [], x
         for i, plan in enumerate(plans):
             w, b, w2, b2 = tensors[4 * i : 4 * i + 4]
-            y, (k, u, s, state) = head_forward(plan, h, w, b, w2, b2, upstream)
+            y, (k, u, s, state) = head_forward(plan, h, w, b, w2, b2, upstream, seeds)
             saved.append((h, k, u, s))
             flags.append(upstream)
             states.append(state)
-            upstream = upstream or any(needs[2 + 4 * i : 6 + 4 * i])
+            upstream = upstream or any(needs[3 + 4 * i : 7 + 4 * i])
             h = y
         # inputs through save_for_backward (version checks); the intermediates (layer
         # inputs, buffers, states: never seen outside this node) as attributes
         ctx.save_for_backward(x, *tensors)
-        ctx.saved, ctx.plans, ctx.heads, ctx.flags, ctx.states = (
-            saved, plans, heads, flags, states)
+        ctx.saved, ctx.plans, ctx.heads, ctx.flags, ctx.states, ctx.seeds = (
+            saved, plans, heads, flags, states, seeds)
         return h
 
     @staticmethod
@@ -112,28 +128,42 @@ class _FusedChain(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: the planned paths, differentiable
             ins = (x, *tensors)
-            flags = (needs[0], *needs[2:])
+            flags = (needs[0], *needs[3:])
             with torch.enable_grad():
-                h = x
-                for i, head in enumerate(ctx.heads):
-                    h = _whole(head)(h, *tensors[4 * i : 4 * i + 4])
+                h = _plain_chain(ctx.heads, ctx.seeds, x, tensors)
                 want = [t for t, need in zip(ins, flags) if need]
                 got = iter(torch.autograd.grad(h, want, g, create_graph=True,
                                                allow_unused=True))
             out = [next(got) if need else None for need in flags]
-            return (out[0], None, *out[1:])
+            return (out[0], None, None, *out[1:])
         grads: list[Tensor | None] = [None] * n
         for i in range(len(ctx.plans) - 1, -1, -1):
             w, _, w2, _ = tensors[4 * i : 4 * i + 4]
             h, k, u, s = ctx.saved[i]
             need_x = ctx.flags[i]
             gx, *gp = head_backward(ctx.plans[i], (k, u, s, ctx.states[i]), h, w, w2, g,
-                                    (need_x, *needs[2 + 4 * i : 6 + 4 * i]))
+                                    (need_x, *needs[3 + 4 * i : 7 + 4 * i]), ctx.seeds)
             grads[4 * i : 4 * i + 4] = gp
             if not need_x:
                 break
             g = gx
-        return (g if needs[0] else None, None, *grads)
+        return (g if needs[0] else None, None, None, *grads)
+
+
+def _plain_chain(heads, seeds: int, x: Tensor, tensors) -> Tensor:
+    """The chain by the heads' planned paths (differentiable to any order); S stacked copies
+    under ``torch.func.vmap``."""
+    wholes = [_whole(head) for head in heads]
+
+    def run(x, *ts):
+        for i, whole in enumerate(wholes):
+            x = whole(x, *ts[4 * i : 4 * i + 4])
+        return x
+
+    if not seeds:
+        return run(x, *tensors)
+    dims = (None if x.dim() == 2 else 0, *(None if t is None else 0 for t in tensors))
+    return torch.func.vmap(run, in_dims=dims)(x, *tensors)
 
 
 def chain_heads(layers, x: Tensor):
@@ -165,8 +195,9 @@ def chain_heads(layers, x: Tensor):
     return heads
 
 
-def chain_forward(heads, x: Tensor) -> Tensor:
-    """The chain of fused ``heads`` (from :func:`chain_heads`) on x (B, m), one node."""
+def chain_forward(heads, x: Tensor, seeds: int = 0) -> Tensor:
+    """The chain of fused ``heads`` (from :func:`chain_heads`) on x (B, m), one node;
+    ``seeds = S``: the heads hold S stacked copies (x (B, m) shared or (S, B, m))."""
     tensors = []
     for head in heads:
         p = head._parameters
@@ -175,7 +206,7 @@ def chain_forward(heads, x: Tensor) -> Tensor:
             tensors += (p["w"], p.get("bias"), rem["weight"], rem.get("bias"))
         else:
             tensors += (p["w"], p.get("bias"), None, None)
-    return _FusedChain.apply(x, tuple(heads), *tensors)
+    return _FusedChain.apply(x, tuple(heads), seeds, *tensors)
 
 
 def _whole(head):

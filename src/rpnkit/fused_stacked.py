@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F  # noqa: N812
 
-from .contract import fused_head_forward, fused_head_grads
+from .fused_chain import head_backward, head_forward
 
 __all__ = ["FusedVmap", "NotStackable", "run_stacked", "vmap_ready"]
 
@@ -50,31 +49,21 @@ def vmap_ready(tensors) -> bool:
     return not any(is_batchedtensor(t) for t in tensors)
 
 
-def _act(plan, x: Tensor) -> Tensor:
-    return F.silu(x) if plan.activation == "silu" else x
-
-
 class _FusedStacked(torch.autograd.Function):
     """S stacked copies of ``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']`` in one node: x (B, m)
     shared or (S, B, m), every other tensor with a leading S; output (S, B, n)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, bias, w2, b2, plan, whole, shared: bool) -> Tensor:
-        S = w.shape[0]
-        y, k, u, state = fused_head_forward(plan, x, w, bias, ctx.needs_input_grad[0], seeds=S)
-        s = None
-        if w2 is not None:
-            s = _act(plan, x)
-            y = y + s @ w2.mT
-            if b2 is not None:
-                y = y + b2.unsqueeze(1)
-        ctx.save_for_backward(x, w, bias, w2, b2, k, u, s)
-        ctx.state, ctx.plan, ctx.whole, ctx.shared = state, plan, whole, shared
+        y, saved = head_forward(plan, x, w, bias, w2, b2, ctx.needs_input_grad[0],
+                                seeds=w.shape[0])
+        ctx.save_for_backward(x, w, bias, w2, b2)
+        ctx.saved, ctx.plan, ctx.whole, ctx.shared = saved, plan, whole, shared
         return y
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, w, bias, w2, b2, k, u, s = ctx.saved_tensors
+        x, w, bias, w2, b2 = ctx.saved_tensors
         needs = ctx.needs_input_grad[:5]
         ins = (x, w, bias, w2, b2)
         if torch.is_grad_enabled():  # create_graph: the vmapped planned path, differentiable
@@ -84,25 +73,8 @@ class _FusedStacked(torch.autograd.Function):
             want = [t for t, need in zip(ins, needs) if need]
             got = iter(torch.autograd.grad(y, want, g, create_graph=True, allow_unused=True))
             return (*(next(got) if need else None for need in needs), None, None, None)
-        plan, shared = ctx.plan, ctx.shared
-        need_x, need_w, need_b, need_w2, need_b2 = needs
-        S = w.shape[0]
-        gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b, seeds=S,
-                                      shared=shared)
-        gx = gw2 = gb2 = None
-        if need_x:
-            x2 = x if shared else x.reshape(-1, x.shape[-1])
-            gx = plan.part.grad(ctx.state, gk, k, x2).view(x.shape)
-            if w2 is not None:
-                gs = g @ w2
-                gs = gs.sum(0) if shared else gs
-                gx = gx + (torch.ops.aten.silu_backward(gs, x) if plan.activation == "silu"
-                           else gs)
-        if need_w2:
-            gw2 = g.mT @ s
-        if need_b2:
-            gb2 = g.sum(1)
-        return gx, gw, gb, gw2, gb2, None, None, None
+        grads = head_backward(ctx.plan, ctx.saved, x, w, w2, g, needs, seeds=w.shape[0])
+        return (*grads, None, None, None)
 
 
 class FusedVmap(torch.autograd.Function):
