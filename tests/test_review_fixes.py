@@ -216,12 +216,13 @@ def test_index_tables_follow_to():
     head = RPNHead(4, 3, expansion={"name": "taylor", "d": 3, "symmetric": True},
                    reconciliation="lorr")
     bufs = dict(head.named_buffers())
-    assert "contraction.pos1" in bufs  # degree 2 under lorr: R's rows placed in the ordered layout
+    assert "contraction.quad1_src" in bufs  # degree 2 under lorr: R's rows folded (quadratic-fold)
     assert "contraction.sym2_dest" in bufs  # degree 3: the unique-monomial tables
     assert "expansion.monomials_2" in bufs
     head.to(torch.float64)
     after = dict(head.named_buffers())
-    for name in ("contraction.pos1", "contraction.sym2_src", "contraction.sym2_low"):
+    for name in ("contraction.quad1_src", "contraction.quad1_dest", "contraction.sym2_src",
+                 "contraction.sym2_low"):
         assert after[name].dtype == torch.long  # index tables stay integer
 
 
