@@ -139,3 +139,22 @@ def test_chain_falls_back_for_hooks_outputs_autocast_and_transforms():
     want = torch.autograd.grad(ref.sum(), list(model.parameters()))
     for a, b in zip(grads, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_chain_steps_aside_for_a_parametrized_weight():
+    """A parametrization of w (spectral/weight norm, a user's constraint) moves w out of
+    ``_parameters``: the layers then run one by one and see the parametrized weight."""
+    model = _model("ext_221")
+    x = _inputs(2)
+    torch.nn.utils.parametrize.register_parametrization(
+        model.layers[0].heads[0], "w", _Scale())
+    y = model(x)
+    assert type(y.grad_fn).__name__ != "_FusedChainBackward"
+    torch.testing.assert_close(y, _layer_by_layer(model, x), rtol=1e-13, atol=1e-13)
+    h = model.layers[0].heads[0]
+    assert torch.equal(h.w, 2 * h.parametrizations.w.original)
+
+
+class _Scale(torch.nn.Module):
+    def forward(self, w):
+        return 2 * w

@@ -187,6 +187,7 @@ def chain_heads(layers, x: Tensor):
         hmods = head._modules
         fused = hmods.get("fused")
         if (type(head).forward is not RPNHead.forward or fused is None
+                or "w" not in head._parameters  # (e.g. a parametrization of w)
                 or hmods.get("xi") is not None or len(hmods["output"])
                 or (head.has_remainder and not head.fused_folds_remainder)
                 or has_hooks(layer, head) or not fused.ready()):
