@@ -154,7 +154,8 @@ def test_fft_choice_unchanged_where_it_was_right():
 
 
 @pytest.mark.parametrize("kernel_cost", [0, 10**9])
-@pytest.mark.parametrize(("m", "q"), [(6, 2), (6, 3), (4, 10), (6, 42)])
+@pytest.mark.parametrize(("m", "q"), [(6, 2), (6, 3), (4, 10),
+                                      pytest.param(6, 42, marks=pytest.mark.slow)])
 def test_fused_row_node_with_and_without_padding(monkeypatch, kernel_cost, m, q):
     """The ``rows`` windows run as one autograd node (_RowWindows): R unpadded with the
     windows that hang over its ends as separate products (cheap kernels), or R zero-padded
