@@ -197,16 +197,24 @@ def _empty_like(a: Any) -> Any:
 
 def _check_finite_input(a: Any, what: str) -> None:
     """Refuse NaN/inf in in-memory data (a numeric array or tensor), naming the first row."""
+    # a NaN or inf anywhere makes the sum non-finite: one pass, no mask, in the common case
+    # (a non-finite sum of finite values, i.e. overflow, gets the exact check below)
     if isinstance(a, Tensor):
         if not a.is_floating_point() and not a.is_complex():
             return
-        bad = ~torch.isfinite(a.detach())
+        a = a.detach()
+        if bool(torch.isfinite(a.sum())):
+            return
+        bad = ~torch.isfinite(a)
         if not bool(bad.any()):
             return
         bad = bad.cpu().numpy()
     else:
         if a.dtype.kind not in "fc":
             return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(a.sum()):
+                return
         bad = ~np.isfinite(a)
         if not bad.any():
             return
