@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
+from torch.nn.modules import module as _torch_module
 
 from .errors import ConfigurationError
 from .expansion._spline import autocast_off, functorch_active, traced
@@ -1270,35 +1271,94 @@ FUSED_MAX_D = 256
 
 
 class _FusedHead(torch.autograd.Function):
-    """``κ(x) ψ(w)ᵀ + b`` for one channel, κ written by the expansion's fused part into one
-    (B, D + 1) buffer K (no concatenation, no per-segment products), ψ(w) = L Rᵀ (w = [vec L,
-    vec R]) or W = w reshaped. Backward in one node: the gradient of w written into one flat
+    """``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']`` for one channel, κ written by the expansion's
+    fused part into one (B, D + 1) buffer K (no concatenation, no per-segment products),
+    ψ(w) = L Rᵀ (w = [vec L, vec R]) or W = w reshaped, the bracket a folded input-side
+    remainder (KAN's base branch, :mod:`rpnkit.fused_remainder`; w2 = None without).
+    Backward in one node (:func:`head_backward`): the gradient of w written into one flat
     buffer (no split backward), dL/dK by one GEMM and dL/dx by the part's analytic rule.
     When a higher-order gradient is asked for (``create_graph``) the backward differentiates
-    the head's planned path (``plain``) instead, so double backward is exact."""
+    ``whole(x, w, bias, w2, b2)`` (the planned path) instead, so double backward is exact."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, plan: FusedHeadProduct,
-                plain) -> Tensor:
-        y, k, u, state = fused_head_forward(plan, x, w, bias, ctx.needs_input_grad[0])
-        ctx.save_for_backward(x, w, bias, k, u)
-        ctx.state, ctx.plan, ctx.plain = state, plan, plain
+    def forward(ctx, x: Tensor, w: Tensor, bias, w2, b2, plan: FusedHeadProduct,
+                whole) -> Tensor:
+        y, saved = head_forward(plan, x, w, bias, w2, b2, ctx.needs_input_grad[0])
+        ctx.save_for_backward(x, w, bias, w2, b2)
+        ctx.saved, ctx.plan, ctx.whole = saved, plan, whole
         return y
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        x, w, bias, k, u = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        ins = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:5]
         if torch.is_grad_enabled():  # create_graph: the planned path, differentiable
-            ins = [t for t, need in zip((x, w, bias), (need_x, need_w, need_b)) if need]
-            got = iter(torch.autograd.grad(ctx.plain(x, w, bias), ins, g, create_graph=True,
+            want = [t for t, need in zip(ins, needs) if need]
+            got = iter(torch.autograd.grad(ctx.whole(*ins), want, g, create_graph=True,
                                            allow_unused=True))
-            return (*(next(got) if need else None for need in (need_x, need_w, need_b)),
-                    None, None)
-        plan = ctx.plan
-        gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
-        gx = plan.part.grad(ctx.state, gk, k, x) if need_x else None
-        return gx, gw, gb, None, None
+            return (*(next(got) if need else None for need in needs), None, None)
+        x, w, _, w2, _ = ins
+        return (*head_backward(ctx.plan, ctx.saved, x, w, w2, g, needs), None, None)
+
+
+def _global_hooks() -> bool:
+    _m = _torch_module
+    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks
+                or _m._global_backward_hooks or _m._global_backward_pre_hooks)
+
+
+def has_hooks(*modules) -> bool:
+    """Whether any of ``modules`` has module hooks, or global module hooks are registered (a
+    fused node would skip them)."""
+    return _global_hooks() or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in modules)
+
+
+def head_forward(plan, x: Tensor, w: Tensor, bias, w2, b2, need_x: bool, seeds: int = 0):
+    """One fused head ``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']``: (y, what its backward needs).
+    ``seeds = S``: S stacked copies (w, bias, w2, b2 with a leading S; x (B, m) shared by the
+    copies or (S, B, m); y (S, B, n)), as in :func:`~rpnkit.contract.fused_head_forward`."""
+    y, k, u, state = fused_head_forward(plan, x, w, bias, need_x, seeds=seeds)
+    s = None
+    if w2 is not None:
+        s = F.silu(x) if plan.activation == "silu" else x
+        if seeds:
+            y = y + s @ w2.mT
+            if b2 is not None:
+                y = y + b2.unsqueeze(1)
+        else:
+            y.addmm_(s, w2.t())
+            if b2 is not None:
+                y.add_(b2)
+    return y, (k, u, s, state)
+
+
+def head_backward(plan, saved, x: Tensor, w: Tensor, w2, g: Tensor, needs, seeds: int = 0):
+    """Gradients (x, w, bias, w2, b2) of one fused head for the output gradient ``g``;
+    ``needs`` says which are wanted (the others are None); ``seeds`` as in
+    :func:`head_forward` (a shared input's gradient is summed over the copies)."""
+    k, u, s, state = saved
+    need_x, need_w, need_b, need_w2, need_b2 = needs
+    shared = bool(seeds) and x.dim() == 2
+    gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b, seeds=seeds,
+                                  shared=shared)
+    gw2 = (g.mT @ s if seeds else g.t() @ s) if need_w2 else None
+    gb2 = g.sum(-2) if need_b2 else None
+    gx = None
+    if need_x:
+        if x.dim() == 2:
+            gx = plan.part.grad(state, gk, k, x)
+        else:
+            gx = plan.part.grad(state, gk, k, x.reshape(-1, x.shape[-1])).view(x.shape)
+        if w2 is not None:
+            gs = g @ w2
+            if shared:
+                gs = gs.sum(0)
+            if plan.activation == "silu":
+                gs = torch.ops.aten.silu_backward(gs, x)
+            gx = gx + gs
+    return gx, gw, gb, gw2, gb2
 
 
 def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: bool,
@@ -1462,7 +1522,8 @@ class FusedHeadProduct(nn.Module):
 
             return FusedVmap.apply(x, w, bias, None, None, self,
                                    lambda x, w, b, w2, b2: plain(x, w, b))
-        return _FusedHead.apply(x, w, bias, self, plain)
+        return _FusedHead.apply(x, w, bias, None, None, self,
+                                lambda x, w, b, w2, b2: plain(x, w, b))
 
     def run_stacked(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
         """S stacked copies at once (:func:`rpnkit.fused_stacked.run_stacked`): w and bias

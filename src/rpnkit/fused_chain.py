@@ -24,75 +24,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F  # noqa: N812
-from torch.nn.modules import module as _torch_module
 
-from .contract import FusedHeadProduct, fused_head_forward, fused_head_grads
+from .contract import FusedHeadProduct, has_hooks, head_backward, head_forward
 from .expansion._spline import functorch_active
 from .head import RPNHead
 from .layer import RPNLayer
 
-__all__ = ["chain_forward", "chain_heads", "head_backward", "head_forward", "has_hooks"]
-
-
-def _global_hooks() -> bool:
-    _m = _torch_module
-    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks
-                or _m._global_backward_hooks or _m._global_backward_pre_hooks)
-
-
-def has_hooks(*modules) -> bool:
-    """Whether any of ``modules`` has module hooks, or global module hooks are registered (a
-    fused node would skip them)."""
-    return _global_hooks() or any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in modules)
-
-
-def head_forward(plan, x: Tensor, w: Tensor, bias, w2, b2, need_x: bool, seeds: int = 0):
-    """One fused head ``κ(x) ψ(w)ᵀ + b [+ act(x) W'ᵀ + b']``: (y, what its backward needs).
-    ``seeds = S``: S stacked copies (w, bias, w2, b2 with a leading S; x (B, m) shared by the
-    copies or (S, B, m); y (S, B, n)), as in :func:`~rpnkit.contract.fused_head_forward`."""
-    y, k, u, state = fused_head_forward(plan, x, w, bias, need_x, seeds=seeds)
-    s = None
-    if w2 is not None:
-        s = F.silu(x) if plan.activation == "silu" else x
-        if seeds:
-            y = y + s @ w2.mT
-            if b2 is not None:
-                y = y + b2.unsqueeze(1)
-        else:
-            y.addmm_(s, w2.t())
-            if b2 is not None:
-                y.add_(b2)
-    return y, (k, u, s, state)
-
-
-def head_backward(plan, saved, x: Tensor, w: Tensor, w2, g: Tensor, needs, seeds: int = 0):
-    """Gradients (x, w, bias, w2, b2) of one fused head for the output gradient ``g``;
-    ``needs`` says which are wanted (the others are None); ``seeds`` as in
-    :func:`head_forward` (a shared input's gradient is summed over the copies)."""
-    k, u, s, state = saved
-    need_x, need_w, need_b, need_w2, need_b2 = needs
-    shared = bool(seeds) and x.dim() == 2
-    gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b, seeds=seeds,
-                                  shared=shared)
-    gw2 = (g.mT @ s if seeds else g.t() @ s) if need_w2 else None
-    gb2 = g.sum(-2) if need_b2 else None
-    gx = None
-    if need_x:
-        if x.dim() == 2:
-            gx = plan.part.grad(state, gk, k, x)
-        else:
-            gx = plan.part.grad(state, gk, k, x.reshape(-1, x.shape[-1])).view(x.shape)
-        if w2 is not None:
-            gs = g @ w2
-            if shared:
-                gs = gs.sum(0)
-            if plan.activation == "silu":
-                gs = torch.ops.aten.silu_backward(gs, x)
-            gx = gx + gs
-    return gx, gw, gb, gw2, gb2
+__all__ = ["chain_forward", "chain_heads"]
 
 
 class _FusedChain(torch.autograd.Function):

@@ -18,68 +18,15 @@ planned path plus the remainder module, so double backward is exact.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
-from torch.nn.modules import module as _torch_module
 
-from .contract import FusedHeadProduct, fused_head_forward, fused_head_grads
+from .contract import FusedHeadProduct, _FusedHead, has_hooks
 from .expansion._spline import functorch_active
 
 __all__ = ["FusedBaseProduct"]
 
 _ACTIVATIONS = ("silu", "identity")
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """Whether the remainder (not its activation, checked by type) has module hooks, or
-    global module hooks are registered: the fused node would skip them."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or _global_hooks())
-
-
-def _global_hooks() -> bool:
-    _m = _torch_module
-    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks
-                or _m._global_backward_hooks or _m._global_backward_pre_hooks)
-
-
-class _FusedHeadBase(torch.autograd.Function):
-    """``κ(x) ψ(w)ᵀ + b + act(x) W'ᵀ [+ b']`` in one node (see the module docstring)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, w2: Tensor,
-                b2: Tensor | None, plan: FusedBaseProduct, plain) -> Tensor:
-        y, k, u, state = fused_head_forward(plan, x, w, bias, ctx.needs_input_grad[0])
-        s = F.silu(x) if plan.activation == "silu" else x
-        y.addmm_(s, w2.t())
-        if b2 is not None:
-            y.add_(b2)
-        ctx.save_for_backward(x, w, bias, k, u, s, w2, b2)
-        ctx.state, ctx.plan, ctx.plain = state, plan, plain
-        return y
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        x, w, bias, k, u, s, w2, b2 = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:5]
-        need_x, need_w, need_b, need_w2, need_b2 = needs
-        if torch.is_grad_enabled():  # create_graph: planned path + remainder, differentiable
-            ins = [t for t, need in zip((x, w, bias, w2, b2), needs) if need]
-            got = iter(torch.autograd.grad(ctx.plain(x, w, bias, w2, b2), ins, g,
-                                           create_graph=True, allow_unused=True))
-            return (*(next(got) if need else None for need in needs), None, None)
-        plan = ctx.plan
-        gk, gw, gb = fused_head_grads(plan, g, k, u, w, need_x, need_w, need_b)
-        gw2 = g.t() @ s if need_w2 else None
-        gb2 = g.sum(0) if need_b2 else None
-        gx = None
-        if need_x:
-            gs = g @ w2
-            if plan.activation == "silu":
-                gs = torch.ops.aten.silu_backward(gs, x)
-            gx = plan.part.grad(ctx.state, gk, k, x) + gs
-        return gx, gw, gb, gw2, gb2, None, None
 
 
 class FusedBaseProduct(FusedHeadProduct):
@@ -111,7 +58,7 @@ class FusedBaseProduct(FusedHeadProduct):
         # and nobody hooked the remainder (its hooks would not run here)
         rem = self.rem[0]
         return (super().ready() and type(rem._modules.get("activation")) is self._act_type
-                and not _has_hooks(rem))
+                and not has_hooks(rem))
 
     def _whole(self, plain):
         act = self.activation
@@ -129,7 +76,7 @@ class FusedBaseProduct(FusedHeadProduct):
             from .fused_stacked import FusedVmap
 
             return FusedVmap.apply(x, w, bias, rem.weight, rem.bias, self, whole)
-        return _FusedHeadBase.apply(x, w, bias, rem.weight, rem.bias, self, whole)
+        return _FusedHead.apply(x, w, bias, rem.weight, rem.bias, self, whole)
 
     def forward(self, x: Tensor, w: Tensor, bias: Tensor | None, plain) -> Tensor:
         return self.run(x, w, bias, plain)
