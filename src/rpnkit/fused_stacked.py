@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .fused_chain import head_backward, head_forward
+from .contract import head_backward, head_forward
 
 __all__ = ["FusedVmap", "NotStackable", "run_stacked", "vmap_ready"]
 
