@@ -110,7 +110,7 @@ def chain_heads(layers, x: Tensor):
     ``torch.func`` transform); else None. (Read on every call, so a model changed after
     construction is followed; submodules are read from ``_modules`` directly, this being the
     tiny models' hot path.)"""
-    if functorch_active() or not FusedHeadProduct.eager(x):
+    if not FusedHeadProduct.eager(x) or functorch_active():  # (compiling: decided first)
         return None
     heads = []
     for layer in layers:
