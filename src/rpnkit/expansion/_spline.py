@@ -29,6 +29,11 @@ autocast off (:func:`autocast_off`; the GEMM that follows is autocast as usual);
 form (:func:`uniform_basis_plain`) runs instead of the custom Function; and the Functions'
 backward passes are differentiable when a higher-order gradient is asked for
 (``create_graph=True``): they then recompute the derivatives from x with plain ops.
+
+Tiny heads (a few inputs, :mod:`rpnkit.expansion.fused`) take a third form,
+:func:`fused_spline_dense`: all t+d bases at once by the centred cardinal B-spline
+(:func:`centred_tables`), a handful of elementwise ops without index tables or scatter,
+written straight into the head's buffer.
 """
 
 from __future__ import annotations

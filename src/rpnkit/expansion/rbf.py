@@ -375,8 +375,9 @@ class BSpline(Expansion):
         return [self.local_basis(z) if self.d >= 1 and self.uniform else self.expand(z)]
 
     def fused_part(self, m: int, offset: int, total: int) -> FusedPart | None:
-        """The local basis written into columns ``[offset, offset + m(t+d))`` of a fused head
-        buffer (:mod:`.fused`); None for d = 0 or with pre/post-processing."""
+        """The basis written densely into columns ``[offset, offset + m(t+d))`` of a fused
+        head buffer (:mod:`.fused`, the centred cardinal form); None for d = 0 or with
+        pre/post-processing."""
         if self.d < 1 or self.has_processing() or "spline_coef" not in self._buffers:
             return None
         return _BSplinePart(self, m, offset, total)
