@@ -117,11 +117,11 @@ def chain_heads(layers, x: Tensor):
         if type(layer).forward is not RPNLayer.forward:
             return None
         mods = layer._modules
-        hs = mods["heads"]
+        hs = mods["heads"]._modules
         if (len(hs) != 1 or len(mods["output"]) or layer.interdependent
                 or mods.get("fuser") is not None or mods.get("fusion_linear") is not None):
             return None
-        head = hs[0]
+        (head,) = hs.values()
         hmods = head._modules
         fused = hmods.get("fused")
         if (type(head).forward is not RPNHead.forward or fused is None

@@ -112,10 +112,10 @@ class ConcatPart(FusedPart):
             p.reset_parameters()
 
     def available(self) -> bool:
-        return all(p.available() for p in self.parts)
+        return all(p.available() for p in self.seq)
 
     def tensors(self) -> list[Tensor]:
-        return [t for p in self.parts for t in p.tensors()]
+        return [t for p in self.seq for t in p.tensors()]
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
         return [p.fill(x, out, need_grad) for p in self.seq]
