@@ -223,6 +223,26 @@ def _models(model: Any, seeds: list[int]) -> list[nn.Module]:
     return models
 
 
+#: elementwise losses whose mean reduction is computed per copy without ``torch.func.vmap``
+#: (a vmapped loss costs about as much as a tiny model's forward)
+_ELEMENTWISE = {nn.MSELoss: torch.nn.functional.mse_loss, nn.L1Loss: torch.nn.functional.l1_loss}
+
+
+def _per_copy_losses(loss_fn) -> tuple[Callable, Callable]:
+    """(loss of (S, B, ...) outputs against (S, B, ...) targets, against one shared (B, ...)
+    target), each returning the S per-copy losses: the mean over each copy's elements for
+    MSE / L1 with the mean reduction, ``torch.func.vmap`` of the loss for anything else."""
+    elementwise = _ELEMENTWISE.get(type(loss_fn))
+    if elementwise is None or loss_fn.reduction != "mean":
+        return (torch.func.vmap(loss_fn, in_dims=(0, 0)),
+                torch.func.vmap(loss_fn, in_dims=(0, None)))
+
+    def per_copy(out: Tensor, y: Tensor) -> Tensor:
+        return elementwise(out, y.expand_as(out), reduction="none").flatten(1).mean(1)
+
+    return per_copy, per_copy
+
+
 class _Stack:
     """The S copies as one batched model: stacked parameters (leaves the optimizer steps),
     stacked buffers where the copies differ (others are shared), and a shell module whose
@@ -498,8 +518,7 @@ def fit_seeds(
     stack.base.train()
     optimizer = OPTIMIZERS.build(cfg.optimizer.name, **cfg.optimizer.params())(stack.trainable)
     scheduler = SCHEDULERS.build(cfg.scheduler.name, **cfg.scheduler.params())(optimizer, cfg.epochs)
-    batched_loss = torch.func.vmap(loss_fn, in_dims=(0, 0))
-    shared_loss = torch.func.vmap(loss_fn, in_dims=(0, None))
+    batched_loss, shared_loss = _per_copy_losses(loss_fn)
 
     x_tr, y_tr = _tensors(bundle, "train", device, dtype, lname)
     n = x_tr.shape[0]
