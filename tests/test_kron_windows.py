@@ -97,14 +97,7 @@ def test_both_window_methods_at_every_row_split(windows, m, q):
                 if windows == "rows" else [(seg["lag0"], seg["lag0"] + (seg["grid"] - 1)
                                             * seg["g"] + seg["m"])])
         seg["pad"] = st._pads(ends, c.kron["t"])
-    g = torch.Generator().manual_seed(2)
-    x = (torch.rand(5, m, generator=g, dtype=D64) - 0.5).requires_grad_()
-    w = head.w.detach().clone().requires_grad_()
-    y, ref = planned(head, x, w), definition(head, x, w)
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
-    gy = torch.randn(y.shape, generator=g, dtype=D64)
-    for a, b in zip(torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)):
-        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    _matches_definition(head, m, seed=2)
 
 
 def test_no_window_index_table_and_the_mnist_plan():
@@ -169,14 +162,7 @@ def test_fused_row_node_with_and_without_padding(monkeypatch, kernel_cost, m, q)
         edges = sum(len(e) for *_x, e in blocks)
         assert (pad == (0, 0)) == (kernel_cost == 0)
         assert (edges > 0) == (kernel_cost == 0)
-    g = torch.Generator().manual_seed(4)
-    x = (torch.rand(5, m, generator=g, dtype=D64) - 0.5).requires_grad_()
-    w = head.w.detach().clone().requires_grad_()
-    y, ref = planned(head, x, w), definition(head, x, w)
-    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
-    gy = torch.randn(y.shape, generator=g, dtype=D64)
-    for a, b in zip(torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)):
-        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    x, w = _matches_definition(head, m, seed=4)
     fn = lambda x, w: planned(head, x, w)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w))
     assert torch.autograd.gradgradcheck(fn, (x, w))
@@ -198,3 +184,17 @@ def test_fused_row_node_in_eager_plain_form_under_torch_func():
     torch.testing.assert_close(torch.func.grad(loss)(w), want, rtol=1e-12, atol=1e-12)
     ys = torch.func.vmap(lambda xi: planned(head, xi[None], w))(x)
     torch.testing.assert_close(ys[:, 0], planned(head, x, w), rtol=1e-12, atol=1e-12)
+
+
+def _matches_definition(head, m: int, seed: int):
+    """The planned head equals the definition in float64, values and gradients (x and w);
+    returns the (x, w) it checked."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(5, m, generator=g, dtype=D64) - 0.5).requires_grad_()
+    w = head.w.detach().clone().requires_grad_()
+    y, ref = planned(head, x, w), definition(head, x, w)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(y.shape, generator=g, dtype=D64)
+    for a, b in zip(torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    return x, w
