@@ -25,11 +25,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _stats import fmt
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
@@ -100,14 +101,8 @@ def _start(src: str, hidden: int) -> tuple[subprocess.Popen, dict]:
     return proc, json.loads(proc.stdout.readline())
 
 
-def _stats(v: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
-    return statistics.median(v), q[0], q[2]
-
-
-def _fmt(v: list[float], scale: float = 1e3, digits: int = 2) -> str:
-    med, lo, hi = _stats(v)
-    return f"{med * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+def _fmt(values: list[float], scale: float = 1e3, digits: int = 2) -> str:
+    return fmt(values, scale, digits)
 
 
 def main() -> None:

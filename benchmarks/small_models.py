@@ -39,11 +39,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _stats import fmt
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
@@ -202,14 +203,8 @@ def _ask(proc: subprocess.Popen, req: dict) -> dict:
     return _read(proc)
 
 
-def _stats(values: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
-    return statistics.median(values), q[0], q[2]
-
-
 def _fmt(values: list[float], scale: float = 1e6, digits: int = 0) -> str:
-    med, lo, hi = _stats(values)
-    return f"{med * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+    return fmt(values, scale, digits)
 
 
 def _compile_run(src: str, compile_: bool, epochs: int) -> dict:

@@ -82,15 +82,7 @@ def test_gradcheck_and_gradgradcheck(rec, rp, d, monkeypatch):
     monkeypatch.setattr(contract, "SYM_BLOCKS", 2)
     head = _head(4, d, rec, rp, n=2)
     assert head.contraction.path in ("sym-bilinear", "lowrank-bilinear")
-    g = torch.Generator().manual_seed(2)
-    x = (torch.rand(3, 4, generator=g, dtype=D64) - 0.5).requires_grad_()
-    w = (torch.randn(1, head.l, generator=g, dtype=D64) * 0.5).requires_grad_()
-
-    def f(w, x):
-        return head.contraction(head.expansion.segment_inputs(x), w, head.reconciliation)
-
-    assert torch.autograd.gradcheck(f, (w, x))
-    assert torch.autograd.gradgradcheck(f, (w, x))
+    _check_contraction_gradients(head, 4, seed=2)
 
 
 def test_tables_are_rebuilt_after_to_empty():
@@ -165,15 +157,7 @@ def test_quadratic_fold_gradcheck_and_gradgradcheck(rec, rp, ranges, monkeypatch
     monkeypatch.setattr(contract, "SYM_QUAD_RANGES", ranges)
     head = _head(5, 2, rec, rp, n=2)
     assert len(head.contraction.sym_quad[1][0]) == ranges
-    g = torch.Generator().manual_seed(5)
-    x = (torch.rand(3, 5, generator=g, dtype=D64) - 0.5).requires_grad_()
-    w = (torch.randn(1, head.l, generator=g, dtype=D64) * 0.5).requires_grad_()
-
-    def f(w, x):
-        return head.contraction(head.expansion.segment_inputs(x), w, head.reconciliation)
-
-    assert torch.autograd.gradcheck(f, (w, x))
-    assert torch.autograd.gradgradcheck(f, (w, x))
+    _check_contraction_gradients(head, 5, seed=5)
 
 
 def test_quadratic_fold_with_a_different_degree_one_input():
@@ -214,3 +198,16 @@ def test_quadratic_fold_tables_follow_to_empty_and_dtype():
     assert torch.equal(head.contraction.quad1_src, src)
     assert "quad1_src" not in head.state_dict()  # non-persistent buffers
     _check_against_definition(head, 24)
+
+
+def _check_contraction_gradients(head, m: int, seed: int) -> None:
+    """gradcheck and gradgradcheck of the head's planned contraction in w and x (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(3, m, generator=g, dtype=D64) - 0.5).requires_grad_()
+    w = (torch.randn(1, head.l, generator=g, dtype=D64) * 0.5).requires_grad_()
+
+    def f(w, x):
+        return head.contraction(head.expansion.segment_inputs(x), w, head.reconciliation)
+
+    assert torch.autograd.gradcheck(f, (w, x))
+    assert torch.autograd.gradgradcheck(f, (w, x))
