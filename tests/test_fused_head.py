@@ -64,6 +64,33 @@ def test_fused_equals_definition_float64(expansion, reconciliation, bias):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("d", [1, 2, 4, 5])
+def test_fused_spline_degrees_equal_definition(d):
+    """Every degree's centred form (one term for d = 1, three for d = 5) against Cox–de Boor,
+    values and input gradients, also outside the knots."""
+    head = _head({"name": "bspline", "t": 4, "d": d}, "identity")
+    assert head.fused is not None
+    x = _inputs(2).requires_grad_()
+    y, ref = head(x), _definition(head, x)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(y)
+    (gx,), (gx_ref,) = torch.autograd.grad(y, [x], g), torch.autograd.grad(ref, [x], g)
+    rows = slice(2 if d == 1 else 0, None)  # d = 1 has kinks at the knots (rows 0, 1)
+    torch.testing.assert_close(gx[rows], gx_ref[rows], rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_spline_non_finite_inputs_give_nan_like_the_definition(dtype):
+    head = _head("bspline", "identity").to(dtype)
+    x = _inputs(2, 6).to(dtype)
+    x[1, 0], x[2, 1], x[3, 0] = float("inf"), float("-inf"), float("nan")
+    x[4, 1] = 1e30  # finite, far beyond the grid: zeros
+    y, ref = head(x), _definition(head, x)
+    assert torch.equal(y.isnan(), ref.isnan())
+    assert y[1:4].isnan().all()
+    torch.testing.assert_close(y[~y.isnan()], ref[~ref.isnan()])
+
+
 def test_fused_gradcheck_and_gradgradcheck():
     head = _head(bias=True)
     x = (_inputs(2, 6) * 0.7).requires_grad_()
@@ -137,7 +164,7 @@ def test_reset_tables_rebuilds_fused_tables():
     x = _inputs(2)
     want = head(x).detach()
     spline = head.fused.part.parts[0]
-    spline.coef.fill_(0)  # as after to_empty(): garbage in the non-persistent tables
+    spline.centres.fill_(0)  # as after to_empty(): garbage in the non-persistent tables
     head.reset_tables()
     torch.testing.assert_close(head(x), want, rtol=0, atol=0)
 

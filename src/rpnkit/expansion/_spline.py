@@ -47,7 +47,7 @@ from torch import Tensor
 
 __all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis",
            "uniform_basis_plain", "RadialBasis", "radial_basis", "autocast_off", "traced",
-           "centred_tables", "fused_spline_dense"]
+           "centred_tables", "centred_terms", "spline_scalars", "fused_spline_dense"]
 
 
 def cardinal_coefficients(d: int) -> list[list[Fraction]]:
@@ -328,37 +328,68 @@ def centred_tables(t: int, d: int) -> dict[str, Tensor]:
 
     over q < (d+1)/2 (the truncated-power form of the symmetric half: every term is bounded
     by ((d+1)/2)^d, so there is no cancellation of large terms). ``dcoef`` = −d·coef gives
-    dN/ds = Σ_q dcoef_q (a_q − s)₊^{d−1}."""
-    qs = range((d + 2) // 2)
-    coef = [(-1) ** q * math.comb(d + 1, q) / math.factorial(d) for q in qs]
+    dN/ds = Σ_q dcoef_q (a_q − s)₊^{d−1}. The same numbers as Python floats, per term:
+    :func:`centred_terms`."""
+    terms = centred_terms(d)
 
     def f64(values):
         return torch.tensor(values, dtype=torch.float64)
 
     return {"centres": f64([i + (d + 1) / 2 for i in range(t + d)]),
-            "a": f64([(d + 1) / 2 - q for q in qs]), "coef": f64(coef),
-            "dcoef": f64([-d * c for c in coef])}
+            "a": f64([a for a, _, _ in terms]), "coef": f64([c for _, c, _ in terms]),
+            "dcoef": f64([dc for _, _, dc in terms])}
 
 
-def fused_spline_dense(x: Tensor, offsets: Tensor, scale: Tensor, a: Tensor, coef: Tensor,
-                       dcoef: Tensor, d: int, out: Tensor, offset: int,
-                       need_grad: bool) -> Tensor | None:
-    """Write the dense B-spline basis of x (B, m) on uniform ``knots`` into the columns
+@functools.cache
+def centred_terms(d: int) -> tuple[tuple[float, float, float], ...]:
+    """``(a_q, coef_q, dcoef_q)`` of :func:`centred_tables` as Python floats (each the
+    float64 rounding of an exact rational; scalar arguments of elementwise ops)."""
+    out = []
+    for q in range((d + 2) // 2):
+        coef = Fraction((-1) ** q * math.comb(d + 1, q), math.factorial(d))
+        out.append((float(Fraction(d + 1, 2) - q), float(coef), float(-d * coef)))
+    return tuple(out)
+
+
+def spline_scalars(d: int, like: Tensor) -> tuple[Tensor, ...]:
+    """0-dim tensors (dtype's largest value, a_0 of :func:`centred_terms`, 1, 0) in ``like``'s
+    dtype and device: tensor operands of :func:`fused_spline_dense`'s ops (a Python number
+    there costs a scalar conversion per op)."""
+    return tuple(torch.tensor(v, dtype=like.dtype, device=like.device) for v in (
+        torch.finfo(like.dtype).max, centred_terms(d)[0][0], 1.0, 0.0))
+
+
+def fused_spline_dense(x: Tensor, offsets: Tensor, scale: float, scalars: tuple, d: int,
+                       out: Tensor, offset: int, need_grad: bool) -> Tensor | None:
+    """Write the dense B-spline basis of x (B, m) on uniform knots into the columns
     ``[offset, offset + m·(t+d))`` of ``out`` (feature-major), by the centred cardinal form
-    of :func:`centred_tables`: a handful of elementwise ops on (B, m, t+d, ⌈(d+1)/2⌉) numbers,
-    no index tables, no scatter – the fastest exact form for the few inputs of a tiny head
-    (the planned path keeps the local d+1 values for wide inputs). Inputs beyond the grid get
-    zeros; NaN and ±inf give NaN, as the Cox–de Boor definition does. With the knots'
-    ``scale`` = 1/h and ``offsets`` = −k₀/h − cᵢ (t+d,), u − cᵢ = x·scale + offsets. Returns
-    dN/dx (B, m, t+d) when ``need_grad``."""
+    of :func:`centred_tables`: per term q a few elementwise ops on (B, m, t+d) numbers
+    (z_q = (a_q − s)₊ = (z_0 − q)₊), no index tables, no scatter – the fastest exact form for
+    the few inputs of a tiny head (the planned path keeps the local d+1 values for wide
+    inputs). Inputs beyond the grid get zeros; NaN and ±inf give NaN, as the Cox–de Boor
+    definition does (``fmod`` by the dtype's largest value keeps every finite x and turns ±inf
+    into NaN; NaN stays NaN through ``clamp``). With the knots' ``scale`` = 1/h (a Python
+    float) and ``offsets`` = −k₀/h − cᵢ (t+d,), u − cᵢ = x·scale + offsets; ``scalars`` from
+    :func:`spline_scalars`. Returns dN/dx (B, m, t+d) when ``need_grad`` (d >= 1)."""
     b, m = x.shape
-    diff = torch.addcmul(offsets, x.unsqueeze(-1), scale)  # (B, m, T): u − cᵢ
-    z = a - diff.abs().unsqueeze(-1)  # (B, m, T, K)
-    z = z.mul_(z > 0)  # (a − s)₊; −inf·0 = NaN keeps non-finite inputs NaN
-    zd1 = z if d == 2 else z.square() if d == 3 else z.pow(d - 1) if d > 3 else (z > 0).to(
-        z.dtype)
     width = offsets.shape[0]
-    out[:, offset : offset + m * width].view(b, m, width).copy_(torch.matmul(zd1 * z, coef))
+    big, a0, one, zero = scalars
+    diff = torch.add(offsets, torch.fmod(x, big).unsqueeze(-1), alpha=scale)  # u − cᵢ
+    s = diff.abs()
+    dense = out[:, offset : offset + m * width].view(b, m, width)
+    grad = z0 = None
+    for q, (_, cq, dq) in enumerate(centred_terms(d)):
+        z = (torch.sub(a0, s) if z0 is None else torch.sub(z0, one, alpha=q)).clamp_(min=0)
+        zd1 = (z if d == 2 else torch.mul(z, z) if d == 3 else z.pow(d - 1) if d > 3
+               else (z > 0).to(z.dtype))
+        if z0 is None:  # the first term overwrites (the previous part may have left scratch)
+            z0 = z
+            torch.addcmul(zero, zd1, z, value=cq, out=dense) if d > 1 else dense.copy_(z)
+        else:
+            dense.addcmul_(zd1, z, value=cq)
+        if need_grad:
+            grad = (torch.add(zero, zd1, alpha=dq * scale) if grad is None
+                    else grad.add_(zd1, alpha=dq * scale))
     if not need_grad:
         return None
-    return torch.matmul(zd1, dcoef).mul_(diff.sign_()).mul_(scale)
+    return grad.mul_(diff.sign_())

@@ -15,6 +15,7 @@ from ._spline import (
     centred_tables,
     fused_spline_dense,
     radial_basis,
+    spline_scalars,
     spline_tables,
     uniform_basis,
 )
@@ -434,8 +435,8 @@ class _BSplinePart(FusedPart):
     def _build(self) -> None:
         k = self.exp[0].knots
         dtype = k.dtype if k.is_floating_point() else torch.get_default_dtype()
-        for name, tab in centred_tables(self.t, self.d).items():
-            self.register_buffer(name, tab.to(dtype), persistent=False)
+        self.register_buffer("centres", centred_tables(self.t, self.d)["centres"].to(dtype),
+                             persistent=False)
 
     def available(self) -> bool:
         return self.exp[0].uniform
@@ -444,17 +445,16 @@ class _BSplinePart(FusedPart):
         return [*super().tensors(), *self.exp[0].buffers(), *self.exp[0].parameters()]
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool):
-        offsets, scale, a, coef, dcoef = self._tables()
-        if a.dtype != x.dtype:  # (only if the expansion alone changed dtype)
-            offsets, scale, a, coef, dcoef = (t.to(x.dtype) for t in (
-                offsets, scale, a, coef, dcoef))
-        return fused_spline_dense(x, offsets, scale, a, coef, dcoef, self.d, out,
-                                  self.offset, need_grad)
+        offsets, scale, scalars = self._tables()
+        if offsets.dtype != x.dtype:  # (only if the expansion alone changed dtype)
+            offsets, scalars = offsets.to(x.dtype), spline_scalars(self.d, x)
+        return fused_spline_dense(x, offsets, scale, scalars, self.d, out, self.offset,
+                                  need_grad)
 
-    def _tables(self) -> tuple[Tensor, ...]:
-        """(−k₀/h − cᵢ, 1/h, a, coef, dcoef): the knots' part recomputed whenever the knots
-        or the centres are replaced or written in place (their version counters move), so
-        knots overwritten in place are followed without four ops per call."""
+    def _tables(self) -> tuple[Tensor, float, tuple]:
+        """(−k₀/h − cᵢ, 1/h as a Python float, :func:`spline_scalars`): recomputed whenever the knots or the centres
+        are replaced or written in place (their version counters move), so knots overwritten
+        in place are followed without ops per call."""
         k, own = self.exp[0]._buffers["knots"], self._buffers
         c = own["centres"]
         memo = self.__dict__.get("_memo")
@@ -462,9 +462,10 @@ class _BSplinePart(FusedPart):
                 k._version, c._version):
             with torch.no_grad():
                 scale = 1.0 / (k[1] - k[0])
-                memo = (k, c, (k._version, c._version), -k[0] * scale - c.to(k.dtype), scale)
+                memo = (k, c, (k._version, c._version), -k[0] * scale - c.to(k.dtype),
+                        1.0 if scale.is_meta else float(scale), spline_scalars(self.d, k))
             self.__dict__["_memo"] = memo
-        return memo[3], memo[4], own["a"], own["coef"], own["dcoef"]
+        return memo[3], memo[4], memo[5]
 
     def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
         b, m = x.shape
