@@ -60,6 +60,7 @@ from torch.nn.modules import module as _torch_module
 
 from .errors import ConfigurationError
 from .expansion._spline import autocast_off, functorch_active, traced
+from .expansion.fused import columns
 from .expansion.layout import Segment, monomial_indices
 from .reconciliation import forms
 
@@ -1371,9 +1372,9 @@ def fused_head_forward(plan, x: Tensor, w: Tensor, bias: Tensor | None, need_x: 
     broadcast) or (S, B, m) (κ filled for all S·B rows at once, batched GEMMs); y (S, B, n)."""
     n, d, r = plan.n, plan.D, plan.rank
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    k = x2.new_zeros(x2.shape[0], d + 1)
+    k = x2.new_empty(x2.shape[0], d + 1)  # every part writes all its columns
     state = plan.part.fill(x2, k, need_x)
-    kd = k[:, :d] if x.dim() == 2 else k[:, :d].view(*x.shape[:2], d)
+    kd = columns(k, 0, d) if x.dim() == 2 else k[:, :d].view(*x.shape[:2], d)
     if not seeds:  # one head: w's factors as strided views (one op each), 2-D GEMMs
         w, o = _flat(w)
         u = torch.mm(kd, w.as_strided((d, r), (r, 1), o + n * r)) if r else None
@@ -1413,7 +1414,7 @@ def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, ne
     ``seeds``/``shared`` as in :func:`fused_head_forward` (a shared K's gradient is summed
     over the copies)."""
     n, d, r = plan.n, plan.D, plan.rank
-    kd = k[:, :d]
+    kd = columns(k, 0, d)
     if seeds:
         if not shared:
             kd = kd.view(seeds, -1, d)
@@ -1431,12 +1432,12 @@ def fused_head_grads(plan, g: Tensor, k: Tensor, u: Tensor | None, w: Tensor, ne
             torch.mm(g.t(), u, out=gw.as_strided((n, r), (r, 1), 0))
             torch.mm(kd.t(), gu, out=gw.as_strided((d, r), (r, 1), n * r))
         if need_x:
-            torch.mm(gu, wc.as_strided((r, d), (1, r), o + n * r), out=gk[:, :d])
+            torch.mm(gu, wc.as_strided((r, d), (1, r), o + n * r), out=columns(gk, 0, d))
     else:
         if need_w:
             gw = torch.mm(g.t(), kd).view(w.shape)
         if need_x:
-            torch.mm(g, wc.as_strided((n, d), (d, 1), o), out=gk[:, :d])
+            torch.mm(g, wc.as_strided((n, d), (d, 1), o), out=columns(gk, 0, d))
     if need_b:
         gb = g.sum(0)
     return gk, gw, gb

@@ -376,7 +376,7 @@ def fused_spline_dense(x: Tensor, offsets: Tensor, scale: float, scalars: tuple,
     big, a0, one, zero = scalars
     diff = torch.add(offsets, torch.fmod(x, big).unsqueeze(-1), alpha=scale)  # u − cᵢ
     s = diff.abs()
-    dense = out[:, offset : offset + m * width].view(b, m, width)
+    dense = out.as_strided((b, m, width), (out.stride(0), width, 1), out.storage_offset() + offset)
     grad = z0 = None
     for q, (_, cq, dq) in enumerate(centred_terms(d)):
         z = (torch.sub(a0, s) if z0 is None else torch.sub(z0, one, alpha=q)).clamp_(min=0)

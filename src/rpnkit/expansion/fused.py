@@ -12,8 +12,9 @@ its planned path). The part is built once, when the head is built, for the colum
 ``[offset, offset + width)`` of K; its index tables are non-persistent buffers computed for
 those absolute columns. It implements
 
-* :meth:`FusedPart.fill` ``(x, K, need_grad) -> state``: write its columns of K. Parts are
-  filled left to right, and a part may write K's column ``offset + width`` (the next part's
+* :meth:`FusedPart.fill` ``(x, K, need_grad) -> state``: write its columns of K, every one
+  of them (K is not zeroed before; its discard column is never read). Parts are filled left
+  to right, and a part may write K's column ``offset + width`` (the next part's
   first column, or the discard column) as scratch: the next part overwrites it.
 * :meth:`FusedPart.grad` ``(state, gK, K, x) -> dL/dx`` (B, m) from the gradient of K
   (gK is (B, D + 1) with a zero discard column).
@@ -31,7 +32,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FusedPart", "ConcatPart", "DensePart"]
+__all__ = ["FusedPart", "ConcatPart", "DensePart", "columns"]
+
+
+def columns(buf: Tensor, start: int, width: int, inner: int | None = None) -> Tensor:
+    """Columns ``[start, start + width·inner)`` of every row of the row-major buffer ``buf``
+    (B, C) as a (B, width) view, or (B, width, inner) with ``inner``: one ``as_strided``
+    (a slice and a view are two or three ops, and these are a tiny head's hot path)."""
+    if inner is None:
+        return buf.as_strided((buf.shape[0], width), (buf.stride(0), 1),
+                              buf.storage_offset() + start)
+    return buf.as_strided((buf.shape[0], width, inner), (buf.stride(0), inner, 1),
+                          buf.storage_offset() + start)
 
 
 class FusedPart(nn.Module):
@@ -92,11 +104,11 @@ class DensePart(FusedPart):
     """κ(x) = x (the identity's columns, or a Taylor expansion's degree-1 block)."""
 
     def fill(self, x: Tensor, out: Tensor, need_grad: bool) -> Any:
-        out[:, self.offset : self.offset + self.width].copy_(x)
+        columns(out, self.offset, self.width).copy_(x)
         return None
 
     def grad(self, state: Any, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
-        return gk[:, self.offset : self.offset + self.width]
+        return columns(gk, self.offset, self.width)
 
 
 class ConcatPart(FusedPart):

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
 from .base import Expansion, check_finite_number, check_positive_int
-from .fused import FusedPart
+from .fused import FusedPart, columns
 from .layout import Segment, dense, monomial_indices, power, sympower
 
 __all__ = ["Taylor", "Chebyshev", "Jacobi", "Legendre", "Hermite", "Laguerre", "monomial_indices"]
@@ -150,11 +150,11 @@ class _TaylorPart(FusedPart):
     def fill(self, x: Tensor, out: Tensor, need_grad: bool):
         b, m = x.shape
         s = self.starts
-        out[:, s[0] : s[1]].copy_(x)
+        columns(out, s[0], m).copy_(x)
         for k in range(2, self.d + 1):
-            prev = x if k == 2 else out[:, s[k - 2] : s[k - 1]]
-            torch.mul(prev.unsqueeze(2), x.unsqueeze(1),
-                      out=out[:, s[k - 1] : s[k]].view(b, m ** (k - 1), m))
+            prev = x if k == 2 else columns(out, s[k - 2], m ** (k - 1))
+            torch.mul(prev.unsqueeze(-1), x.unsqueeze(1),
+                      out=columns(out, s[k - 1], m ** (k - 1), m))
         return None
 
     def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
@@ -162,17 +162,17 @@ class _TaylorPart(FusedPart):
         s = self.starts
         xc = x.unsqueeze(2)
         if self.d == 2:  # dL/dx = g_1 + (G + Gᵀ) x, one batched product
-            g = gk[:, s[1] : s[2]].view(b, m, m)
-            return torch.baddbmm(gk[:, s[0] : s[1]].unsqueeze(2), g + g.transpose(1, 2),
+            g = columns(gk, s[1], m, m)
+            return torch.baddbmm(columns(gk, s[0], m).unsqueeze(2), g + g.transpose(1, 2),
                                  xc).view(b, m)
         gx = None
-        gp = gk[:, s[self.d - 1] : s[self.d]]
+        gp = columns(gk, s[self.d - 1], m ** self.d)
         for k in range(self.d, 1, -1):
             g = gp.reshape(b, m ** (k - 1), m)  # (B, m^{k-1}, m); also for B = 0
-            prev = out[:, s[k - 2] : s[k - 1]]
+            prev = columns(out, s[k - 2], m ** (k - 1))
             part = torch.bmm(prev.unsqueeze(1), g).view(b, m)
             gx = part if gx is None else gx + part
-            gp = torch.baddbmm(gk[:, s[k - 2] : s[k - 1]].unsqueeze(2), g, xc).view(
+            gp = torch.baddbmm(columns(gk, s[k - 2], m ** (k - 1)).unsqueeze(2), g, xc).view(
                 b, m ** (k - 1))
         return gp if gx is None else gx + gp
 

@@ -20,7 +20,7 @@ from ._spline import (
     uniform_basis,
 )
 from .base import Expansion, check_finite_number, check_positive_int
-from .fused import FusedPart
+from .fused import FusedPart, columns
 from .layout import Segment, dense
 
 __all__ = ["GaussianRBF", "InverseQuadraticRBF", "BSpline", "MAX_GRID", "MAX_SPLINE_DEGREE"]
@@ -469,5 +469,5 @@ class _BSplinePart(FusedPart):
 
     def grad(self, state, gk: Tensor, out: Tensor, x: Tensor) -> Tensor:
         b, m = x.shape
-        g = gk[:, self.offset : self.offset + self.width].view(b, m, -1)
+        g = columns(gk, self.offset, m, self.width // m)
         return torch.linalg.vecdot(g, state)
