@@ -14,7 +14,9 @@ Step sections (AdamW lr 1e-3, one training step = zero_grad, forward, MSE, backw
   151-parameter MLP ``[2,10,10,1]`` (SiLU), batch 100;
 * ``KAN [2,5,1]`` (rpnkit's ``models.KAN``), batch 64, against a naive one-GEMM KAN written
   here (:class:`NaiveKAN`: the basis by Cox–de Boor on all knots, concatenated with SiLU(x),
-  one matmul per layer).
+  one matmul per layer) and, with ``--peers DIR`` (a folder holding the ``efficient_kan``
+  package, e.g. from github.com/Blealtan/efficient-kan ``src/``), efficient-kan's ``KAN``
+  (grid 5, order 3).
 
 How: two long-lived worker subprocesses (this script with ``--worker SRC``), one per
 package, both with ``OMP_WAIT_POLICY=PASSIVE`` and ``torch.set_num_threads(1)``, talking JSON
@@ -50,10 +52,12 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parents[1]
 RESULTS = HERE.parent / "results"
 
-STEP_MODELS = ["rpn_ext", "mlp", "rpn_ext3", "mlp10", "kan", "naive_kan"]
 PAIRS = [("rpn_ext", "mlp", "RPN-Ext [2,2,1] B=100 / MLP [2,5,5,1] B=100 (target <= 1.5)"),
          ("rpn_ext3", "mlp10", "RPN-Ext [2,2,2,1] B=100 / MLP [2,10,10,1] B=100"),
-         ("naive_kan", "kan", "naive one-GEMM KAN / rpnkit KAN [2,5,1] B=64 (target >= 1.2)")]
+         ("naive_kan", "kan", "naive one-GEMM KAN / rpnkit KAN [2,5,1] B=64 (target >= 1.2)"),
+         ("efficient_kan", "kan", "efficient-kan / rpnkit KAN [2,5,1] B=64 (target >= 1.2)")]
+#: where the worker imports efficient-kan from (``--peers``), if given
+PEERS_ENV = "RPNKIT_BENCH_PEERS"
 
 
 # ------------------------------------------------------------------------------------- worker
@@ -103,6 +107,12 @@ def _worker(src: str) -> None:
                 "rpn_ext3": (lambda: rpn_ext((2, 2, 2, 1)), 100), "mlp10": (lambda: mlp(10), 100),
                 "kan": (lambda: KAN([2, 5, 1]), 64),
                 "naive_kan": (lambda: NaiveKAN([2, 5, 1]), 64)}
+    if os.environ.get(PEERS_ENV):
+        sys.path.insert(0, os.environ[PEERS_ENV])
+        import efficient_kan
+
+        builders["efficient_kan"] = (
+            lambda: efficient_kan.KAN([2, 5, 1], grid_size=5, spline_order=3), 64)
     steps, info = {}, {}
     for name, (make, batch) in builders.items():
         torch.manual_seed(0)
@@ -135,8 +145,7 @@ def _worker(src: str) -> None:
         if req["cmd"] == "quit":
             break
         out = {}
-        for name in STEP_MODELS:
-            step = steps[name]
+        for name, step in steps.items():
             t0 = time.thread_time()  # CPU time of this (single) thread: robust to load
             for _ in range(req["reps"]):
                 step()
@@ -223,6 +232,8 @@ def main() -> None:
     ap.add_argument("--compile-epochs", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--note", default="", help="a paragraph appended to the results file")
+    ap.add_argument("--peers", default="",
+                    help="a folder holding the efficient_kan package (adds efficient-kan [2,5,1])")
     ap.add_argument("--worker")
     ap.add_argument("--compile-worker")
     ap.add_argument("--compile", default="0")
@@ -234,17 +245,21 @@ def main() -> None:
         return _compile_worker(args.compile_worker, args.compile == "1", args.epochs)
 
     sides = {"before": args.before, "after": args.after}
+    if args.peers:
+        os.environ[PEERS_ENV] = str(Path(args.peers).resolve())
     procs, ready = {}, {}
     for side, src in sides.items():
         procs[side], ready[side] = _start(src)
-    times = {side: {m: [] for m in STEP_MODELS} for side in sides}
-    ratios = {side: {a: [] for a, _b, _t in PAIRS} for side in sides}
+    models = [m for m in ready["after"]["info"] if m in ready["before"]["info"]]
+    pairs = [p for p in PAIRS if p[0] in models and p[1] in models]
+    times = {side: {m: [] for m in models} for side in sides}
+    ratios = {side: {a: [] for a, _b, _t in pairs} for side in sides}
     for _ in range(args.rounds):
         for side in sides:
             got = _ask(procs[side], {"cmd": "time", "reps": args.reps})
-            for m in STEP_MODELS:
+            for m in models:
                 times[side][m].append(got[m])
-            for a, b, _t in PAIRS:
+            for a, b, _t in pairs:
                 ratios[side][a].append(got[a] / got[b])
     for p in procs.values():
         p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
@@ -271,14 +286,15 @@ def main() -> None:
     ]
     names = {"rpn_ext": "RPN-Ext [2,2,1] B=100", "mlp": "MLP [2,5,5,1] (SiLU) B=100",
              "rpn_ext3": "RPN-Ext [2,2,2,1] B=100", "mlp10": "MLP [2,10,10,1] (SiLU) B=100",
-             "kan": "rpnkit KAN [2,5,1] B=64", "naive_kan": "naive one-GEMM KAN [2,5,1] B=64"}
-    for m in STEP_MODELS:
+             "kan": "rpnkit KAN [2,5,1] B=64", "naive_kan": "naive one-GEMM KAN [2,5,1] B=64",
+             "efficient_kan": "efficient-kan [2,5,1] B=64 (grid 5, order 3)"}
+    for m in models:
         ib, ia = ready["before"]["info"][m], ready["after"]["info"][m]
         lines.append(f"| {names[m]} | {ia['params']} | {ib['ops']} → {ia['ops']} | "
                      f"{_fmt(times['before'][m])} | {_fmt(times['after'][m])} |")
     lines += ["", "## Ratios (per round, same worker)", "", "| ratio | before | after |",
               "|---|---|---|"]
-    for a, _b, title in PAIRS:
+    for a, _b, title in pairs:
         rb, ra = ratios["before"][a], ratios["after"][a]
         lines.append(f"| {title} | {_fmt(rb, 1, 2)} | {_fmt(ra, 1, 2)} |")
     if not args.no_compile:
