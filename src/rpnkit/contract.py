@@ -912,7 +912,11 @@ class Contraction(nn.Module):
                     part = self._quad(i, v, rs)
                 else:
                     off = self.segs[lo][5] - self.segs[0][5]
-                    part = self._quad(i, v, r_mat.narrow(0, off, m + rs.shape[0]))
+                    rows = m + rs.shape[0]
+                    # (all of R: no narrow, whose backward would zero-fill and copy R's
+                    # gradient, and transpose-copy it again into w's layout)
+                    part = self._quad(i, v, r_mat if off == 0 and rows == r_mat.shape[0]
+                                      else r_mat.narrow(0, off, rows))
                     if inputs[lo] is not v:  # the fold took x_j·1 for the dense input
                         part = part + (inputs[lo] - v) @ parts[lo]
             elif kind == "sympower" and k >= 2:
@@ -937,10 +941,14 @@ class Contraction(nn.Module):
         ranges, _rows, _lo = self.sym_quad[i]
         t = _Place.apply(rs.t().reshape(-1), getattr(self, f"quad{i}_src"),
                          getattr(self, f"quad{i}_dest"))
+        # one split (its backward one cat), not a slice per range (each slice's backward
+        # zero-fills a gradient of T's size)
+        sizes = [c * (a1 - a0 + o) * (m - a0) for a0, a1, o, _base in ranges]
+        pieces = t.split(sizes) if len(ranges) > 1 else (t[: sizes[0]],)
         y = None
-        for a0, a1, o, base in ranges:
+        for (a0, a1, o, _base), piece in zip(ranges, pieces):
             width, slots = m - a0, a1 - a0 + o
-            u = v[:, a0:] @ t[base : base + c * slots * width].view(c * slots, width).t()
+            u = v[:, a0:] @ piece.view(c * slots, width).t()
             lead = _with_one(v[:, :a1]) if o else v[:, a0:a1]
             # (lead in the GEMM's dtype: under autocast the product is the autocast dtype, like
             # a matmul's)
