@@ -158,7 +158,7 @@ def test_fused_row_node_with_and_without_padding(monkeypatch, kernel_cost, m, q)
     c = head.contraction
     for seg in c.kron["segs"].values():
         seg["windows"] = "rows"
-        pad, blocks = seg["rowplan"]
+        pad, blocks, _zero, _write = seg["rowplan"]
         edges = sum(len(e) for *_x, e in blocks)
         assert (pad == (0, 0)) == (kernel_cost == 0)
         assert (edges > 0) == (kernel_cost == 0)
@@ -198,3 +198,83 @@ def _matches_definition(head, m: int, seed: int):
     for a, b in zip(torch.autograd.grad(y, (x, w), gy), torch.autograd.grad(ref, (x, w), gy)):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
     return x, w
+
+
+@pytest.mark.parametrize("rec", ["lphm", "dual_lphm"])
+@pytest.mark.parametrize("kernel_cost", [0, 10**9])
+@pytest.mark.parametrize(("m", "q", "channels"), [(6, 2, 1), (6, 3, 2), (4, 2, 1)])
+def test_folded_kron_product_is_one_node_equal_to_the_definition(monkeypatch, rec, kernel_cost,
+                                                                  m, q, channels):
+    """A flat Kronecker form with B = S Tᵀ over one row-window segment runs as one autograd
+    node (_KronRows: H = K T, y = H kron(A, S)ᵀ, w's gradient one buffer), R unpadded with
+    edge products or padded; values, gradients of x and w, gradcheck and gradgradcheck equal
+    the definition in float64."""
+    monkeypatch.setattr(st, "KERNEL_COST", kernel_cost)
+    head = build(m, q, rec, fft=False)
+    if channels == 1:
+        head = _one_channel(head, m, q, rec)
+    c = head.contraction
+    assert c.kron["fold"] is not None
+    assert methods(head)[1] == ["rows"]
+    x, w = _matches_definition(head, m, seed=6)
+    if channels == 1:
+        assert type(planned(head, x, w).grad_fn).__name__ == "_KronRowsBackward"
+    fn = lambda x, w: planned(head, x, w)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w))
+    assert torch.autograd.gradgradcheck(fn, (x, w))
+
+
+def _one_channel(head: RPNHead, m: int, q: int, rec: str) -> RPNHead:
+    torch.manual_seed(0)
+    one = RPNHead(m, 4, expansion={"name": "taylor", "d": 2}, reconciliation=rec,
+                  reconciliation_params={"p": 2, "q": q, "r": 2}, dtype=D64)
+    with torch.no_grad():
+        one.w.copy_(head.w[:1])
+    return one
+
+
+def test_folded_node_writes_w_gradient_and_skips_x_gradient():
+    """One channel: the product's grad_fn is _KronRowsBackward; w's gradient (one buffer,
+    every factor's part) equals the definition's also when x needs no gradient."""
+    head = _one_channel(build(6, 2, "dual_lphm", fft=False), 6, 2, "dual_lphm")
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(5, 6, generator=g, dtype=D64) - 0.5
+    w = head.w.detach().clone().requires_grad_()
+    y = planned(head, x, w)
+    assert type(y.grad_fn).__name__ == "_KronRowsBackward"
+    gy = torch.randn(y.shape, generator=g, dtype=D64)
+    got = torch.autograd.grad(y, w, gy)[0]
+    want = torch.autograd.grad(definition(head, x, w), w, gy)[0]
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_fold_plan_follows_the_form():
+    """The MNIST head (m = 784, q = 2, dual_lphm) is folded; hm (B = F itself) and a
+    subclass computing its own factors (not flat) are not, and the latter stays exact."""
+    from rpnkit.reconciliation.kronecker import DualLPHM
+
+    big = RPNHead(784, 64, expansion={"name": "taylor", "d": 2}, reconciliation="dual_lphm",
+                  reconciliation_params={"p": 2, "q": 2, "r": 2}, device="meta")
+    assert big.reconciliation.form().flat
+    assert big.contraction.kron["fold"] is not None
+    assert build(6, 2, "hm").contraction.kron["fold"] is None
+
+    class Scaled(DualLPHM):
+        def factors(self, w, n, D):  # noqa: N803
+            return [2.0 * f for f in super().factors(w, n, D)]
+
+    assert not Scaled().form().flat
+    torch.manual_seed(0)
+    head = RPNHead(6, 4, expansion={"name": "taylor", "d": 2}, reconciliation=Scaled(),
+                   dtype=D64)
+    assert head.contraction.path == "kron-structured"
+    assert head.contraction.kron["fold"] is None
+    _matches_definition(head, 6, seed=8)
+
+
+def test_fold_costs_choose_the_small_kron_matrix():
+    """kron(A, S) is (p·s, q·c): folded for the MNIST shapes, not where it is large."""
+    costs = st.fold_costs(128, 2, 2, 32, 2)
+    assert costs["fold"] < costs["batched"]
+    costs = st.fold_costs(128, 2, 64, 5000, 2)
+    assert costs["fold"] > costs["batched"]

@@ -412,16 +412,32 @@ def use_fft(b: int, m: int, t: int, n_lags: int, c: int,
     return fft * 2 < direct, size
 
 
+def fold_costs(b: int, p: int, q: int, s: int, c: int) -> dict[str, float]:
+    """Cost of one step (forward + backward) of y = A H Sᵀ for H (B, q, c), A (p, q), S (s,
+    c), in multiply-add equivalents: ``fold``: one GEMM with kron(A, S) (p·s, q·c), built
+    once per step; ``batched``: A H then Sᵀ as batched products (their kernels, the
+    (B, p, c) intermediate moved, and autograd nodes for the factors). Counted at the batch
+    ``b`` the plan is made for."""
+    fold = (3 * b * p * s * q * c + TRAFFIC_COST * (3 * p * s * q * c + 2 * b * (q * c + p * s))
+            + KERNEL_COST * 6)
+    batched = (3 * b * p * c * (q + s) + TRAFFIC_COST * 2 * b * (q * c + 2 * p * c + p * s)
+               + KERNEL_COST * 14)
+    return {"fold": float(fold), "batched": float(batched)}
+
+
 def _row_plan(blocks: tuple[tuple[int, int, int, int], ...], m: int, t: int, c: int) -> tuple:
-    """``(pad, blocks)``: the row blocks of :func:`_row_blocks` split for the fused ``rows``
-    node. Where R is small enough that copying it zero-padded costs less than the kernels of
-    the windows that hang over its ends (:data:`TRAFFIC_COST` per number moved, forward and
-    backward, against :data:`KERNEL_COST` per kernel), ``pad`` = (rows before, rows after)
-    and every window is inside the padded R; else ``pad`` = (0, 0) and per block
+    """``(pad, blocks, zero, write)``: the row blocks of :func:`_row_blocks` split for the fused
+    ``rows`` node. Where R is small enough that copying it zero-padded costs less than the
+    kernels of the windows that hang over its ends (:data:`TRAFFIC_COST` per number moved,
+    forward and backward, against :data:`KERNEL_COST` per kernel), ``pad`` = (rows before,
+    rows after) and every window is inside the padded R; else ``pad`` = (0, 0) and per block
     ``(row, i0, i1, o0, edges)``: α in [i0, i1) are the windows wholly inside R (lags
     ``o0 + (α − i0) m`` in [0, t − m]: R's rows [o0, o0 + (i1 − i0) m) reshaped, a view, no
     zero padding), ``edges`` the α whose window hangs over an end of R, as ``(α, lag, β0,
-    β1)`` with z's β in [β0, β1) meeting R's rows [lag + β0, lag + β1)."""
+    β1)`` with z's β in [β0, β1) meeting R's rows [lag + β0, lag + β1). ``zero``: the ranges
+    of the (padded) R's flat gradient that the first block's GEMM does not write, ``write``:
+    whether the first block's GEMM writes its rows (the backward zero-fills only ``zero`` and
+    writes those rows without reading them)."""
     pad = _pads([(s0, s0 + (a1 - a0) * m) for _r, a0, a1, s0 in blocks], t)
     hang = sum(1 for _r, a0, a1, s0 in blocks for a in range(a0, a1)
                if not 0 <= s0 + (a - a0) * m <= t - m)
@@ -441,113 +457,239 @@ def _row_plan(blocks: tuple[tuple[int, int, int, int], ...], m: int, t: int, c: 
                 edges.append((a, o, max(0, -o), min(m, t - o)))
         i0, i1 = (inner[0], inner[-1] + 1) if inner else (a0, a0)
         out.append((row, i0, i1, start + (i0 - a0) * m, tuple(edges)))
-    return pad, tuple(out)
+    # the first block writes its rows (when no edge product comes before it)
+    row0, i0, i1, o0, _e = out[0]
+    write = i1 > i0
+    first = (o0, o0 + (i1 - i0) * m) if write else (0, 0)
+    zero = tuple((lo * c, hi * c) for lo, hi in ((0, first[0]), (first[1], t)) if hi > lo)
+    return pad, tuple(out), zero, write
 
 
-def _zdot(u: Tensor, g: Tensor) -> Tensor:
-    """Σ_c u[b, β, c] g[b, c] for u (B, m, c): (B, m). For a few columns, c strided
-    multiply-adds (a batched matrix-vector product of width c is several times slower)."""
+def _zdot(u: Tensor, g: Tensor, out: Tensor) -> None:
+    """out += Σ_c u[b, β, c] g[b, c] for u (B, m, c), out (B, m). For a few columns, c
+    strided multiply-adds (a batched matrix-vector product of width c is several times
+    slower)."""
     c = g.shape[1]
     if c > 4:
-        return torch.bmm(u, g.unsqueeze(2)).squeeze(2)
-    out = u[:, :, 0] * g[:, 0:1]
-    for j in range(1, c):
-        out = out.addcmul_(u[:, :, j], g[:, j : j + 1])
-    return out
+        out.unsqueeze(2).baddbmm_(u, g.unsqueeze(2))
+        return
+    for j in range(c):
+        out.addcmul_(u[:, :, j], g[:, j : j + 1])
+
+
+def _edge(zs: Tensor, re: Tensor) -> Tensor:
+    """zs (B, k) @ re (k, c) for a few columns c: as (reᵀ zsᵀ)ᵀ with reᵀ copied contiguous
+    (a GEMM with N = c ≤ 4 runs several times slower than its transpose)."""
+    if re.shape[1] > 4:
+        return zs @ re
+    return torch.mm(re.t().contiguous(), zs.t()).t()
+
+
+def _rows_forward(z: Tensor, rc: Tensor, plan: tuple, tilde: bool, q: int):
+    """(H (B, q, c), saved) for the ``rows`` windows of one segment, R = ``rc`` (padded as
+    ``plan`` says): per row of K one GEMM of z's α range with R's rows reshaped (a view),
+    then one batched product with z; the windows over R's ends are small products. ``saved``:
+    what :func:`_rows_backward` needs (the (B, m, c) GEMM results and the edge products)."""
+    b, m = z.shape
+    c = rc.shape[1]
+    flat = rc.view(-1)
+    h = z.new_zeros(b, q, c)
+    saved = []
+    for row, i0, i1, o0, edges in plan[1]:
+        if i1 > i0:
+            blk = flat[o0 * c : (o0 + (i1 - i0) * m) * c].view(i1 - i0, m * c)
+            if tilde and i0 == 0:  # the lead's constant 1: R's first window, added
+                u = torch.addmm(blk[0:1], z[:, : i1 - 1], blk[1:])
+            else:
+                lo = i0 - 1 if tilde else i0
+                u = z[:, lo : lo + i1 - i0] @ blk
+            u = u.view(b, m, c)
+            h[:, row] = torch.bmm(z.unsqueeze(1), u).view(b, c)
+            saved.append(u)
+        for a, o, b0, b1 in edges:
+            e = _edge(z[:, b0:b1], rc[o + b0 : o + b1])
+            saved.append(e)
+            la = a - 1 if tilde else a
+            h[:, row] += e if la < 0 else e * z[:, la : la + 1]
+    return h, saved
+
+
+def _rows_backward(g: Tensor, z: Tensor, rc: Tensor, saved: list, plan: tuple, tilde: bool,
+                   gz: Tensor | None, gflat: Tensor) -> None:
+    """Gradients of :func:`_rows_forward`'s H: z's added into ``gz`` (None: not wanted), R's
+    written into ``gflat`` (the padded R's flat gradient, uninitialised: the ranges
+    ``plan[2]`` are zero-filled, the first block is written, the rest added in place)."""
+    b, m = z.shape
+    c = rc.shape[1]
+    flat = rc.view(-1)
+    for lo, hi in plan[2]:
+        gflat[lo:hi].zero_()
+    first = plan[3]
+    k = 0
+    for row, i0, i1, o0, edges in plan[1]:
+        gi = g[:, row]  # (B, c)
+        if i1 > i0:
+            u = saved[k]
+            k += 1
+            sl = slice(o0 * c, (o0 + (i1 - i0) * m) * c)
+            blk = flat[sl].view(i1 - i0, m * c)
+            gblk = gflat[sl].view(i1 - i0, m * c)
+            gu = (z.unsqueeze(2) * gi.unsqueeze(1)).view(b, m * c)
+            beta = 0.0 if first else 1.0
+            first = False
+            if tilde and i0 == 0:
+                if beta:
+                    gblk[0] += gu.sum(0)
+                else:
+                    torch.sum(gu, 0, out=gblk[0])
+                blk, gblk, lo = blk[1:], gblk[1:], 0
+            else:
+                lo = i0 - 1 if tilde else i0
+            hi = lo + blk.shape[0]
+            gblk.addmm_(z[:, lo:hi].t(), gu, beta=beta)
+            if gz is not None:
+                _zdot(u, gi, gz)
+                gz[:, lo:hi].addmm_(gu, blk.t())
+        for a, o, b0, b1 in edges:
+            e = saved[k]
+            k += 1
+            re = rc[o + b0 : o + b1]
+            la = a - 1 if tilde else a
+            if la < 0:
+                ge = gi
+            else:
+                ge = gi * z[:, la : la + 1]
+                if gz is not None:
+                    gz[:, la] += (e * gi).sum(1)
+            if gz is not None:
+                gz[:, b0:b1].addmm_(ge, re.t())
+            # R's rows += zsᵀ ge, as (geᵀ zs)ᵀ (a GEMM with N = c ≤ 4 is slow)
+            gflat[(o + b0) * c : (o + b1) * c].view(b1 - b0, c).t().addmm_(ge.t(), z[:, b0:b1])
+
+
+def _padded_r(r: Tensor, pad: tuple[int, int]) -> Tensor:
+    return F.pad(r, (0, 0, *pad)) if pad[0] or pad[1] else r.contiguous()
+
+
+def _plain_grads(ctx, g: Tensor, args: tuple, n_out: int) -> tuple:
+    """create_graph: the gradients of ``ctx.plain(*args)``, differentiable (higher
+    derivatives exact); ``n_out`` trailing Nones for the non-tensor arguments."""
+    with torch.enable_grad():
+        h = ctx.plain(*args)
+    need = ctx.needs_input_grad[: len(args)]
+    got = list(torch.autograd.grad(h, [x for x, nd in zip(args, need) if nd], g,
+                                   create_graph=True))
+    return tuple(got.pop(0) if nd else None for nd in need) + (None,) * n_out
 
 
 class _RowWindows(torch.autograd.Function):
     """H = K R for one ordered degree-2 segment (``rows`` windows) as one autograd node.
 
-    Forward: per row of K one GEMM of z's α range with R's rows reshaped (a view of R, no
-    zero padding: the few windows that hang over R's ends are separate small products),
-    then one batched product with z, written into H. Backward: R's gradient is accumulated
-    into one (t, c) tensor by in-place GEMMs on its row blocks (plain autograd gives a
-    zero-filled copy of R per row, a padded copy and their sum), z's in one (B, m) tensor.
+    Forward: :func:`_rows_forward` (per row of K one GEMM of z's α range with R's rows
+    reshaped, a view of R, no zero padding: the few windows that hang over R's ends are
+    separate small products). Backward: :func:`_rows_backward`: R's gradient written into one
+    (t, c) tensor by in-place GEMMs on its row blocks, z's into one (B, m) tensor.
     Eager only: under ``torch.func`` / compile / autocast the plain differentiable form
     (:meth:`Contraction._row_windows`) runs instead, and a double backward (create_graph)
     differentiates that plain form, so higher derivatives are exact."""
 
     @staticmethod
     def forward(ctx, z: Tensor, r: Tensor, plan: tuple, tilde: bool, q: int, plain):
-        b, m = z.shape
-        pad, plan = plan
-        rc = F.pad(r, (0, 0, *pad)) if pad[0] or pad[1] else r.contiguous()
-        c = rc.shape[1]
-        flat = rc.view(-1)
-        h = z.new_zeros(b, q, c)
-        us = []
-        for row, i0, i1, o0, edges in plan:
-            if i1 > i0:
-                blk = flat[o0 * c : (o0 + (i1 - i0) * m) * c].view(i1 - i0, m * c)
-                if tilde and i0 == 0:  # the lead's constant 1: R's first window, added
-                    u = torch.addmm(blk[0:1], z[:, : i1 - 1], blk[1:])
-                else:
-                    lo = i0 - 1 if tilde else i0
-                    u = z[:, lo : lo + i1 - i0] @ blk
-                u = u.view(b, m, c)
-                h[:, row] = torch.bmm(z.unsqueeze(1), u).view(b, c)
-                us.append(u)
-            for a, o, b0, b1 in edges:
-                e = z[:, b0:b1] @ rc[o + b0 : o + b1]
-                la = a - 1 if tilde else a
-                h[:, row] += e if la < 0 else e * z[:, la : la + 1]
-        ctx.save_for_backward(z, r, *us)
-        ctx.pad, ctx.plan, ctx.tilde, ctx.q, ctx.plain = pad, plan, tilde, q, plain
+        h, saved = _rows_forward(z, _padded_r(r, plan[0]), plan, tilde, q)
+        ctx.save_for_backward(z, r, *saved)
+        ctx.plan, ctx.tilde, ctx.plain = plan, tilde, plain
         return h
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        z, r, *us = ctx.saved_tensors
+        z, r, *saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiate the plain form
-            with torch.enable_grad():
-                h = ctx.plain(z, r)
-            want = [x for x, need in zip((z, r), ctx.needs_input_grad[:2]) if need]
-            got = list(torch.autograd.grad(h, want, g, create_graph=True))
-            return (got.pop(0) if ctx.needs_input_grad[0] else None,
-                    got.pop(0) if ctx.needs_input_grad[1] else None, None, None, None, None)
-        b, m = z.shape
-        pad = ctx.pad
-        rc = F.pad(r, (0, 0, *pad)) if pad[0] or pad[1] else r.contiguous()
-        t, c = rc.shape
-        flat = rc.view(-1)
-        tilde = ctx.tilde
-        gz = torch.zeros_like(z)
-        gr = rc.new_zeros(t, c)
-        gflat = gr.view(-1)
-        k = 0
-        for row, i0, i1, o0, edges in ctx.plan:
-            gi = g[:, row]  # (B, c)
-            if i1 > i0:
-                u = us[k]
-                k += 1
-                sl = slice(o0 * c, (o0 + (i1 - i0) * m) * c)
-                blk = flat[sl].view(i1 - i0, m * c)
-                gblk = gflat[sl].view(i1 - i0, m * c)
-                gu = (z.unsqueeze(2) * gi.unsqueeze(1)).view(b, m * c)
-                gz += _zdot(u, gi)
-                if tilde and i0 == 0:
-                    gblk[0] += gu.sum(0)
-                    blk, gblk, lo = blk[1:], gblk[1:], 0
-                else:
-                    lo = i0 - 1 if tilde else i0
-                hi = lo + blk.shape[0]
-                gz[:, lo:hi].addmm_(gu, blk.t())
-                gblk.addmm_(z[:, lo:hi].t(), gu)
-            for a, o, b0, b1 in edges:
-                re = rc[o + b0 : o + b1]
-                la = a - 1 if tilde else a
-                if la < 0:
-                    ge = gi
-                else:
-                    lead = z[:, la : la + 1]
-                    gz[:, la] += ((z[:, b0:b1] @ re) * gi).sum(1)
-                    ge = gi * lead
-                gz[:, b0:b1].addmm_(ge, re.t())
-                gr[o + b0 : o + b1].addmm_(z[:, b0:b1].t(), ge)
+            return _plain_grads(ctx, g, (z, r), 4)
+        pad = ctx.plan[0]
+        rc = _padded_r(r, pad)
+        gz = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
+        gr = torch.empty_like(rc)
+        _rows_backward(g, z, rc, saved, ctx.plan, ctx.tilde, gz, gr.view(-1))
         if pad[0] or pad[1]:
-            gr = gr[pad[0] : t - pad[1]]
-        return gz, gr, None, None, None, None
+            gr = gr[pad[0] : rc.shape[0] - pad[1]]
+        return gz, gr if ctx.needs_input_grad[1] else None, None, None, None, None
+
+
+def _fold_left(fs: list[Tensor], a_idx: tuple, p: int, q: int) -> Tensor:
+    """A (p, q) of the Kronecker form from its factors: ones, F_i or F_i F_jᵀ."""
+    if len(a_idx) == 0:
+        return fs[0].new_ones(p, q)
+    if len(a_idx) == 1:
+        return fs[a_idx[0]]
+    return fs[a_idx[0]] @ fs[a_idx[1]].t()
+
+
+class _KronRows(torch.autograd.Function):
+    """y = vec(A K Tᵀ... ) for a flat Kronecker form (W = A ⊗ (S Tᵀ), w = [vec F_0, ...])
+    whose κ is one ordered degree-2 segment with ``rows`` windows, as one autograd node from
+    (z, w) to y: H = K R by :func:`_rows_forward` (R = T, a view of w), then
+    y = H_flat kron(A, S)ᵀ (one GEMM with a (p·s, q·c) matrix instead of three batched
+    products). Backward writes w's gradient into one buffer: R's part by
+    :func:`_rows_backward` in place, the small factors' parts beside it (no split backward
+    concatenating a copy of R's gradient). Eager only (like :class:`_RowWindows`); a double
+    backward differentiates the plain form ``plain(z, w)``."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, w: Tensor, fold: dict, plain):
+        fs = [w[o : o + math.prod(sh)].view(sh) for o, sh in zip(fold["offsets"], fold["shapes"])]
+        r, sm = fs[fold["b"][1]], fs[fold["b"][0]]
+        rc = _padded_r(r, fold["rowplan"][0])
+        h, saved = _rows_forward(z, rc, fold["rowplan"], fold["tilde"], fold["q"])
+        a = _fold_left(fs, fold["a"], fold["p"], fold["q"])
+        mk = torch.kron(a, sm)  # (p·s, q·c): entry ((i, j), (k, l)) = A[i, k] S[j, l]
+        hf = h.view(h.shape[0], h.shape[1] * h.shape[2])
+        ctx.save_for_backward(z, w, hf, a, mk, *saved)
+        ctx.fold, ctx.plain = fold, plain
+        return hf @ mk.t()
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        z, w, hf, a, mk, *saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain form
+            return _plain_grads(ctx, gy, (z, w), 2)
+        fold = ctx.fold
+        p, q = fold["p"], fold["q"]
+        offsets, shapes = fold["offsets"], fold["shapes"]
+        fs = [w[o : o + math.prod(sh)].view(sh) for o, sh in zip(offsets, shapes)]
+        s_idx, r_idx = fold["b"]
+        sm = fs[s_idx]
+        s, c = sm.shape
+        gh = (gy @ mk).view(gy.shape[0], q, c)
+        gm = (gy.t() @ hf).view(p, s, q, c)
+        gw = torch.empty_like(w)
+        # R's part: rows backward into w's gradient (padded R: a temporary, then copied)
+        pad = fold["rowplan"][0]
+        rc = _padded_r(fs[r_idx], pad)
+        gz = torch.zeros_like(z) if ctx.needs_input_grad[0] else None
+        o_r = offsets[r_idx]
+        n_r = math.prod(shapes[r_idx])
+        dest = gw[o_r : o_r + n_r] if not (pad[0] or pad[1]) else rc.new_empty(rc.numel())
+        _rows_backward(gh, z, rc, saved, fold["rowplan"], fold["tilde"], gz, dest)
+        if pad[0] or pad[1]:
+            gw[o_r : o_r + n_r] = dest[pad[0] * c : pad[0] * c + n_r]
+        # the small factors: S, then A's factors (zero first: a factor may appear twice)
+        small = [i for i in range(len(fs)) if i != r_idx]
+        for i in small:
+            gw[offsets[i] : offsets[i] + math.prod(shapes[i])].zero_()
+        gs = torch.einsum("iskl,ik->sl", gm, a)
+        gw[offsets[s_idx] : offsets[s_idx] + s * c].view(s, c).add_(gs)
+        a_idx = fold["a"]
+        if a_idx:
+            ga = torch.einsum("iskl,sl->ik", gm, sm)
+            views = {i: gw[offsets[i] : offsets[i] + math.prod(shapes[i])].view(shapes[i])
+                     for i in a_idx}
+            if len(a_idx) == 1:
+                views[a_idx[0]].add_(ga)
+            else:
+                i, j = a_idx
+                views[i].addmm_(ga, fs[j])
+                views[j].addmm_(ga.t(), fs[i])
+        return gz, gw if ctx.needs_input_grad[1] else None, None, None
 
 
 def plan_sizes(layout: list[Segment], form: forms.Form, n: int, batch: int) -> tuple[int, int]:
@@ -854,8 +996,45 @@ class Contraction(nn.Module):
                 # the one window, rows [lag, lag + m) of R zero-padded: a slice, no gather
                 info["lag"] = int(lags[0])
                 info["lag_pad"] = _pads([(int(lags[0]), int(lags[0]) + m)], t)
+        info["fold"] = self._plan_fold(info, shapes, c)
         self.kron = info
         self._replan()
+
+    def _plan_fold(self, info: dict, shapes: list[tuple[int, ...]], c: int) -> dict | None:
+        """The one-node product (:class:`_KronRows`) where it applies and pays: a flat form
+        (the factors are views of w) with B = S Tᵀ (R = T itself), κ one ordered degree-2
+        segment (row windows), and y = H kron(A, S)ᵀ not dearer than A H Sᵀ by three batched
+        products: multiply-adds at the planned batch (forward and backward) against the
+        :data:`KERNEL_COST` of the kernels it saves (see :func:`fold_costs`)."""
+        form = self.form
+        if (not getattr(form, "flat", False) or len(form.b) != 2 or info["rank_one"]
+                or len(self.segs) != 1 or 0 not in info["segs"] or not shapes):
+            return None
+        s_idx, r_idx = form.b
+        if r_idx in form.a or r_idx == s_idx:
+            return None
+        p, q, s = form.p, form.q, int(shapes[s_idx][0])
+        costs = fold_costs(self.batch, p, q, s, c)
+        if costs["fold"] > costs["batched"]:
+            return None
+        offsets, off = [], 0
+        for sh in shapes:
+            offsets.append(off)
+            off += math.prod(sh)
+        seg = info["segs"][0]
+        return {"p": p, "q": q, "a": tuple(form.a), "b": (s_idx, r_idx),
+                "offsets": tuple(offsets), "shapes": tuple(tuple(sh) for sh in shapes),
+                "tilde": bool(self.segs[0][4]), "rowplan": seg["rowplan"]}
+
+    def _folded(self, z: Tensor) -> bool:
+        """Whether this forward runs :class:`_KronRows` (planned, row windows without FFT,
+        eager, no autocast)."""
+        fold = self.kron["fold"] if self.kron is not None else None
+        if fold is None:
+            return False
+        seg = self.kron["segs"][0]
+        return (seg["windows"] == "rows" and not seg["fft"] and not traced()
+                and not torch.is_autocast_enabled(z.device.type))
 
     # -- evaluation ------------------------------------------------------------------------------
     def _lead(self, i: int, z: Tensor) -> Tensor:
@@ -1153,6 +1332,10 @@ class Contraction(nn.Module):
             fs = rec.form_factors(wc, n, d)
             return self._right(inputs, fs[form.right]) @ fs[form.left].t()
         if path == "kron-structured":
+            if self._folded(inputs[0]):
+                return _KronRows.apply(
+                    inputs[0], wc, self.kron["fold"],
+                    lambda z_, w_: self._kron_apply([z_], rec.form_factors(w_, n, d)))
             return self._kron_apply(inputs, rec.form_factors(wc, n, d))
         # materialised κ
         if isinstance(form, forms.Dense):
@@ -1246,6 +1429,9 @@ class Contraction(nn.Module):
                     how = f"rows straddle the blocks: {seg['n_lags']} correlation lags via {via}"
                 lines.append(f"  {label} at offset {off} with q={self.kron['q']}, "
                              f"t={self.kron['t']}: {how}")
+            if self.kron.get("fold") is not None:
+                lines.append("  y = H kron(A, S)ᵀ: one GEMM, with the row windows in one "
+                             "autograd node (w's gradient written as one buffer)")
         for i, (ranges, _rows, lo) in self.sym_quad.items():
             label = self.segs[i][6]
             with_x = f" with {self.segs[lo][6]} as a constant slot" if lo is not None else ""

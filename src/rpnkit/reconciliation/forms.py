@@ -15,9 +15,10 @@ fast path by declaring a form.
 ``LowRank(left, right, flat)``
     W = F_left F_rightᵀ with F_left (n, r), F_right (D, r); ``flat``: w is [vec F_left,
     vec F_right] row-major (left = 0, right = 1), so the factors are views of w.
-``Kronecker(p, q, a, b)``
+``Kronecker(p, q, a, b, flat)``
     W = A ⊗ B with A (p, q), B (n/p, D/q). ``a`` / ``b`` name the factors: ``()`` is all
-    ones, ``(i,)`` is F_i itself, ``(i, j)`` is F_i F_jᵀ.
+    ones, ``(i,)`` is F_i itself, ``(i, j)`` is F_i F_jᵀ. ``flat``: w is [vec F_0, vec F_1,
+    ...] row-major in ``factor_shapes`` order, so the factors are views of w.
 ``Fixed(kind, c)``
     a constant matrix with l = 0: ``"zero"``, ``"constant"`` (c·1), ``"eye"`` (I_{n×D}).
 """
@@ -80,6 +81,9 @@ class Kronecker(Form):
     q: int
     a: tuple[int, ...] = (0,)
     b: tuple[int, ...] = (1,)
+    #: w is exactly [vec F_0, vec F_1, ...] (row-major, in factor order, nothing else): the
+    #: factors are views of w, so the Kronecker product may write w's gradient as one buffer
+    flat: bool = False
 
     @property
     def degree(self) -> int:

@@ -65,6 +65,12 @@ class _Kron(Reconciliation):
         self.check_sizes(n, D)
         return n // self.p, D // self.q
 
+    def _flat(self) -> bool:
+        """Whether w is [vec F_0, vec F_1, ...] (the factors cut by the base ``factors``): a
+        subclass that computes its factors otherwise does not declare a flat form."""
+        return (type(self).factors is Reconciliation.factors
+                and type(self).form_factors is Reconciliation.form_factors)
+
     def blocks(self, kx: Tensor, D: int) -> Tensor:  # noqa: N803
         return kx.reshape(kx.shape[0], self.q, D // self.q)
 
@@ -81,7 +87,7 @@ class DuplicatedPadding(_Kron):
         return [self.st(n, D)]
 
     def form(self):
-        return forms.Kronecker(self.p, self.q, a=(), b=(0,))
+        return forms.Kronecker(self.p, self.q, a=(), b=(0,), flat=self._flat())
 
     def reconcile(self, w, n, D):  # noqa: N803
         self.check_w(w, n, D)
@@ -113,7 +119,7 @@ class HM(_Kron):
         return [(self.p, self.q), self.st(n, D)]
 
     def form(self):
-        return forms.Kronecker(self.p, self.q, a=(0,), b=(1,))
+        return forms.Kronecker(self.p, self.q, a=(0,), b=(1,), flat=self._flat())
 
     def reconcile(self, w, n, D):  # noqa: N803
         a, b = self.factors(w, n, D)
@@ -159,7 +165,7 @@ class LPHM(_Kron):
         return [(self.p, self.q), (s, self.r), (t, self.r)]
 
     def form(self):
-        return forms.Kronecker(self.p, self.q, a=(0,), b=(1, 2))
+        return forms.Kronecker(self.p, self.q, a=(0,), b=(1, 2), flat=self._flat())
 
     def reconcile(self, w, n, D):  # noqa: N803
         a, sm, tm = self.factors(w, n, D)
@@ -205,7 +211,7 @@ class DualLPHM(_Kron):
         return [(self.p, r), (self.q, r), (s, r), (t, r)]
 
     def form(self):
-        return forms.Kronecker(self.p, self.q, a=(0, 1), b=(2, 3))
+        return forms.Kronecker(self.p, self.q, a=(0, 1), b=(2, 3), flat=self._flat())
 
     def reconcile(self, w, n, D):  # noqa: N803
         pm, qm, sm, tm = self.factors(w, n, D)
