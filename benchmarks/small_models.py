@@ -308,10 +308,13 @@ def main() -> None:
                              f"{r['test_mse']:.6g} |")
     old = RESULTS / "small_models.md"
     if args.no_compile and old.exists() and "## compile" in old.read_text():
-        kept = old.read_text().split("## compile", 1)[1].split("\n## ", 1)[0].rstrip()
-        suffix = " – kept from the previous run (this run: --no-compile)"
-        lines += ["", "## compile" + kept.split("\n", 1)[0].replace(suffix, "") + suffix,
-                  kept.split("\n", 1)[1].rstrip()]
+        # keep the previous run's compile table (its heading and rows, not its notes)
+        kept = old.read_text().split("## compile", 1)[1].split("\n## ", 1)[0]
+        head, body = kept.split("\n", 1)
+        head = head.split(" – kept from", 1)[0]
+        rows = [ln for ln in body.splitlines() if ln.startswith("|")]
+        lines += ["", f"## compile{head} – kept from a previous run (this run: --no-compile)",
+                  "", *rows]
     if args.note:
         lines += ["", args.note]
     text = "\n".join(lines) + "\n"
