@@ -239,6 +239,7 @@ class RPNHead(nn.Module):
             self.channel_fusion if self.channel_fuser is None else "sum",
             (self.expansion.registry_name, rec.registry_name),
             fft=spec.fft,
+            batch=spec.plan_batch,
         )
         # tiny heads: κ written into one buffer and contracted in one autograd node (eager)
         self.fused: FusedHeadProduct | None = None

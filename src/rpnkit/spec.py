@@ -57,6 +57,11 @@ class HeadSpec:
             be any :data:`~rpnkit.registry.FUSIONS` name (max, learned, weighted, ...).
         reorder: allow the exact order A(X)·⟨X, W⟩ when ξ multiplies from the left and κ is
             declared linear (default True).
+        plan_batch: the rows per batch the contraction plan's cost model counts at (its
+            Kronecker-window, FFT and folded-product choices; every choice gives the same
+            values). ``None`` (default) plans for :data:`rpnkit.contract.NOMINAL_BATCH` rows;
+            a run built from a config (``rpnkit train``) plans at its ``train.batch_size``
+            unless the ``model:`` section sets ``plan_batch``.
     """
 
     expansion: Any = "identity"
@@ -75,6 +80,7 @@ class HeadSpec:
     interdependence: Any = None
     interdependence_params: Mapping[str, Any] | None = None
     reorder: bool = True
+    plan_batch: int | None = None
 
     @classmethod
     def from_options(cls, owner: str = "RPNHead", **options: Any) -> HeadSpec:

@@ -98,8 +98,10 @@ def load_bundle(cfg: RunConfig) -> DataBundle:
 
 
 def build_from_config(mc: ModelConfig, seed: int, in_width: int, out_width: int,
-                      what: str = "model") -> nn.Module:
-    """Seed, check the dims against the data, and build the model by registry name."""
+                      what: str = "model", plan_batch: int | None = None) -> nn.Module:
+    """Seed, check the dims against the data, and build the model by registry name. An RPN
+    whose ``model:`` section does not set ``plan_batch`` plans its contractions for
+    ``plan_batch`` rows (the run's batch size) when given."""
     if mc.dims[0] != in_width:
         raise ConfigurationError(
             f"{what}.dims[0] = {mc.dims[0]} but the data has {in_width} input features"
@@ -109,8 +111,11 @@ def build_from_config(mc: ModelConfig, seed: int, in_width: int, out_width: int,
             f"{what}.dims[-1] = {mc.dims[-1]} but the data and loss need {out_width} outputs"
         )
     seed_everything(seed)
+    kwargs = mc.build_kwargs()
+    if mc.name == "rpn" and plan_batch is not None and "plan_batch" not in kwargs:
+        kwargs["plan_batch"] = int(plan_batch)
     try:
-        model = build_model(mc.name, **mc.build_kwargs())
+        model = build_model(mc.name, **kwargs)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{what}: {exc}") from None
     except TypeError as exc:
@@ -220,7 +225,8 @@ def prepare(cfg: RunConfig, device: str | None = None) -> Prepared:
 
     if cfg.train.metrics:
         check_metrics(cfg.train.metrics, bundle.task)
-    model = build_from_config(cfg.model, cfg.seed, bundle.n_features, width)
+    model = build_from_config(cfg.model, cfg.seed, bundle.n_features, width,
+                              plan_batch=cfg.train.batch_size)
     threads = choose_threads(cfg.train.threads, model, dev)
     _check_train(cfg, model, bundle, lname)
     for i, b in enumerate(cfg.baselines):  # validate baselines too (built again when trained)
@@ -617,7 +623,8 @@ def _seed_models(prep: Prepared) -> list[nn.Module] | None:
     from .seeds import seed_list
 
     width = prep.out_width
-    return [build_from_config(prep.cfg.model, s, prep.bundle.n_features, width)
+    return [build_from_config(prep.cfg.model, s, prep.bundle.n_features, width,
+                              plan_batch=t.batch_size)
             for s in seed_list(prep.cfg.seed, t.seeds)]
 
 
