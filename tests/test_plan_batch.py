@@ -81,3 +81,15 @@ def test_prepare_plans_the_model_at_train_batch_size():
            "train": {"epochs": 1, "batch_size": 50, "loss": "mse"}}
     prep = prepare(parse_config(cfg))
     assert {h.contraction.batch for layer in prep.model.layers for h in layer.heads} == {50}
+
+
+def test_sklearn_estimator_plans_at_its_batch_size():
+    import numpy as np
+
+    from rpnkit.sklearn import RPNRegressor
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    est = RPNRegressor(dims=(4,), expansion="taylor", batch_size=20, max_epochs=1,
+                       optimizer="adam").fit(x, y)
+    assert {h.contraction.batch for layer in est.model_.layers for h in layer.heads} == {20}

@@ -263,7 +263,8 @@ def test_estimator_head_options_are_head_fields(monkeypatch):
     monkeypatch.setattr(RPN, "from_dims", classmethod(spy))
     X, y = load_iris(return_X_y=True)
     RPNClassifier(expansion="identity", bias=False, max_epochs=1).fit(X, y)
-    assert set(seen) == {*_HEAD_OPTIONS, "activation"}
+    # plan_batch: the training batch (the estimator's batch_size), not an estimator parameter
+    assert set(seen) == {*_HEAD_OPTIONS, "activation", "plan_batch"}
     assert seen["expansion"] == "identity"
     assert seen["bias"] is False
 

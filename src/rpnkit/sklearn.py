@@ -241,13 +241,16 @@ class _RPNEstimatorBase(BaseEstimator):
                 out.append(f"{k}={value!r}")
         return out
 
-    def _build_network(self, n_in: int, n_out: int) -> nn.Module:
+    def _build_network(self, n_in: int, n_out: int, plan_batch: int | None = None) -> nn.Module:
+        """The network; an RPN's contractions are planned for ``plan_batch`` rows (the training
+        batch, as ``rpnkit train`` does; None: the nominal batch)."""
         widths = [n_in, *_as_tuple_dims(self.dims), n_out]
         if self.model is not None:
             from .models import build_model
 
             return build_model(self.model, dims=widths, **dict(self.model_params or {}))
-        return RPN.from_dims(widths, **self._head_options(), activation=self.activation)
+        return RPN.from_dims(widths, **self._head_options(), activation=self.activation,
+                             plan_batch=plan_batch)
 
     def _check_hparams(self) -> None:
         def positive_int(name: str) -> None:
@@ -379,7 +382,7 @@ class _RPNEstimatorBase(BaseEstimator):
         cuda_devices = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices), _small_work_threads(device, X.size):
             torch.manual_seed(seed)
-            net = self._build_network(X.shape[1], n_out)
+            net = self._build_network(X.shape[1], n_out, cfg["batch_size"])
             result = fit(net, data, cfg, seed=seed, device=device, progress=self.verbose > 1,
                          on_epoch_end=log_epoch if self.verbose else None, restore_best=True,
                          task=self._task)
