@@ -452,9 +452,9 @@ class _BSplinePart(FusedPart):
                                   need_grad)
 
     def _tables(self) -> tuple[Tensor, float, tuple]:
-        """(−k₀/h − cᵢ, 1/h as a Python float, :func:`spline_scalars`): recomputed whenever the knots or the centres
-        are replaced or written in place (their version counters move), so knots overwritten
-        in place are followed without ops per call."""
+        """(−k₀/h − cᵢ, 1/h as a Python float, :func:`spline_scalars`): recomputed whenever
+        the knots or the centres are replaced or written in place (their version counters
+        move), so knots overwritten in place are followed without ops per call."""
         k, own = self.exp[0]._buffers["knots"], self._buffers
         c = own["centres"]
         memo = self.__dict__.get("_memo")
