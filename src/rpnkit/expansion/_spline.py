@@ -368,7 +368,7 @@ def fused_spline_dense(x: Tensor, offsets: Tensor, scale: float, scalars: tuple,
     the few inputs of a tiny head (the planned path keeps the local d+1 values for wide
     inputs). Inputs beyond the grid get zeros; NaN and ±inf give NaN, as the Cox–de Boor
     definition does (``fmod`` by the dtype's largest value keeps every finite x and turns ±inf
-    into NaN; NaN stays NaN through ``clamp``). With the knots' ``scale`` = 1/h (a Python
+    into NaN; NaN stays NaN through ``relu``). With the knots' ``scale`` = 1/h (a Python
     float) and ``offsets`` = −k₀/h − cᵢ (t+d,), u − cᵢ = x·scale + offsets; ``scalars`` from
     :func:`spline_scalars`. Returns dN/dx (B, m, t+d) when ``need_grad`` (d >= 1)."""
     b, m = x.shape
@@ -379,7 +379,7 @@ def fused_spline_dense(x: Tensor, offsets: Tensor, scale: float, scalars: tuple,
     dense = out.as_strided((b, m, width), (out.stride(0), width, 1), out.storage_offset() + offset)
     grad = z0 = None
     for q, (_, cq, dq) in enumerate(centred_terms(d)):
-        z = (torch.sub(a0, s) if z0 is None else torch.sub(z0, one, alpha=q)).clamp_(min=0)
+        z = (torch.sub(a0, s) if z0 is None else torch.sub(z0, one, alpha=q)).relu_()
         zd1 = (z if d == 2 else torch.mul(z, z) if d == 3 else z.pow(d - 1) if d > 3
                else (z > 0).to(z.dtype))
         if z0 is None:  # the first term overwrites (the previous part may have left scratch)
