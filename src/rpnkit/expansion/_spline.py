@@ -45,6 +45,8 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
+from .fused import columns
+
 __all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis",
            "uniform_basis_plain", "RadialBasis", "radial_basis", "autocast_off", "traced",
            "centred_tables", "centred_terms", "spline_scalars", "fused_spline_dense"]
@@ -320,24 +322,17 @@ def radial_basis(x: Tensor, centres: Tensor, eps: float, gaussian: bool) -> Tens
 
 
 def centred_tables(t: int, d: int) -> dict[str, Tensor]:
-    """Tables of the t + d bases of degree d on uniform knots as one centred cardinal
-    B-spline (float64): basis i is N((u − cᵢ)) with u = (x − k₀)/h and centre
+    """The centres (float64) of the t + d bases of degree d on uniform knots written as one
+    centred cardinal B-spline: basis i is N(u − cᵢ) with u = (x − k₀)/h and centre
     cᵢ = i + (d+1)/2, and for s = |u − cᵢ|
 
         N(s) = Σ_q coef_q · (a_q − s)₊^d,   a_q = (d+1)/2 − q,   coef_q = (−1)^q C(d+1, q) / d!
 
     over q < (d+1)/2 (the truncated-power form of the symmetric half: every term is bounded
-    by ((d+1)/2)^d, so there is no cancellation of large terms). ``dcoef`` = −d·coef gives
-    dN/ds = Σ_q dcoef_q (a_q − s)₊^{d−1}. The same numbers as Python floats, per term:
-    :func:`centred_terms`."""
-    terms = centred_terms(d)
-
-    def f64(values):
-        return torch.tensor(values, dtype=torch.float64)
-
-    return {"centres": f64([i + (d + 1) / 2 for i in range(t + d)]),
-            "a": f64([a for a, _, _ in terms]), "coef": f64([c for _, c, _ in terms]),
-            "dcoef": f64([dc for _, _, dc in terms])}
+    by ((d+1)/2)^d, so there is no cancellation of large terms); dN/ds = Σ_q dcoef_q
+    (a_q − s)₊^{d−1} with dcoef = −d·coef. The per-term numbers: :func:`centred_terms`."""
+    return {"centres": torch.tensor([i + (d + 1) / 2 for i in range(t + d)],
+                                    dtype=torch.float64)}
 
 
 @functools.cache
@@ -376,7 +371,7 @@ def fused_spline_dense(x: Tensor, offsets: Tensor, scale: float, scalars: tuple,
     big, a0, one, zero = scalars
     diff = torch.add(offsets, torch.fmod(x, big).unsqueeze(-1), alpha=scale)  # u − cᵢ
     s = diff.abs()
-    dense = out.as_strided((b, m, width), (out.stride(0), width, 1), out.storage_offset() + offset)
+    dense = columns(out, offset, m, width)
     grad = z0 = None
     for q, (_, cq, dq) in enumerate(centred_terms(d)):
         z = (torch.sub(a0, s) if z0 is None else torch.sub(z0, one, alpha=q)).relu_()
