@@ -97,14 +97,15 @@ def test_no_per_call_casts_of_grids():
     # float64 knots were cast on every call, ~60 copies per KAN step)
     assert len([e for e in copies if e.input_shapes and e.input_shapes[0] == [8, 3]]) <= 1
     assert len(copies) <= 3
-    head.fused = None  # the planned local basis: exactly the one index conversion
+    head.fused = None  # the planned local basis: at most the one index conversion
     head(x).sum().backward()
     with torch.profiler.profile(record_shapes=True) as prof:
         head(x).sum().backward()
     # (0-dim copies are the Horner rule's Python-float coefficients, wrapped by the ops)
     copies = [e for e in prof.events() if e.name == "aten::_to_copy"
               and e.input_shapes and e.input_shapes[0] != []]
-    assert len([e for e in copies if e.input_shapes[0] == [8, 3]]) == 1
+    # (inside the grid the columns are converted by copy_ into a long scratch: no _to_copy)
+    assert len([e for e in copies if e.input_shapes[0] == [8, 3]]) <= 1
     assert len(copies) <= 3
 
 

@@ -81,7 +81,7 @@ def test_second_derivative_equals_the_definition_off_knots():
 
 def test_backward_saves_only_per_feature_state():
     # no (B·m, d+1) column table and no (B·m, d+1) derivative block kept for backward:
-    # the backward recomputes columns and derivatives per k from (B, m) rows and f
+    # the backward recomputes intervals, columns and derivatives per k from x
     b, m, t, d = 32, 6, 5, 3
     e = rpnkit.build_expansion("bspline", t=t, d=d)
     x = (torch.rand(b, m) * 2 - 1).requires_grad_()
@@ -94,7 +94,8 @@ def test_backward_saves_only_per_feature_state():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         out = e.local_basis(x)
     table = m * (t + 2 * d + 2) * (d + 1)  # the (constant) column table of the expansion
-    assert sorted(sizes) == sorted([b * m, b * m, b * m, t + 2 * d + 1, d * (d + 1), table])
+    # x, the knots, the derivative coefficients, the column table, row0 and base (m each)
+    assert sorted(sizes) == sorted([b * m, t + 2 * d + 1, d * (d + 1), table, m, m])
     (gx,) = torch.autograd.grad(out.sum(), x)
     torch.testing.assert_close(gx, torch.autograd.grad(e.expand(x).sum(), x)[0],
                                rtol=0, atol=1e-5)

@@ -45,6 +45,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
+from ..workspace import BlockPool
 from .fused import columns
 
 __all__ = ["cardinal_coefficients", "spline_tables", "UniformBSplineBasis", "uniform_basis",
@@ -86,7 +87,9 @@ def spline_tables(m: int, t: int, d: int, device: torch.device | str | None = "c
     powers[:, :d] @ dcoef. ``cols`` (m·(t+2d+2), d+1): for feature i and clamped interval
     jc ∈ [−1, t+2d] (row ``i·(t+2d+2) + jc + 1``) the dense column of each local basis, or
     the discarded column m·(t+d) when that basis does not exist (outside the t+d bases, or x
-    outside the knots). ``row0`` (m,): ``i·(t+2d+2) + 1``.
+    outside the knots). ``row0`` (m,): ``i·(t+2d+2) + 1``. ``base`` (m,) float64:
+    ``i·(t+d) − d``, the column of basis 0 of feature i on interval j is ``base + j`` (inside
+    the grid).
     """
     width = t + d
     n_rows = t + 2 * d + 2  # jc = -1 .. t + 2d
@@ -105,20 +108,52 @@ def spline_tables(m: int, t: int, d: int, device: torch.device | str | None = "c
         "dcoef": dcoef,
         "cols": cols.reshape(m * n_rows, d + 1).contiguous(),
         "row0": torch.arange(m, device=device) * n_rows + 1,
+        "base": (torch.arange(m, device=device) * width - d).to(torch.float64),
     }
 
 
-def _rows(x: Tensor, knots: Tensor, d: int, top: int, row0: Tensor) -> tuple[Tensor, Tensor]:
-    """(f, table rows) for x (B, m), both (B, m): f = u − ⌊u⌋ and row
-    ``i·(t+2d+2) + clamp(⌊u⌋) + 1``."""
+def _grid(knots: Tensor) -> tuple[Tensor, Tensor]:
+    """(k₀, h) of uniform knots, 0-dim tensors."""
     k0 = knots[0]
-    u = (x - k0).div_(knots[1] - k0)
+    return k0, knots[1] - k0
+
+
+def _local(x: Tensor, grid: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """(f, j) for x (B, m), both (B, m) in x's dtype: u = (x − k₀)/h, j = ⌊u⌋ (NaN for a NaN
+    or ±inf x) and f = u − j; ``grid`` = :func:`_grid`."""
+    u = (x - grid[0]).div_(grid[1])
     j = torch.floor(u)
-    f = u.sub_(j)  # in place: u is not needed again
-    # NaN/±inf inputs: f is NaN; their values go to interval d (whose d+1 bases all exist),
-    # so NaN reaches the output as with the recursion
+    return u.sub_(j), j  # in place: u is not needed again
+
+
+def _table_rows(j: Tensor, d: int, top: int, row0: Tensor) -> Tensor:
+    """Rows of the column table for intervals j (float, (B, m)): ``i·(t+2d+2) + clamp(j) + 1``
+    (j is overwritten). NaN/±inf inputs go to interval d (whose d+1 bases all exist), so NaN
+    reaches the output as with the recursion."""
     jc = j.nan_to_num_(nan=d, posinf=d, neginf=d).clamp_(-1, top).to(torch.long)
-    return f, jc.add_(row0)
+    return jc.add_(row0)
+
+
+def _interior(j: Tensor, d: int, width: int) -> bool:
+    """Whether every interval j lies inside the grid (d <= j <= t+d−1), where all d+1 local
+    bases exist and basis k of feature i is column ``i·(t+d) + j − d + k``. False for NaN."""
+    lo, hi = torch.aminmax(j)
+    return lo.item() >= d and hi.item() <= width - 1
+
+
+def _exact_columns(x: Tensor, n_cols: int) -> bool:
+    """Whether column numbers up to ``n_cols`` are exact in x's floating dtype (the interior
+    path computes them as j + (i·(t+d) − d) in that dtype, then converts)."""
+    return n_cols < 2 / torch.finfo(x.dtype).eps
+
+
+#: bytes of the dense block filled per row chunk of the CPU path (it stays in cache while
+#: its d+1 scatters land)
+CHUNK_BYTES = 1 << 22
+
+
+def _chunk_rows(b: int, row_bytes: int) -> int:
+    return max(1, min(b, CHUNK_BYTES // max(row_bytes, 1)))
 
 
 @functools.cache
@@ -136,14 +171,47 @@ def horner_derivatives(d: int) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float((e + 1) * c[e + 1][k]) for e in range(d)) for k in range(d + 1))
 
 
-def _horner(f: Tensor, coeffs: tuple[float, ...], out: Tensor) -> Tensor:
-    """``out = Σ_e coeffs[e] f^e`` by Horner's rule, elementwise and in place in ``out``."""
-    if len(coeffs) == 1:
-        return out.fill_(coeffs[0])
-    torch.mul(f, coeffs[-1], out=out)
-    for c in coeffs[-2:0:-1]:
-        out.add_(c).mul_(f)
-    return out.add_(coeffs[0])
+@functools.cache
+def _terms(coeffs: tuple[float, ...]) -> tuple[tuple[int, float], ...]:
+    """The non-zero ``(e, coefficient)`` pairs of a polynomial in f, highest power first."""
+    return tuple((e, c) for e, c in reversed(tuple(enumerate(coeffs))) if c != 0.0)
+
+
+@functools.cache
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A 0-dim tensor operand (a Python number costs a scalar conversion per op)."""
+    with torch.inference_mode(False):
+        return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _powers(f: Tensor, d: int) -> list[Tensor | None]:
+    """``[None, f, f², …, f^d]`` (d − 1 elementwise products)."""
+    pows: list[Tensor | None] = [None, f]
+    while len(pows) <= d:
+        pows.append(pows[-1] * f)
+    return pows
+
+
+def _poly(pows: list, coeffs: tuple[float, ...], out: Tensor) -> Tensor:
+    """``Σ_e coeffs[e] f^e`` from the powers of f, in ``out``: one op per non-zero
+    coefficient (the constant folded into the first, scaled powers added with ``alpha``); a
+    lone power with coefficient 1 is returned as it is (no op)."""
+    terms = _terms(coeffs)
+    if not terms:
+        return out.zero_()
+    (e, c), rest = terms[0], terms[1:]
+    if e == 0:  # a constant polynomial
+        return out.fill_(c)
+    if not rest and c == 1.0:
+        return pows[e]
+    if rest and rest[-1][0] == 0:
+        torch.add(_constant(rest[-1][1], out.dtype, out.device), pows[e], alpha=c, out=out)
+        rest = rest[:-1]
+    else:
+        torch.mul(pows[e], _constant(c, out.dtype, out.device), out=out)
+    for e, c in rest:
+        out.add_(pows[e], alpha=c)
+    return out
 
 
 def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
@@ -160,60 +228,121 @@ def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
     return (torch.stack(pows, 1) @ dcoef) / h
 
 
+def _scatter_table(out: Tensor, f: Tensor, rows: Tensor, cols: Tensor) -> None:
+    """The general local path into the zero-filled block ``out`` (n, m·(t+d) + 1): per local
+    basis k its (n, m) columns by a 1-D gather from the k-th column of the table (the
+    discard column for a basis that does not exist), its values by Horner's rule, one
+    ``scatter_``."""
+    rows = rows.view(-1)
+    col = rows.new_empty(f.shape)
+    val = f.new_empty(f.shape)
+    d = cols.shape[1] - 1
+    pows = _powers(f, d)
+    for k, hk in enumerate(horner_coefficients(d)):
+        torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
+        out.scatter_(1, col, _poly(pows, hk, val))
+
+
+def _fill_rows(out: Tensor, x: Tensor, grid: tuple, tabs: tuple, width: int,
+               col: Tensor, val: Tensor) -> None:
+    """One row chunk of the CPU path: zero ``out`` (n, m·(t+d) + 1), then write the d+1
+    local values of every feature. When every x of the chunk lies inside the grid (the
+    common case) the columns are arithmetic, ``i·(t+d) + j − d`` for basis 0, and basis k
+    is scattered into the view shifted by k columns (no table gather, no discard column);
+    otherwise (an x outside the grid, NaN or ±inf) the table path. ``col``/``val``: (n, m)
+    scratch."""
+    cols, row0, base = tabs
+    d = cols.shape[1] - 1
+    out.zero_()
+    f, j = _local(x, grid)
+    if not _interior(j, d, width):
+        _scatter_table(out, f, _table_rows(j, d, cols.shape[0] // x.shape[1] - 2, row0), cols)
+        return
+    col.copy_(j.add_(base))  # exact: see _exact_columns
+    pows = _powers(f, d)
+    for k, hk in enumerate(horner_coefficients(d)):
+        out[:, k:].scatter_(1, col, _poly(pows, hk, val))
+
+
 class UniformBSplineBasis(torch.autograd.Function):
     """Dense (B, m·(t+d)) B-spline basis of x on uniform knots; backward in O(B·m·(d+1)).
 
-    Per local basis k = 0 … d (a loop over the degree, not over samples): its (B, m) dense
-    columns from the k-th column of the table (a 1-D gather of (B, m) rows), its (B, m)
-    values by Horner's rule with scalar coefficients, one ``scatter_`` into a
-    (B, m·(t+d) + 1) buffer whose last column takes the bases that do not exist; the output
-    is the view without it (rows keep the buffer's stride). The (B, m) column and value
-    buffers are reused across k (no (B·m, d+1) temporaries: no K = d+1 GEMM, no int64
-    (B·m, d+1) table). The backward recomputes the columns and the derivative values per k
-    from the saved rows and f. It is differentiable when autograd asks for a graph of it
-    (``create_graph``): the derivatives are then recomputed from x with plain ops
+    The block is (B, m·(t+d) + 1), its last column taking bases that do not exist; the output
+    is the view without it (rows keep the buffer's stride). On the CPU it is written in row
+    chunks of about :data:`CHUNK_BYTES` (:func:`_fill_rows`: the zero fill and the d+1
+    scatters of a chunk land while it is in cache), columns computed arithmetically where
+    every x of the chunk is inside the grid; elsewhere (other devices, column numbers not
+    exact in the dtype) the whole block by the table path (:func:`_scatter_table`). Per local
+    basis k (a loop over the degree, not over samples) only (n, m) buffers are live besides
+    the block: no K = d+1 GEMM, no (B·m, d+1) tables.
+
+    The backward recomputes f and the intervals from the saved x, gathers the d+1 gradient
+    entries per feature (from shifted views when all x are inside the grid, else through the
+    table) and accumulates ``g·N'``. It is differentiable when autograd asks for a graph of
+    it (``create_graph``): the derivatives are then recomputed from x with plain ops
     (:func:`_local_derivatives`).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, knots: Tensor, coef: Tensor, dcoef: Tensor,
-                cols: Tensor, row0: Tensor, width: int) -> Tensor:
+                cols: Tensor, row0: Tensor, base: Tensor, width: int,
+                pool: BlockPool | None) -> Tensor:
         b, m = x.shape
-        d1 = coef.shape[0]
-        top = cols.shape[0] // m - 2  # t + 2d: the last interval that has a row
-        f, rows = _rows(x, knots, d1 - 1, top, row0)
-        rows = rows.view(-1)
-        out = x.new_zeros(b, m * width + 1)
-        col = rows.new_empty(b, m)
-        val = f.new_empty(b, m)
-        for k, hk in enumerate(horner_coefficients(d1 - 1)):
-            torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
-            out.scatter_(1, col, _horner(f, hk, val))
+        d = coef.shape[0] - 1
+        shape = (b, m * width + 1)
+        out = x.new_empty(shape) if pool is None else pool.take(shape, x)
+        grid = _grid(knots)
+        if x.device.type == "cpu" and _exact_columns(x, m * width):
+            rc = _chunk_rows(b, out.stride(0) * out.element_size())
+            col = row0.new_empty(rc, m)
+            val = x.new_empty(rc, m)
+            for s in range(0, b, rc):
+                n = min(rc, b - s)
+                _fill_rows(out[s:s + n], x[s:s + n], grid, (cols, row0, base), width,
+                           col[:n], val[:n])
+        else:
+            out.zero_()
+            f, j = _local(x, grid)
+            _scatter_table(out, f, _table_rows(j, d, cols.shape[0] // m - 2, row0), cols)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(rows, f, x, knots, dcoef, cols)
-        ctx.shape = (b, m, d1)
+            ctx.save_for_backward(x, knots, dcoef, cols, row0, base)
+        ctx.width = width
         return out[:, : m * width]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         if not ctx.needs_input_grad[0]:
-            return (None,) * 7
-        rows, f, x, knots, dcoef, cols = ctx.saved_tensors
-        b, m, d1 = ctx.shape
-        # the discard column's gradient is zero, so bases that do not exist contribute nothing
-        gp = torch.nn.functional.pad(grad, (0, 1))
+            return (None,) * 9
+        x, knots, dcoef, cols, row0, base = ctx.saved_tensors
+        b, m = x.shape
+        d = dcoef.shape[1] - 1
+        width = ctx.width
+        top = cols.shape[0] // m - 2
         if torch.is_grad_enabled():  # create_graph: a backward autograd can differentiate
-            col = cols.index_select(0, rows).view(b, m * d1)
+            rows = _table_rows(_local(x.detach(), _grid(knots))[1], d, top, row0).view(-1)
+            gp = torch.nn.functional.pad(grad, (0, 1))
+            col = cols.index_select(0, rows).view(b, m * (d + 1))
             dvals = _local_derivatives(x, knots, dcoef)
-            gx = torch.linalg.vecdot(gp.gather(1, col).view(b * m, d1), dvals).view(b, m)
-            return (gx,) + (None,) * 6
-        col = rows.new_empty(b, m)
+            gx = torch.linalg.vecdot(gp.gather(1, col).view(b * m, d + 1), dvals).view(b, m)
+            return (gx,) + (None,) * 8
+        f, j = _local(x, _grid(knots))
         g, dv, gx = grad.new_empty(b, m), f.new_empty(b, m), f.new_zeros(b, m)
-        for k, hk in enumerate(horner_derivatives(d1 - 1)):
-            torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
-            gx.addcmul_(torch.gather(gp, 1, col, out=g), _horner(f, hk, dv))
+        ders = horner_derivatives(d)
+        pows = _powers(f, d - 1)
+        if x.device.type == "cpu" and _exact_columns(x, m * width) and _interior(j, d, width):
+            col = j.add_(base).to(torch.long)
+            for k, hk in enumerate(ders):  # basis k's entries: the view shifted by k
+                gx.addcmul_(torch.gather(grad[:, k:], 1, col, out=g), _poly(pows, hk, dv))
+        else:
+            # the discard column's gradient is zero: bases that do not exist add nothing
+            gp = torch.nn.functional.pad(grad, (0, 1))
+            rows = _table_rows(j, d, top, row0).view(-1)
+            col = rows.new_empty(b, m)
+            for k, hk in enumerate(ders):
+                torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
+                gx.addcmul_(torch.gather(gp, 1, col, out=g), _poly(pows, hk, dv))
         gx.div_(knots[1] - knots[0])  # du/dx = 1/h
-        return (gx,) + (None,) * 6
+        return (gx,) + (None,) * 8
 
 
 def functorch_active() -> bool:
@@ -259,14 +388,16 @@ def uniform_basis_plain(x: Tensor, knots: Tensor, tables: dict[str, Tensor],
     return out.scatter(1, col, vals.view(b, m * d1))[:, : m * width]
 
 
-def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: int) -> Tensor:
+def uniform_basis(x: Tensor, knots: Tensor, tables: dict[str, Tensor], width: int,
+                  pool: BlockPool | None = None) -> Tensor:
     """Dense feature-major basis (B, m·width) of x (B, m) on uniform ``knots`` (x, knots and
-    the floating tables in one dtype; callers handle autocast, see :func:`autocast_off`)."""
+    the floating tables in one dtype; callers handle autocast, see :func:`autocast_off`);
+    the block comes from ``pool`` (:class:`~rpnkit.workspace.BlockPool`) when one is given."""
     if traced():
         return uniform_basis_plain(x, knots, tables, width)
     return UniformBSplineBasis.apply(
         x, knots, tables["coef"], tables["dcoef"], tables["cols"], tables["row0"],
-        width,
+        tables["base"], width, pool,
     )
 
 

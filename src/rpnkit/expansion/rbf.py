@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..errors import ConfigurationError
 from ..registry import EXPANSIONS
+from ..workspace import BlockPool
 from ._spline import (
     autocast_off,
     centred_tables,
@@ -180,7 +181,7 @@ class InverseQuadraticRBF(_RBF):
 #: the φ each analytic kind stands for (a subclass overriding phi gets autograd instead)
 _ANALYTIC_PHI = {"gaussian": GaussianRBF.phi, "inverse_quadratic": InverseQuadraticRBF.phi}
 
-_SPLINE_TABLES = ("coef", "dcoef", "cols", "row0")
+_SPLINE_TABLES = ("coef", "dcoef", "cols", "row0", "base")
 
 
 def _refresh_after_load(module: BSpline, incompatible_keys: Any) -> None:
@@ -224,6 +225,8 @@ class BSpline(Expansion):
         j = torch.arange(-self.d, self.t + self.d + 1, dtype=torch.float64)
         self.register_buffer("knots", lo + j * h)
         self.uniform = True
+        # the local path's dense block, reused across steps on the CPU (rpnkit.workspace)
+        self._pool = BlockPool()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def default_knots(self, dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
@@ -246,6 +249,8 @@ class BSpline(Expansion):
         old = self.knots
         rebuild = old.is_meta or self._is_default(old)
         super()._apply(fn, recurse)
+        if self.__dict__.get("_pool") is not None:  # blocks of the old dtype or device
+            self._pool.release()
         if self.knots.is_meta:
             return self
         if rebuild:
@@ -320,7 +325,7 @@ class BSpline(Expansion):
     def table_numel(self, m: int) -> int:
         if self.d < 1:
             return 0
-        return m * (self.t + 2 * self.d + 2) * (self.d + 1) + m
+        return m * (self.t + 2 * self.d + 2) * (self.d + 1) + 2 * m
 
     def hparams(self) -> dict[str, Any]:
         return {"range": self.range, "t": self.t, "d": self.d}
@@ -417,7 +422,7 @@ class BSpline(Expansion):
         k = self.knots
         if k.dtype != x.dtype or k.device != x.device:
             k = k.to(device=x.device, dtype=x.dtype)
-        return uniform_basis(x, k, self._tables(x), self.t + self.d)
+        return uniform_basis(x, k, self._tables(x), self.t + self.d, self.__dict__.get("_pool"))
 
 
 class _BSplinePart(FusedPart):
