@@ -96,3 +96,12 @@ def test_half_precision_wide_input_uses_the_table_path(monkeypatch):
     torch.testing.assert_close(e.local_basis(x).double(), ref.expand(x.double()),
                                rtol=0, atol=2e-2)
     assert calls == [1]
+
+
+def test_empty_batch_forward_and_backward():
+    e = rpnkit.build_expansion("bspline", t=5, d=3).double()
+    x = torch.zeros(0, 3, dtype=torch.float64, requires_grad=True)
+    out = e.local_basis(x)
+    assert out.shape == (0, 24)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    assert gx.shape == (0, 3)

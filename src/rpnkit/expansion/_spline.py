@@ -7,15 +7,19 @@ polynomials of f (the pieces of the cardinal B-spline):
 
     N_{j−d+k}(x) = Σ_e C[e, k] f^e,        k, e = 0 … d
 
-and their x-derivatives are ``Σ_e e·C[e, k] f^{e−1} / h``. :class:`UniformBSplineBasis` uses
-this one local index k at a time (a loop over the degree, never over samples): the (B, m)
-dense columns of basis k by a 1-D gather from the k-th column of the small column table, its
-(B, m) values by Horner's rule with scalar coefficients (:func:`horner_coefficients`: d
-multiply-adds, no powers, no K = d+1 GEMM), one ``scatter_`` into the zero-filled dense
-feature-major (B, m·(t+d)) block. Only (B, m) buffers are live besides the block (no
-(B·m, d+1) int64 column table or value block: less memory traffic and fewer page faults at
-large B). The backward recomputes the columns and the derivative values per k from the saved
-rows and f, gathers the gradient entries and accumulates ``g·N'``: passes over (B, m) only.
+and their x-derivatives are ``Σ_e e·C[e, k] f^{e−1} / h``. :class:`UniformBSplineBasis`
+writes these d+1 values per feature into a zero-filled dense feature-major (B, m·(t+d)) block,
+one local index k at a time (a loop over the degree, never over samples): the values from the
+powers f², …, f^d with one op per non-zero coefficient (:func:`_poly`), and one ``scatter_``
+per k. On the CPU the block is filled in row chunks that stay in cache (:data:`CHUNK_BYTES`),
+and inside the grid – every x of a chunk in [k_d, k_{t+d}), the common case – the columns are
+arithmetic, ``i·(t+d) + j − d``, and basis k is scattered into the block's view shifted by k
+columns: no column table, no gather. Elsewhere (x beyond the grid, NaN, ±inf, other devices)
+the columns come from a small table by a 1-D gather, with a discard column for bases that do
+not exist. The block itself is reused across steps when nothing uses it any more
+(:class:`~rpnkit.workspace.BlockPool`: no page faults for a fresh block every step). The
+backward recomputes f and the intervals from x and gathers the d+1 gradient entries per
+feature the same two ways.
 
 Everything that depends only on (m, t, d) – the coefficient matrices and the column tables –
 is built once (:func:`spline_tables`) and held by the expansion as non-persistent buffers; the
@@ -137,6 +141,8 @@ def _table_rows(j: Tensor, d: int, top: int, row0: Tensor) -> Tensor:
 def _interior(j: Tensor, d: int, width: int) -> bool:
     """Whether every interval j lies inside the grid (d <= j <= t+d−1), where all d+1 local
     bases exist and basis k of feature i is column ``i·(t+d) + j − d + k``. False for NaN."""
+    if j.numel() == 0:  # an empty batch: nothing to place
+        return True
     lo, hi = torch.aminmax(j)
     return lo.item() >= d and hi.item() <= width - 1
 

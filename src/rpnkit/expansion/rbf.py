@@ -407,9 +407,10 @@ class BSpline(Expansion):
 
         On knot interval j (u = (x − k₀)/h, j = ⌊u⌋, f = u − j) only the d+1 bases j−d … j
         are non-zero; their values are fixed polynomials of f (:mod:`._spline`): per local
-        index k a (B, m) column gather from a small table, Horner's rule with scalar
-        coefficients and one scatter, and a backward that touches only those d+1 entries
-        per feature. Continuous at the knots for d >= 1, so it equals the
+        index k its (B, m) values from the powers of f and one scatter (columns computed
+        arithmetically inside the grid, from a small table outside it), and a backward that
+        touches only those d+1 entries per feature. On the CPU the dense block is reused
+        across steps once nothing uses it (:class:`~rpnkit.workspace.BlockPool`). Continuous at the knots for d >= 1, so it equals the
         recursion there too. A NaN or ±inf feature gives NaN in its block (the recursion gives
         NaN in all of its bases), so every product with it is NaN, as with the recursion.
         Knots that are not uniform (:meth:`refresh`) give :meth:`expand`.
