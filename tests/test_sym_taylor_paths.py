@@ -138,6 +138,31 @@ def test_quadratic_fold_equals_the_definition(rec, rp, path, m, n, bias, channel
                                rtol=1e-12, atol=1e-12)
 
 
+def test_quad_ranges_follow_the_batch_the_plan_is_costed_at():
+    # more rows make the GEMM's saved multiply-adds outweigh a range's fixed kernels
+    for m, c in ((64, 8), (256, 8), (256, 2), (784, 64)):
+        counts = [contract.quad_ranges(m, c, b) for b in (1, 16, 64, 256, 1024, 8192)]
+        assert counts == sorted(counts)
+        assert 1 <= counts[0] <= counts[-1] <= 8
+    assert contract.quad_ranges(64, 8, 64) == 1  # small: one GEMM, fewest kernels
+    assert contract.quad_ranges(256, 8, 64) >= 3  # large: the triangle pays
+    assert contract.quad_ranges(6, 3, 10**6) == 6  # never more ranges than rows
+
+
+def test_quadratic_fold_planned_at_two_batches_gives_the_same_values():
+    torch.manual_seed(0)
+    heads = [RPNHead(96, 4, expansion="taylor", expansion_params={"d": 2, "symmetric": True},
+                     reconciliation="identity", plan_batch=b).to(D64) for b in (4, 4096)]
+    heads[1].load_state_dict(heads[0].state_dict())
+    spans = [len(h.contraction.sym_quad[1][0]) for h in heads]
+    assert spans[0] < spans[1]
+    x = torch.rand(5, 96, dtype=D64, generator=torch.Generator().manual_seed(1))
+    y0, y1 = (h(x) for h in heads)
+    torch.testing.assert_close(y0, y1, rtol=1e-12, atol=1e-12)
+    g0, g1 = (torch.autograd.grad(y.square().sum(), h.w)[0] for y, h in zip((y0, y1), heads))
+    torch.testing.assert_close(g0, g1, rtol=1e-12, atol=1e-12)
+
+
 def test_quadratic_fold_tables_hold_each_weight_once():
     m, c = 7, 3
     for ranges, one in ((1, True), (3, True), (2, False)):

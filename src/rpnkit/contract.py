@@ -180,16 +180,17 @@ def _quad_tables(m: int, ranges: int, one: bool, c: int):
     return _long(dest), _long(src), tuple(out), base
 
 
-def quad_ranges(m: int, c: int) -> int:
+def quad_ranges(m: int, c: int, batch: int = NOMINAL_BATCH) -> int:
     """Ranges of the first index for the folded degree-2 contraction of width m into c
-    columns (:data:`SYM_QUAD_RANGES` if set). Per range one GEMM (B×(m-a0) by
-    (m-a0)×(a1-a0)·c) and one batched product: s ranges cost about (1 + 1/s)/2 of the
-    m²·c multiply-adds of one range, and a few kernels each (about
-    :data:`QUAD_RANGE_COST` multiply-adds per row of the batch). Chosen once, at
-    construction."""
+    columns at ``batch`` rows (:data:`SYM_QUAD_RANGES` if set). Per range one GEMM (B×(m-a0)
+    by (m-a0)×(a1-a0)·c) and one batched product: s ranges cost about (1 + 1/s)/2 of the
+    B·m²·c multiply-adds of one range, forward and again for the weight gradient, and a fixed
+    :data:`QUAD_RANGE_COST` each (its kernels and autograd nodes, whatever the batch). Chosen
+    once, at construction, for the head's ``plan_batch``."""
     if SYM_QUAD_RANGES is not None:
         return max(1, min(int(SYM_QUAD_RANGES), m))
-    costs = {s: m * m * c * (1 + 1 / s) / 2 + QUAD_RANGE_COST * s for s in range(1, 5)}
+    costs = {s: batch * m * m * c * (1 + 1 / s) + QUAD_RANGE_COST * s
+             for s in range(1, min(m, 8) + 1)}
     return min(costs, key=costs.get)
 
 
@@ -254,10 +255,10 @@ SYM_MIN_M = 24
 #: chosen by :func:`quad_ranges`'s cost
 SYM_QUAD_RANGES: int | None = None
 
-#: per-range overhead of the folded degree-2 contraction, in multiply-adds per batch row
-#: (two kernels forward, three backward; calibrated on CPU, float32:
-#: benchmarks/results/structured_sym_cpu.md)
-QUAD_RANGE_COST = 60_000
+#: fixed cost of one more range of the folded degree-2 contraction, in multiply-adds (its
+#: slices, GEMM, batched product and their backward, with autograd's bookkeeping: about 120 µs
+#: on the 2-core CPU of benchmarks/results/structured_sym_cpu.md, float32)
+QUAD_RANGE_COST = 3_000_000
 
 
 def _with_one(z: Tensor) -> Tensor:
@@ -825,7 +826,7 @@ class Contraction(nn.Module):
                     one = (prev is not None and prev[0] == "dense" and prev[1] == m
                            and i - 1 not in folded)
                     c = self._cols()
-                    dest, src, ranges, rows = _quad_tables(m, quad_ranges(m, c), one, c)
+                    dest, src, ranges, rows = _quad_tables(m, quad_ranges(m, c, self.batch), one, c)
                     self.register_buffer(f"quad{i}_dest", dest, persistent=False)
                     self.register_buffer(f"quad{i}_src", src, persistent=False)
                     self.sym_quad[i] = (ranges, rows, i - 1 if one else None)
