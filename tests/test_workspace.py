@@ -29,6 +29,13 @@ def test_small_blocks_and_inference_mode_are_not_pooled():
     assert len(pool.blocks) == 1
 
 
+def test_disabled_pools_keep_nothing(monkeypatch):
+    monkeypatch.setattr(workspace, "ENABLED", False)
+    pool = BlockPool()
+    assert pool.take(BIG, torch.zeros(1)).shape == BIG
+    assert pool.blocks == []
+
+
 def test_a_block_is_lent_again_only_when_free():
     pool = BlockPool(cap=2)
     x = torch.zeros(1)

@@ -13,8 +13,12 @@ the pool's own references its storage (the storage's use count: every tensor, vi
 tensor of autograd or array export holds one), so a block held by a pending backward, by a
 caller who kept the output or by another thread is never written. Taking is serialised by a
 lock. Copies of a module (``copy.deepcopy``, pickling) get an empty pool. Outside the CPU,
-under inference mode, for small blocks, or where this PyTorch has no storage use count, a
-plain ``new_empty`` is returned.
+under inference mode, for small blocks, with :data:`ENABLED` False, or where this PyTorch has
+no storage use count, a plain ``new_empty`` is returned.
+
+Memory. A pool keeps at most ``cap`` blocks (two per B-spline expansion), each of the largest
+batch it served – e.g. an evaluation chunk – until the owner is cast, released
+(:meth:`BlockPool.release`) or freed; smaller batches reuse the larger block.
 """
 
 from __future__ import annotations
@@ -25,7 +29,11 @@ import threading
 import torch
 from torch import Tensor
 
-__all__ = ["BlockPool", "MIN_BYTES"]
+__all__ = ["BlockPool", "ENABLED", "MIN_BYTES"]
+
+#: set to False to give every block back after use (``new_empty`` each time): pooled blocks
+#: stay allocated between steps, up to ``cap`` per owner at the largest batch seen
+ENABLED = True
 
 #: blocks smaller than this come from ``new_empty`` (malloc serves them without faults)
 MIN_BYTES = 1 << 20
@@ -78,7 +86,7 @@ class BlockPool:
 
     @staticmethod
     def enabled_for(like: Tensor, numel: int) -> bool:
-        return (_use_count is not None and like.device.type == "cpu"
+        return (ENABLED and _use_count is not None and like.device.type == "cpu"
                 and numel * like.element_size() >= MIN_BYTES
                 and not torch.is_inference_mode_enabled())
 
