@@ -12,7 +12,7 @@ from rpnkit.expansion import _spline
 
 
 def _mixed_rows(b: int, m: int, lo: float, hi: float, seed: int = 0) -> torch.Tensor:
-    """Rows inside [lo, hi) except a few rows with points beyond the grid, on knots, NaN, ±inf."""
+    """Rows inside [lo, hi) except a few entries beyond the grid and on its end knots."""
     g = torch.Generator().manual_seed(seed)
     x = lo + (hi - lo) * torch.rand(b, m, dtype=torch.float64, generator=g)
     x[3, 0] = hi + 0.3 * (hi - lo)  # beyond the grid (extended knots)
@@ -35,6 +35,30 @@ def test_chunks_inside_and_outside_equal_the_definition(d, chunk_bytes, monkeypa
     (gf,) = torch.autograd.grad(fast, x, g)
     (gr,) = torch.autograd.grad(ref, x, g)
     torch.testing.assert_close(gf, gr, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 22])
+def test_nan_and_infinite_inputs_give_nan_where_the_definition_does(chunk_bytes, monkeypatch):
+    monkeypatch.setattr(_spline, "CHUNK_BYTES", chunk_bytes)
+    e = rpnkit.build_expansion("bspline", t=5, d=3).double()
+    x = _mixed_rows(16, 4, -1.0, 1.0, seed=3)
+    x[2, 1], x[5, 3], x[9, 0] = float("nan"), float("inf"), float("-inf")
+    x.requires_grad_()
+    fast, ref = e.local_basis(x), e.expand(x)
+    bad = (~torch.isfinite(x.detach())).repeat_interleave(8, dim=1)  # their feature's block
+    torch.testing.assert_close(fast[~bad], ref[~bad], rtol=0, atol=1e-13)
+    # a non-finite feature gives NaN in its block (in its d+1 local columns; the recursion
+    # in all t+d), so every product with it is NaN as with the definition
+    for r, c in ((2, 1), (5, 3), (9, 0)):
+        blk = fast[r, 8 * c: 8 * c + 8]
+        assert blk.isnan().any()
+        assert ref[r, 8 * c: 8 * c + 8][blk.isnan()].isnan().all()
+    assert torch.isfinite(fast[2, :8]).all()  # the neighbours keep their values
+    g = torch.randn(fast.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    (gf,) = torch.autograd.grad(fast, x, g)
+    finite = torch.isfinite(x.detach())
+    (gr,) = torch.autograd.grad(e.expand(x), x, g)
+    torch.testing.assert_close(gf[finite], gr[finite], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("d", [1, 3, 5])

@@ -249,25 +249,66 @@ def _scatter_table(out: Tensor, f: Tensor, rows: Tensor, cols: Tensor) -> None:
         out.scatter_(1, col, _poly(pows, hk, val))
 
 
+def _table_grad(gp: Tensor, f: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Σ_k g[col_k]·N'_k (in u) per input, the table path's backward: ``gp`` the block's
+    gradient with a zero discard column, f and ``rows`` (n, m) as for :func:`_scatter_table`."""
+    rows = rows.view(-1)
+    col = rows.new_empty(f.shape)
+    g, dv, gx = gp.new_empty(f.shape), f.new_empty(f.shape), f.new_zeros(f.shape)
+    d = cols.shape[1] - 1
+    pows = _powers(f, d - 1)
+    for k, hk in enumerate(horner_derivatives(d)):
+        torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
+        gx.addcmul_(torch.gather(gp, 1, col, out=g), _poly(pows, hk, dv))
+    return gx
+
+
+def _outside(j: Tensor, d: int, width: int) -> Tensor | None:
+    """None when every interval j is interior (d <= j <= t+d−1); else the (n, m) mask of the
+    entries that are not (beyond the grid, NaN, ±inf), with j clamped in place into the
+    interior so that their arithmetic columns stay inside their own feature."""
+    if _interior(j, d, width):
+        return None
+    mask = ~((j >= d) & (j <= width - 1))
+    j.nan_to_num_(nan=d, posinf=width - 1, neginf=d).clamp_(d, width - 1)
+    return mask
+
+
+def _one_feature(x: Tensor, grid: tuple, cols: Tensor, row0: Tensor, m: int, width: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """(f, table rows, table) for K scalar inputs x (K,) of any feature, as inputs of one
+    feature: the table is feature 0's rows of ``cols`` with its discard column moved to
+    ``width`` (the basis is the same function for every feature)."""
+    one = cols[: cols.shape[0] // m].clamp(max=width)
+    f, j = _local(x.view(-1, 1), grid)
+    return f, _table_rows(j, cols.shape[1] - 1, one.shape[0] - 2, row0[:1]), one
+
+
 def _fill_rows(out: Tensor, x: Tensor, grid: tuple, tabs: tuple, width: int,
                col: Tensor, val: Tensor) -> None:
     """One row chunk of the CPU path: zero ``out`` (n, m·(t+d) + 1), then write the d+1
-    local values of every feature. When every x of the chunk lies inside the grid (the
-    common case) the columns are arithmetic, ``i·(t+d) + j − d`` for basis 0, and basis k
-    is scattered into the view shifted by k columns (no table gather, no discard column);
-    otherwise (an x outside the grid, NaN or ±inf) the table path. ``col``/``val``: (n, m)
-    scratch."""
+    local values of every feature. The columns are arithmetic, ``i·(t+d) + j − d`` for
+    basis 0, and basis k is scattered into the view shifted by k columns (no table gather,
+    no discard column). Entries whose x lies outside the grid (or is NaN, ±inf) – none in
+    the common case, one ``aminmax`` per chunk says so – are written at a clamped interval
+    first and then get their feature's t+d columns rewritten from the table path of one
+    feature (:func:`_one_feature`). ``col``/``val``: (n, m) scratch."""
     cols, row0, base = tabs
+    n, m = x.shape
     d = cols.shape[1] - 1
     out.zero_()
     f, j = _local(x, grid)
-    if not _interior(j, d, width):
-        _scatter_table(out, f, _table_rows(j, d, cols.shape[0] // x.shape[1] - 2, row0), cols)
-        return
+    outside = _outside(j, d, width)
     col.copy_(j.add_(base))  # exact: see _exact_columns
     pows = _powers(f, d)
     for k, hk in enumerate(horner_coefficients(d)):
         out[:, k:].scatter_(1, col, _poly(pows, hk, val))
+    if outside is not None:
+        r, i = outside.nonzero(as_tuple=True)
+        fo, rows, one = _one_feature(x[r, i], grid, cols, row0, m, width)
+        dense = fo.new_zeros(fo.shape[0], width + 1)
+        _scatter_table(dense, fo, rows, one)
+        out[:, : m * width].view(n, m, width)[r, i] = dense[:, :width]
 
 
 class UniformBSplineBasis(torch.autograd.Function):
@@ -331,22 +372,24 @@ class UniformBSplineBasis(torch.autograd.Function):
             dvals = _local_derivatives(x, knots, dcoef)
             gx = torch.linalg.vecdot(gp.gather(1, col).view(b * m, d + 1), dvals).view(b, m)
             return (gx,) + (None,) * 8
-        f, j = _local(x, _grid(knots))
-        g, dv, gx = grad.new_empty(b, m), f.new_empty(b, m), f.new_zeros(b, m)
-        ders = horner_derivatives(d)
-        pows = _powers(f, d - 1)
-        if x.device.type == "cpu" and _exact_columns(x, m * width) and _interior(j, d, width):
-            col = j.add_(base).to(torch.long)
-            for k, hk in enumerate(ders):  # basis k's entries: the view shifted by k
-                gx.addcmul_(torch.gather(grad[:, k:], 1, col, out=g), _poly(pows, hk, dv))
-        else:
+        grid = _grid(knots)
+        f, j = _local(x, grid)
+        if not (x.device.type == "cpu" and _exact_columns(x, m * width)):
             # the discard column's gradient is zero: bases that do not exist add nothing
             gp = torch.nn.functional.pad(grad, (0, 1))
-            rows = _table_rows(j, d, top, row0).view(-1)
-            col = rows.new_empty(b, m)
-            for k, hk in enumerate(ders):
-                torch.index_select(cols[:, k], 0, rows, out=col.view(-1))
-                gx.addcmul_(torch.gather(gp, 1, col, out=g), _poly(pows, hk, dv))
+            gx = _table_grad(gp, f, _table_rows(j, d, top, row0), cols)
+        else:
+            outside = _outside(j, d, width)
+            col = j.add_(base).to(torch.long)
+            g, dv, gx = grad.new_empty(b, m), f.new_empty(b, m), f.new_zeros(b, m)
+            pows = _powers(f, d - 1)
+            for k, hk in enumerate(horner_derivatives(d)):  # basis k: the view shifted by k
+                gx.addcmul_(torch.gather(grad[:, k:], 1, col, out=g), _poly(pows, hk, dv))
+            if outside is not None:  # their feature's t+d entries through the table path
+                r, i = outside.nonzero(as_tuple=True)
+                fo, rows, one = _one_feature(x[r, i], grid, cols, row0, m, width)
+                go = torch.nn.functional.pad(grad.reshape(b, m, width)[r, i], (0, 1))
+                gx[r, i] = _table_grad(go, fo, rows, one).view(-1)
         gx.div_(knots[1] - knots[0])  # du/dx = 1/h
         return (gx,) + (None,) * 8
 
