@@ -12,11 +12,12 @@ writes these d+1 values per feature into a zero-filled dense feature-major (B, m
 one local index k at a time (a loop over the degree, never over samples): the values from the
 powers f², …, f^d with one op per non-zero coefficient (:func:`_poly`), and one ``scatter_``
 per k. On the CPU the block is filled in row chunks that stay in cache (:data:`CHUNK_BYTES`),
-and inside the grid – every x of a chunk in [k_d, k_{t+d}), the common case – the columns are
-arithmetic, ``i·(t+d) + j − d``, and basis k is scattered into the block's view shifted by k
-columns: no column table, no gather. Elsewhere (x beyond the grid, NaN, ±inf, other devices)
-the columns come from a small table by a 1-D gather, with a discard column for bases that do
-not exist. The block itself is reused across steps when nothing uses it any more
+the columns are arithmetic, ``i·(t+d) + j − d``, and basis k is scattered into the block's
+view shifted by k columns: no column table, no gather. The few entries whose x lies outside
+the grid [k_d, k_{t+d}) (or is NaN, ±inf) are placed at a clamped interval and then get their
+feature's t+d columns rewritten from the table path of one feature. On other devices the
+columns come from a small table by a 1-D gather, with a discard column for bases that do not
+exist. The block itself is reused across steps when nothing uses it any more
 (:class:`~rpnkit.workspace.BlockPool`: no page faults for a fresh block every step). The
 backward recomputes f and the intervals from x and gathers the d+1 gradient entries per
 feature the same two ways.
@@ -317,15 +318,15 @@ class UniformBSplineBasis(torch.autograd.Function):
     The block is (B, m·(t+d) + 1), its last column taking bases that do not exist; the output
     is the view without it (rows keep the buffer's stride). On the CPU it is written in row
     chunks of about :data:`CHUNK_BYTES` (:func:`_fill_rows`: the zero fill and the d+1
-    scatters of a chunk land while it is in cache), columns computed arithmetically where
-    every x of the chunk is inside the grid; elsewhere (other devices, column numbers not
-    exact in the dtype) the whole block by the table path (:func:`_scatter_table`). Per local
+    scatters of a chunk land while it is in cache), columns computed arithmetically, entries
+    outside the grid rewritten feature by feature; elsewhere (other devices, column numbers
+    not exact in the dtype) the whole block by the table path (:func:`_scatter_table`). Per local
     basis k (a loop over the degree, not over samples) only (n, m) buffers are live besides
     the block: no K = d+1 GEMM, no (B·m, d+1) tables.
 
     The backward recomputes f and the intervals from the saved x, gathers the d+1 gradient
-    entries per feature (from shifted views when all x are inside the grid, else through the
-    table) and accumulates ``g·N'``. It is differentiable when autograd asks for a graph of
+    entries per feature (from shifted views on the CPU, entries outside the grid again
+    through the one-feature table; elsewhere through the table) and accumulates ``g·N'``. It is differentiable when autograd asks for a graph of
     it (``create_graph``): the derivatives are then recomputed from x with plain ops
     (:func:`_local_derivatives`).
     """
