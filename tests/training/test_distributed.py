@@ -178,6 +178,7 @@ def _record_worker(rank: int, world: int, port: int, out: str) -> None:
     fit(model, (x, y), {"epochs": 3, "batch_size": 10, "dtype": "float64",
                         "optimizer": {"name": "sgd", "lr": 1e-9}}, seed=1)
     torch.save(model.seen, Path(out) / f"seen{rank}.pt")
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it
     dist.destroy_process_group()
 
 
