@@ -826,7 +826,8 @@ class Contraction(nn.Module):
                     one = (prev is not None and prev[0] == "dense" and prev[1] == m
                            and i - 1 not in folded)
                     c = self._cols()
-                    dest, src, ranges, rows = _quad_tables(m, quad_ranges(m, c, self.batch), one, c)
+                    spans = quad_ranges(m, c, self.batch)
+                    dest, src, ranges, rows = _quad_tables(m, spans, one, c)
                     self.register_buffer(f"quad{i}_dest", dest, persistent=False)
                     self.register_buffer(f"quad{i}_src", src, persistent=False)
                     self.sym_quad[i] = (ranges, rows, i - 1 if one else None)

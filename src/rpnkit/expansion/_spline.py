@@ -238,8 +238,8 @@ def _local_derivatives(x: Tensor, knots: Tensor, dcoef: Tensor) -> Tensor:
 def _scatter_table(out: Tensor, f: Tensor, rows: Tensor, cols: Tensor) -> None:
     """The general local path into the zero-filled block ``out`` (n, m·(t+d) + 1): per local
     basis k its (n, m) columns by a 1-D gather from the k-th column of the table (the
-    discard column for a basis that does not exist), its values by Horner's rule, one
-    ``scatter_``."""
+    discard column for a basis that does not exist), its values from the powers of f
+    (:func:`_poly`), one ``scatter_``."""
     rows = rows.view(-1)
     col = rows.new_empty(f.shape)
     val = f.new_empty(f.shape)
@@ -320,15 +320,15 @@ class UniformBSplineBasis(torch.autograd.Function):
     chunks of about :data:`CHUNK_BYTES` (:func:`_fill_rows`: the zero fill and the d+1
     scatters of a chunk land while it is in cache), columns computed arithmetically, entries
     outside the grid rewritten feature by feature; elsewhere (other devices, column numbers
-    not exact in the dtype) the whole block by the table path (:func:`_scatter_table`). Per local
-    basis k (a loop over the degree, not over samples) only (n, m) buffers are live besides
-    the block: no K = d+1 GEMM, no (B·m, d+1) tables.
+    not exact in the dtype) the whole block by the table path (:func:`_scatter_table`). Per
+    local basis k (a loop over the degree, not over samples) only (n, m) buffers are live
+    besides the block: no K = d+1 GEMM, no (B·m, d+1) tables.
 
     The backward recomputes f and the intervals from the saved x, gathers the d+1 gradient
     entries per feature (from shifted views on the CPU, entries outside the grid again
-    through the one-feature table; elsewhere through the table) and accumulates ``g·N'``. It is differentiable when autograd asks for a graph of
-    it (``create_graph``): the derivatives are then recomputed from x with plain ops
-    (:func:`_local_derivatives`).
+    through the one-feature table; elsewhere through the table) and accumulates ``g·N'``.
+    It is differentiable when autograd asks for a graph of it (``create_graph``): the
+    derivatives are then recomputed from x with plain ops (:func:`_local_derivatives`).
     """
 
     @staticmethod

@@ -408,11 +408,12 @@ class BSpline(Expansion):
         On knot interval j (u = (x − k₀)/h, j = ⌊u⌋, f = u − j) only the d+1 bases j−d … j
         are non-zero; their values are fixed polynomials of f (:mod:`._spline`): per local
         index k its (B, m) values from the powers of f and one scatter (columns computed
-        arithmetically; entries outside the grid rewritten from a small table), and a backward that
-        touches only those d+1 entries per feature. On the CPU the dense block is reused
-        across steps once nothing uses it (:class:`~rpnkit.workspace.BlockPool`). Continuous at the knots for d >= 1, so it equals the
-        recursion there too. A NaN or ±inf feature gives NaN in its block (the recursion gives
-        NaN in all of its bases), so every product with it is NaN, as with the recursion.
+        arithmetically; entries outside the grid rewritten from a small table), and a
+        backward that touches only those d+1 entries per feature. On the CPU the dense block
+        is reused across steps once nothing uses it (:class:`~rpnkit.workspace.BlockPool`).
+        Continuous at the knots for d >= 1, so it equals the recursion there too. A NaN or
+        ±inf feature gives NaN in its block (in its d+1 local columns; the recursion gives NaN
+        in all of its bases), so every product with it is NaN, as with the recursion.
         Knots that are not uniform (:meth:`refresh`) give :meth:`expand`.
         """
         if self.d < 1 or not self.uniform:
